@@ -1,0 +1,1 @@
+"""The HTTP API: ingest, key queries, commands, health; authenticated with scoped tokens."""

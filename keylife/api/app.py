@@ -1,0 +1,233 @@
+"""HTTP routes. Handlers stay thin: parse, authorize, hand to the ledger or the registry, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+from starlette.responses import PlainTextResponse, Response
+
+from audit_forwarder.journal.reader import get_entries
+from keylife import __version__
+from keylife.api import ingest
+from keylife.api.auth import Principal
+from keylife.api.problems import JSONBody, Problem, install
+from keylife.events import Event, EventType, format_time
+from keylife.ledger import LedgerStopped, Outcome
+from keylife.lifecycle import KeyState
+from keylife.runtime import Runtime
+
+log = logging.getLogger("keylife.api")
+
+COMMANDS: dict[str, EventType] = {
+    "activate": EventType.ACTIVATED,
+    "suspend": EventType.SUSPENDED,
+    "reactivate": EventType.REACTIVATED,
+    "deactivate": EventType.DEACTIVATED,
+    "revoke": EventType.REVOKED,
+    "compromise": EventType.COMPROMISED,
+    "destroy": EventType.DESTROYED,
+}
+
+
+class CommandRequest(BaseModel):
+    command: Literal["activate", "suspend", "reactivate", "deactivate", "revoke", "compromise", "destroy"]
+    reason: str = Field(min_length=1, max_length=1024)
+    id: str | None = Field(default=None, description="idempotency id; the same id is answered as a duplicate")
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="keylife",
+        version=__version__,
+        description="Key lifecycle governance for DataFold networks: ingest, registry, commands.",
+        default_response_class=JSONBody,
+    )
+    install(app)
+    app.state.runtime = rt
+
+    def require(scope: str) -> Any:
+        async def check(request: Request) -> Principal:
+            principal, why = rt.tokens.authenticate(request.headers.get("authorization"))
+            if principal is None:
+                _auth_failure(rt, request, 401, why, None)
+                raise Problem(401, "unauthorized", "Authentication required", why,
+                              {"WWW-Authenticate": 'Bearer realm="keylife"'})
+            if scope not in principal.scopes:
+                why = f"token '{principal.name}' lacks the '{scope}' scope"
+                _auth_failure(rt, request, 403, why, principal.name)
+                raise Problem(403, "forbidden", "Missing scope", why)
+            return principal
+
+        return Depends(check)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> dict[str, Any]:
+        if not rt.ledger.running:
+            raise Problem(503, "not-ready", "Not ready", rt.ledger.failure or "journal writer is not running",
+                          {"Retry-After": "5"})
+        return {"status": "ready", "journal_size": rt.journal.size, "registry_seq": rt.registry.last_applied_seq()}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(rt.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/events", tags=["ingest"], status_code=200)
+    async def post_events(request: Request, principal: Principal = require("ingest")) -> Response:
+        started = time.perf_counter()
+        try:
+            return await _ingest(rt, request, principal)
+        except Problem as exc:
+            rt.telemetry.requests.labels(str(exc.status)).inc()
+            raise
+        finally:
+            rt.telemetry.ack_latency.observe(time.perf_counter() - started)
+
+    @app.get("/v1/keys", tags=["registry"])
+    async def list_keys(
+        state: KeyState | None = None,
+        algorithm: str | None = None,
+        purpose: str | None = None,
+        owner: str | None = None,
+        node: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: str | None = None,
+        _: Principal = require("read"),
+    ) -> JSONBody:
+        items = await asyncio.to_thread(
+            rt.registry.list_keys, state=state, algorithm=algorithm, purpose=purpose, owner=owner, node=node,
+            limit=limit, after=after,
+        )
+        following = items[-1]["key_id"] if len(items) == limit else None
+        return JSONBody({"items": items, "next": following})
+
+    @app.get("/v1/keys/{key_id}", tags=["registry"])
+    async def get_key(key_id: str, _: Principal = require("read")) -> JSONBody:
+        key = await asyncio.to_thread(rt.registry.get_key, key_id)
+        if key is None:
+            raise Problem(404, "key-not-found", "No such key", f"key {key_id!r} is not in the registry")
+        seqs = await asyncio.to_thread(rt.registry.key_history_seqs, key_id)
+        entries = await asyncio.to_thread(get_entries, rt.journal, seqs)
+        key["history"] = [{"seq": e.seq, "observed_at": e.observed_at, "event": e.event} for e in entries]
+        return JSONBody(key)
+
+    @app.post("/v1/keys/{key_id}/commands", tags=["commands"])
+    async def command(key_id: str, body: CommandRequest, principal: Principal = require("admin")) -> JSONBody:
+        event_id = body.id or f"cmd-{time.time_ns()}-{principal.name}"
+        try:
+            event = Event.model_validate(
+                {"id": event_id, "type": COMMANDS[body.command], "key_id": key_id, "occurred_at": _now(),
+                 "actor": principal.name, "reason": body.reason, "origin": "command"}
+            )
+        except ValidationError as exc:
+            raise Problem(422, "invalid-command", "The command is not valid", str(exc.errors()[0]["msg"])) from None
+        (outcome,) = await _submit(rt, [event], command=True)
+        if outcome.status == "refused":
+            raise Problem(409, "lifecycle-conflict", "Command refused by the key lifecycle", outcome.error or "",
+                          key_id=key_id, command=body.command)
+        if outcome.status == "conflict":
+            raise Problem(409, "id-conflict", "Idempotency id reused", outcome.error or "", id=event_id)
+        state = await asyncio.to_thread(rt.registry.key_state, key_id)
+        return JSONBody({"status": outcome.status, "id": event_id, "seq": outcome.seq, "state": _state(state)})
+
+    @app.get("/v1/journal/checkpoint", tags=["journal"], response_class=PlainTextResponse)
+    async def checkpoint(_: Principal = require("read")) -> PlainTextResponse:
+        cp = rt.journal.last_checkpoint
+        if cp is None:
+            raise Problem(404, "no-checkpoint", "No checkpoint yet", "the journal is empty")
+        return PlainTextResponse(cp.render())
+
+    @app.get("/v1/journal/verifier-key", tags=["journal"], response_class=PlainTextResponse)
+    async def verifier_key() -> PlainTextResponse:
+        return PlainTextResponse(rt.signer.verifier.encode() + "\n")
+
+    return app
+
+
+async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Response:
+    limit = rt.config.api.max_body_bytes
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ingest.NDJSON_TYPES | ingest.JSON_TYPES:
+        raise Problem(415, "unsupported-media-type", "Unsupported content type",
+                      f"send application/json (one event) or application/x-ndjson, not {content_type or 'nothing'!r}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "body-too-large", "Body too large", f"body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "body-too-large", "Body too large", f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    lines = ingest.split_body(b"".join(chunks), content_type in ingest.NDJSON_TYPES)
+    if not lines:
+        raise Problem(400, "empty-body", "Empty body", "the body holds no event")
+    if len(lines) > rt.config.api.max_lines:
+        raise Problem(413, "too-many-lines", "Too many lines",
+                      f"{len(lines)} events in one request; the limit is {rt.config.api.max_lines}")
+    events, errors = ingest.parse_lines(lines)
+    if errors:
+        rt.telemetry.invalid_lines.inc(len({e.line for e in errors}))
+        bad = len({e.line for e in errors})
+        raise Problem(422, "invalid-events", "Invalid events",
+                      f"{bad} of {len(lines)} lines are not valid events; nothing was written",
+                      errors=[e.as_dict() for e in errors])
+    outcomes = await _submit(rt, events)
+    numbered = [{"line": n, "id": o.id, "status": o.status, "seq": o.seq} | ({"error": o.error} if o.error else {})
+                for (n, _), o in zip(lines, outcomes, strict=True)]
+    for event, o in zip(events, outcomes, strict=True):
+        rt.telemetry.events.labels(event.type, o.status).inc()
+    if any(o.status == "conflict" for o in outcomes):
+        raise Problem(409, "id-conflict", "Event id reused for a different event",
+                      "some ids were already used for other events; nothing of this request was written",
+                      results=numbered)
+    rt.telemetry.requests.labels("200").inc()
+    accepted = sum(o.status == "accepted" for o in outcomes)
+    return JSONBody({"accepted": accepted, "duplicate": len(outcomes) - accepted, "results": numbered})
+
+
+async def _submit(rt: Runtime, events: list[Event], command: bool = False) -> list[Outcome]:
+    try:
+        return await asyncio.wrap_future(rt.ledger.submit(events, command=command))
+    except LedgerStopped as exc:
+        raise Problem(503, "journal-unavailable", "Journal unavailable",
+                      f"events cannot be made durable now ({exc}); nothing was written, retry later",
+                      {"Retry-After": "5"}) from None
+
+
+def _auth_failure(rt: Runtime, request: Request, code: int, why: str, who: str | None) -> None:
+    """Count every failure; journal it unless the rate limit holds it back (then count that)."""
+    rt.telemetry.auth_failures.labels(str(code)).inc()
+    allowed, held = rt.auth_limiter.allow()
+    client = request.client.host if request.client else "unknown"
+    if not allowed:
+        rt.telemetry.auth_unjournaled.inc()
+        return
+    log.warning("authentication failure", extra={"code": code, "reason": why, "client": client,
+                                                   "path": request.url.path})
+    attributes = {"code": str(code), "client": client[:256], "path": request.url.path[:256],
+                  "method": request.method}
+    if held:
+        attributes["unjournaled_before"] = str(held)
+    event = rt.ledger.system_event(EventType.AUTH_FAILURE, reason=why, attributes=attributes,
+                                   **({"actor": who} if who else {}))
+    rt.ledger.submit([event])  # fire and forget: the 401/403 does not wait on the disk
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return format_time(datetime.now(UTC))
+
+
+def _state(value: object) -> str | None:
+    return value.value if isinstance(value, KeyState) else (value if isinstance(value, str) else None)

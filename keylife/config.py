@@ -1,0 +1,154 @@
+"""One YAML config file, validated at start; every setting has a safe default.
+
+Environment variables override the file: ``KEYLIFE_<SECTION>__<SETTING>`` (double underscore
+between levels), e.g. ``KEYLIFE_LISTEN__PORT=9000``. Errors name the setting and the source.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCOPES = ("ingest", "read", "admin")
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; the message lists every wrong setting."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Listen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+
+
+class JournalConfig(_Section):
+    origin: str = Field(default_factory=lambda: f"keylife/{socket.gethostname()}", min_length=1, max_length=200)
+    dir: Path | None = None
+    signing_key: Path | None = None
+    segment_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    segment_max_age_seconds: float = Field(86400.0, gt=0)
+    checkpoint_every: int = Field(1000, ge=1)
+    checkpoint_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    compress_level: int = Field(12, ge=1, le=22)
+
+    @field_validator("origin")
+    @classmethod
+    def _origin_line(cls, value: str) -> str:
+        if "\n" in value or value != value.strip():
+            raise ValueError("origin must be one line without surrounding spaces")
+        return value
+
+
+class RegistryConfig(_Section):
+    path: Path | None = None
+
+
+class Token(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Literal["ingest", "read", "admin"]] = Field(min_length=1)
+
+
+class ApiConfig(_Section):
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_lines: int = Field(10_000, ge=1)
+    tokens: list[Token] = Field(default_factory=list)
+    token_file: Path | None = None
+    auth_failures_journaled_per_second: float = Field(1.0, gt=0)
+    auth_failures_burst: int = Field(20, ge=1)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class DemoSettings(_Section):
+    enabled: bool = False
+    nodes: int = Field(5, ge=1, le=1000)
+    keys: int = Field(40, ge=1, le=1_000_000)
+    seed: int = 1
+
+
+class Config(_Section):
+    data_dir: Path = Path("data")
+    listen: Listen = Field(default_factory=Listen)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.journal.dir or self.data_dir / "journal"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.journal.signing_key or self.data_dir / "keys" / "journal-signing.key"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry.path or self.data_dir / "registry.sqlite"
+
+    @property
+    def token_file(self) -> Path:
+        return self.api.token_file or self.data_dir / "tokens" / "admin.token"
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("KEYLIFE_") or name in ("KEYLIFE_CONFIG",):
+            continue
+        path = name[len("KEYLIFE_") :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (optional), apply env overrides, validate; ConfigError names each bad setting."""
+    env = dict(os.environ) if env is None else env
+    source = str(path) if path else "defaults"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        raw = loaded or {}
+    raw = _merge(raw, _env_overrides(env))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            setting = ".".join(str(part) for part in err["loc"])
+            problems.append(f"  {setting}: {err['msg']}")
+        raise ConfigError(f"{source} (with KEYLIFE_* overrides): invalid settings:\n" + "\n".join(problems)) from None

@@ -1,0 +1,457 @@
+"""The registry: the audit journal projected into SQLite, rebuildable by replay.
+
+The journal is the source of truth; every row here is a pure, deterministic function of the
+journal entries applied in seq order, so ``rebuild`` from the journal gives the same tables.
+Nothing reads a clock: times come from the events (``occurred_at``), normalised to one
+fixed-width, sortable form (``2024-01-01T00:00:00.000000Z``) so that ``max`` on text is ``max``
+on time.
+
+Write side (one writer thread): ``begin`` / ``apply`` / ``apply_many`` / ``commit`` /
+``rollback``. Applying works on an in-memory picture of the touched keys and pending rows and
+writes them with ``executemany`` at ``commit`` (or when the pending set grows large), so
+``seen`` and ``key_state`` on the writer see what was staged earlier in the open transaction,
+and a usage report costs no SQL statement of its own. Read side: any thread, each with its own
+read-only connection, seeing only committed data (WAL snapshots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from audit_forwarder.journal.canonical import canonical
+from audit_forwarder.journal.segments import fsync_dir
+from audit_forwarder.journal.writer import Entry
+from keylife import registry_queries as q
+from keylife.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
+
+SCHEMA_VERSION = 1
+VIOLATION_KINDS = ("conflicting_use", "skipped_transition", "unknown_key", "policy_breach")
+_COPIED_TO_SUCCESSOR = ("algorithm", "key_size", "curve", "purpose", "owner")
+_PLAIN_META = ("algorithm", "key_size", "curve", "purpose", "owner", "predecessor")
+_FLUSH_AT = 50_000  # pending rows before an early (same-transaction) write, to bound memory
+_CACHE_MAX = 50_000  # key records kept across transactions
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot follow the journal as asked (a gap, another origin, old schema)."""
+
+
+@dataclass(frozen=True)
+class RebuildStats:
+    entries: int
+    keys: int
+    last_seq: int
+    seconds: float
+
+
+def ts(value: str) -> str:
+    """An RFC 3339 time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (fixed width, so text order = time order)."""
+    if len(value) == 27 and value[19] == "." and value[26] == "Z":
+        return value
+    if len(value) == 20 and value[19] == "Z":
+        return value[:19] + ".000000Z"
+    parsed = datetime.fromisoformat(value)
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_key(key_id: str, at: str) -> dict[str, Any]:
+    record: dict[str, Any] = dict.fromkeys(q.KEY_COLUMNS)
+    record.update(key_id=key_id, created_at=at, usage_total=0, violation_count=0)
+    return record
+
+
+class Registry:
+    """One SQLite file: a writer connection for the writer thread, read-only ones per reader thread."""
+
+    def __init__(self, path: Path, *, origin: str | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(q.SCHEMA)
+        meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise RegistryError(
+                f"registry {self.path} has schema {meta['schema_version']}, not "
+                f"{SCHEMA_VERSION}; rebuild it from the journal"
+            )
+        if origin and meta.get("origin") not in (None, origin):
+            raise RegistryError(f"registry {self.path} projects origin {meta['origin']!r}, not {origin!r}")
+        self.origin: str | None = meta.get("origin") or origin
+        self._db.executemany(
+            "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+            [("schema_version", SCHEMA_VERSION), ("last_applied_seq", -1), ("origin", self.origin)],
+        )
+        self._db.execute("UPDATE meta SET value = ? WHERE name = 'origin' AND value IS NULL", (self.origin,))
+        self._committed_seq: int = self._db.execute(
+            "SELECT value FROM meta WHERE name = 'last_applied_seq'"
+        ).fetchone()[0]
+        self._last_seq = self._committed_seq
+        self._in_txn = False
+        self._keys: dict[str, dict[str, Any] | None] = {}  # None: known not to exist
+        self._dirty: set[str] = set()
+        self._reset_pending()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _reset_pending(self) -> None:
+        self._events: dict[str, tuple[int, bytes]] = {}
+        self._rows: dict[str, list[tuple[Any, ...]]] = {"key_events": [], "transitions": [], "violations": []}
+        self._usage: dict[tuple[str, str], int] = {}
+        self._nodes: dict[str, list[Any]] = {}
+        self._node_keys: dict[tuple[str, str], tuple[str, str, int]] = {}
+        self._pending = 0
+
+    # ----- writer side ------------------------------------------------------------------------
+    def last_applied_seq(self) -> int:
+        """The seq of the last applied entry (-1 when empty), including the open transaction's."""
+        return self._last_seq
+
+    def begin(self) -> None:
+        """Open the write transaction that ``apply`` stages into (``BEGIN IMMEDIATE``)."""
+        if self._in_txn:
+            raise RegistryError("a registry transaction is already open")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._in_txn = True
+
+    def commit(self) -> None:
+        """Write everything staged and commit; readers see it from now on."""
+        if not self._in_txn:
+            raise RegistryError("commit without begin")
+        self._flush()
+        self._db.execute("UPDATE meta SET value = ? WHERE name = 'last_applied_seq'", (self._last_seq,))
+        self._db.execute("COMMIT")
+        self._in_txn = False
+        self._committed_seq = self._last_seq
+        if len(self._keys) > _CACHE_MAX:
+            self._keys.clear()
+
+    def rollback(self) -> None:
+        """Forget everything staged since ``begin`` (the cache too: it may hold staged states)."""
+        if self._in_txn:
+            self._db.execute("ROLLBACK")
+        self._in_txn = False
+        self._keys.clear()
+        self._dirty.clear()
+        self._reset_pending()
+        self._last_seq = self._committed_seq
+
+    def seen(self, event_id: str) -> tuple[int, bytes] | None:
+        """(seq, digest) of the event already applied under this id, staged ones included."""
+        staged = self._events.get(event_id)
+        if staged is not None:
+            return staged
+        row = self._db.execute("SELECT seq, digest FROM events WHERE id = ?", (event_id,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def key_state(self, key_id: str) -> KeyState | None:
+        """The key's lifecycle state, or None when it has none (never seen, or never generated).
+
+        None is what ``lifecycle.is_allowed`` / ``refusal_reason`` take for "no such key", so a
+        command check is ``is_allowed(registry.key_state(k), type)``; ``key_exists`` tells the two
+        None cases apart.
+        """
+        record = self._load(key_id)
+        return None if record is None or record["state"] is None else KeyState(record["state"])
+
+    def key_exists(self, key_id: str) -> bool:
+        """True when the key has a row (any event named it), state or not."""
+        return self._load(key_id) is not None
+
+    def apply_many(self, entries: Iterable[Entry]) -> None:
+        """Apply entries in seq order inside the open transaction."""
+        for entry in entries:
+            self.apply(entry)
+
+    def apply(self, entry: Entry) -> None:
+        """Project one journal entry. Entries at or below ``last_applied_seq`` are skipped (replay
+        overlap); a gap raises, because a projection with holes would silently disagree with the
+        journal (replay from ``last_applied_seq() + 1`` after a failed commit)."""
+        if not self._in_txn:
+            raise RegistryError("apply outside begin()/commit()")
+        seq = entry.seq
+        if seq <= self._last_seq:
+            return
+        if seq != self._last_seq + 1:
+            raise RegistryError(
+                f"entry seq {seq} does not follow {self._last_seq}; replay the missing entries"
+            )
+        ev = entry.event
+        kind = ev["type"]
+        at = ts(ev["occurred_at"])
+        key_id: str | None = ev.get("key_id")
+        if "id" in ev and ev["id"] not in self._events:
+            self._events[ev["id"]] = (seq, hashlib.sha256(canonical(ev)).digest())
+        node = ev.get("node")
+        if node is not None:
+            seen_node = self._nodes.get(node)
+            if seen_node is None:
+                self._nodes[node] = [at, 1]
+            else:
+                seen_node[0] = max(seen_node[0], at)
+                seen_node[1] += 1
+        if key_id is not None:
+            self._rows["key_events"].append((key_id, seq))
+            if kind in TARGET_STATE:
+                self._state_event(ev, kind, key_id, seq, at)
+            elif kind == "usage_report":
+                self._usage_event(ev, key_id, seq, at)
+            elif kind == "propagated":
+                self._touch_observed(ev, key_id, seq, at)
+                self._node_keys[(key_id, ev["node"])] = (ev["state"], at, seq)
+            else:
+                record = self._touch(key_id, seq, None)
+                if kind == "policy_violation":
+                    self._violation(record, key_id, seq, "policy_breach", ev["violation"], at)
+        self._last_seq = seq
+        self._pending += 1
+        if self._pending >= _FLUSH_AT:
+            self._flush()
+
+    # ----- projection rules ---------------------------------------------------------------------
+    def _load(self, key_id: str) -> dict[str, Any] | None:
+        if key_id in self._keys:
+            return self._keys[key_id]
+        row = self._db.execute(
+            f"SELECT {', '.join(q.KEY_COLUMNS)} FROM keys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        record = None if row is None else q.decode_key(dict(zip(q.KEY_COLUMNS, row, strict=True)))
+        self._keys[key_id] = record
+        return record
+
+    def _touch(self, key_id: str, seq: int, create_at: str | None) -> dict[str, Any] | None:
+        """The key's record marked as changed at ``seq``; created when ``create_at`` is given."""
+        record = self._load(key_id)
+        if record is None:
+            if create_at is None:
+                return None
+            record = self._keys[key_id] = _new_key(key_id, create_at)
+        record["last_seq"] = seq
+        self._dirty.add(key_id)
+        return record
+
+    def _touch_observed(self, ev: dict[str, Any], key_id: str, seq: int, at: str) -> dict[str, Any]:
+        """Usage and propagation name keys that exist in the field: unknown ones are flagged."""
+        record = self._touch(key_id, seq, at)
+        assert record is not None
+        if record["state"] is None:
+            self._violation(record, key_id, seq, "unknown_key", f"{ev['type']} for a key never generated", at)
+        self._metadata(record, ev)
+        return record
+
+    def _violation(
+        self, record: dict[str, Any] | None, key_id: str, seq: int, kind: str, detail: str, at: str
+    ) -> None:
+        self._rows["violations"].append((key_id, seq, kind, detail, at))
+        if record is not None:
+            record["violation_count"] += 1
+
+    def _move(
+        self, record: dict[str, Any], new: str | None, seq: int, kind: str, at: str, origin: str
+    ) -> None:
+        old = record["state"]
+        if new is None or new == old:
+            return
+        self._rows["transitions"].append((record["key_id"], seq, kind, old, new, at, origin))
+        record["state"] = new
+        record["state_changed_at"] = at
+        column = q.STATE_AT[new]
+        if record[column] is None:
+            record[column] = at
+
+    def _state_event(self, ev: dict[str, Any], kind: str, key_id: str, seq: int, at: str) -> None:
+        record = self._touch(key_id, seq, at)
+        assert record is not None
+        current = record["state"]
+        origin = ev.get("origin", "observation")
+        if origin == "command":
+            new, problem = TARGET_STATE[kind].value, None
+        else:
+            target, problem = observed_state(None if current is None else KeyState(current), kind)
+            new = None if target is None else target.value
+        if current is None and kind != "generated":
+            problem, detail = "unknown_key", f"{kind} for a key never generated"
+        else:
+            kept = ", state kept" if new == current else ""
+            detail = f"{kind} observed while {current}{kept}"
+        if problem:
+            self._violation(record, key_id, seq, problem, detail, at)
+        self._move(record, new, seq, kind, at, origin)
+        if kind == "rotated":
+            self._rotate_to(ev, record, seq, at, origin)
+        else:
+            self._metadata(record, ev)
+
+    def _rotate_to(self, ev: dict[str, Any], old: dict[str, Any], seq: int, at: str, origin: str) -> None:
+        """The successor becomes active; it is checked as an observation even for a command
+        (the caller checked only the old key), so a sealed successor stays sealed, flagged."""
+        succ_id: str = ev["successor"]
+        self._rows["key_events"].append((succ_id, seq))
+        created = self._load(succ_id) is None
+        succ = self._touch(succ_id, seq, at)
+        assert succ is not None
+        if created:
+            for name in _COPIED_TO_SUCCESSOR:
+                succ[name] = old[name]
+        current = succ["state"]
+        if current is None:
+            new: str | None = KeyState.ACTIVE.value
+        else:
+            target, problem = observed_state(KeyState(current), "activated")
+            new = None if target is None else target.value
+            if problem:
+                kept = ", state kept" if new == current else ""
+                detail = f"rotated in as successor of {old['key_id']} while {current}{kept}"
+                self._violation(succ, succ_id, seq, problem, detail, at)
+        self._move(succ, new, seq, "rotated", at, origin)
+        self._metadata(succ, ev)
+        succ["predecessor"] = old["key_id"]
+        old["successor"] = succ_id
+
+    def _usage_event(self, ev: dict[str, Any], key_id: str, seq: int, at: str) -> None:
+        record = self._touch_observed(ev, key_id, seq, at)
+        counts: dict[str, int] = ev["usage"]
+        usage = self._usage
+        total = 0
+        for op, count in counts.items():
+            usage[(key_id, op)] = usage.get((key_id, op), 0) + count
+            total += count
+        if total:
+            record["usage_total"] += total
+            end = ts(ev["interval_end"]) if "interval_end" in ev else at
+            if record["last_used_at"] is None or end > record["last_used_at"]:
+                record["last_used_at"] = end
+        state = record["state"]
+        if state is not None and use_conflicts(KeyState(state), counts):
+            bad = sorted(op for op, n in counts.items() if use_conflicts(KeyState(state), {op: n}))
+            detail = ", ".join(f"{op}={counts[op]}" for op in bad) + f" while {state}"
+            self._violation(record, key_id, seq, "conflicting_use", detail, at)
+
+    @staticmethod
+    def _metadata(record: dict[str, Any], ev: dict[str, Any]) -> None:
+        """Descriptive fields: a value an event carries replaces the old one; attributes merge."""
+        for name in _PLAIN_META:
+            if name in ev:
+                record[name] = ev[name]
+        if "expires_at" in ev:
+            record["expires_at"] = ts(ev["expires_at"])
+        if "data_instances" in ev:
+            record["data_instances"] = list(ev["data_instances"])
+        if "attributes" in ev:
+            record["attributes"] = {**(record["attributes"] or {}), **ev["attributes"]}
+
+    def _flush(self) -> None:
+        """Write the staged rows (same transaction); the key cache stays valid afterwards."""
+        db = self._db
+        db.executemany(q.FLUSH_SQL["events"], [(i, s, d) for i, (s, d) in self._events.items()])
+        for table, rows in self._rows.items():
+            db.executemany(q.FLUSH_SQL[table], rows)
+        db.executemany(q.FLUSH_SQL["usage"], [(k, op, n) for (k, op), n in self._usage.items()])
+        db.executemany(q.FLUSH_SQL["nodes"], [(n, at, c) for n, (at, c) in self._nodes.items()])
+        db.executemany(q.FLUSH_SQL["node_keys"], [(k, n, *v) for (k, n), v in self._node_keys.items()])
+        keys = self._keys
+        db.executemany(q.UPSERT_KEY, [q.encode_key(keys[k], q.KEY_COLUMNS) for k in sorted(self._dirty)])
+        self._dirty.clear()
+        self._reset_pending()
+
+    # ----- readers ----------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def list_keys(
+        self,
+        *,
+        state: str | None = None,
+        algorithm: str | None = None,
+        purpose: str | None = None,
+        owner: str | None = None,
+        node: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Keys ordered by key_id, filtered; pass the last key_id as ``after`` for the next page."""
+        filters = {"state": state, "algorithm": algorithm, "purpose": purpose, "owner": owner}
+        return q.list_keys(self._reader(), filters, node=node, limit=limit, after=after)
+
+    def get_key(self, key_id: str, *, recent: int = 100) -> dict[str, Any] | None:
+        """The key row with its transitions, usage per operation, per-node state, the most recent
+        ``recent`` violations and history seqs (their totals are in the row), from one snapshot."""
+        return q.get_key(self._reader(), key_id, recent)
+
+    def key_history_seqs(self, key_id: str, *, after: int = -1, limit: int | None = None) -> list[int]:
+        """Journal seqs of the events that name the key, ascending (fetch them from the journal)."""
+        return q.key_history_seqs(self._reader(), key_id, after, limit)
+
+    def counts(self) -> dict[str, Any]:
+        """Fleet totals, zero-filled: keys by state, usage, violations by kind, nodes."""
+        return q.counts(self._reader(), [s.value for s in KeyState], VIOLATION_KINDS)
+
+    def close(self) -> None:
+        """Drop anything uncommitted and close every connection (readers must be idle)."""
+        self.rollback()
+        self._db.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+def rebuild(
+    journal_entries: Iterable[Entry], path: Path, *, origin: str | None = None, batch: int = 50_000
+) -> RebuildStats:
+    """Replay the journal into ``<path>.tmp``, then swap it in atomically.
+
+    No Registry may be open on ``path`` meanwhile (close it first, reopen after): its WAL
+    belongs to the file being replaced.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    for stale in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)
+    started = time.monotonic()
+    reg = Registry(tmp, origin=origin)
+    entries = 0
+    try:
+        reg.begin()
+        for entry in journal_entries:
+            reg.apply(entry)
+            entries += 1
+            if entries % batch == 0:
+                reg.commit()
+                reg.begin()
+        reg.commit()
+        keys = reg._db.execute("SELECT count(*) FROM keys").fetchone()[0]
+        last_seq = reg.last_applied_seq()
+        reg._db.execute("PRAGMA journal_mode=DELETE")  # fold the WAL in: one self-contained file
+    finally:
+        reg.close()
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    for old in (path.with_name(path.name + s) for s in ("-wal", "-shm")):
+        old.unlink(missing_ok=True)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return RebuildStats(entries, keys, last_seq, time.monotonic() - started)

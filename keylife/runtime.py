@@ -1,0 +1,96 @@
+"""Assemble a running keylife from a Config: signing key, journal, registry, ledger, tokens."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit_forwarder.journal.signing import Signer
+from audit_forwarder.journal.writer import Journal, JournalSettings
+from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
+from keylife.config import SCOPES, Config, Token
+from keylife.ledger import Ledger
+from keylife.registry import Registry
+from keylife.telemetry import Telemetry
+
+log = logging.getLogger("keylife.runtime")
+
+
+def journal_settings(config: Config) -> JournalSettings:
+    j = config.journal
+    return JournalSettings(
+        origin=j.origin,
+        segment_max_bytes=j.segment_max_bytes,
+        segment_max_age=j.segment_max_age_seconds,
+        checkpoint_every=j.checkpoint_every,
+        checkpoint_interval=j.checkpoint_interval_seconds,
+        compress_level=j.compress_level,
+    )
+
+
+def ensure_token_file(path: Path) -> tuple[str, bool]:
+    """Read the local admin token, creating it (0600) on first start. Returns (token, created)."""
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise PermissionError(f"token file {path} is readable by others (mode {mode:o}); chmod 600 it")
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = new_token()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return token, True
+
+
+@dataclass
+class Runtime:
+    config: Config
+    signer: Signer
+    journal: Journal
+    registry: Registry
+    ledger: Ledger
+    tokens: TokenStore
+    auth_limiter: RateLimiter
+    telemetry: Telemetry
+    local_token: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: Config) -> Runtime:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        notes: list[str] = []
+        signer, created = Signer.load_or_create(config.signing_key_path, config.journal.origin)
+        if created:
+            notes.append(f"created journal signing key {config.signing_key_path} (0600)")
+        journal = Journal(config.journal_dir, signer, journal_settings(config))
+        _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
+        registry = Registry(config.registry_path)
+        telemetry = Telemetry()
+        ledger = Ledger(journal, registry, on_commit=telemetry.observe_entries)
+        ledger.start()
+        tokens = list(config.api.tokens)
+        local_token = None
+        if not tokens:
+            local_token, made = ensure_token_file(config.token_file)
+            tokens = [Token(name="local-admin", sha256=hash_token(local_token), scopes=list(SCOPES))]
+            if made:
+                notes.append(f"created a local admin token in {config.token_file} (0600)")
+        limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
+        return cls(config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, local_token, notes)
+
+    def close(self) -> None:
+        self.ledger.stop()
+        self.registry.close()
+
+
+def _write_public(path: Path, text: str) -> None:
+    """The verifier key is public; keep a copy beside the journal for auditors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text().strip() != text:
+        path.write_text(text + "\n")

@@ -1,0 +1,105 @@
+"""``keylife serve``: the whole pipeline in one process on embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from keylife import logs
+from keylife.api.app import create_app
+from keylife.config import Config
+from keylife.runtime import Runtime
+
+log = logging.getLogger("keylife.serve")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn starts, so port 0 works and the real port can be printed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
+    logs.setup(config.logging.level, config.logging.format)
+    rt = Runtime.start(config)
+    for note in rt.notes:
+        log.info(note)
+    sock = bind(config.listen.host, config.listen.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    app = create_app(rt)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=logs.uvicorn_log_config(), access_log=False, lifespan="off",
+                       timeout_graceful_shutdown=5)
+    )
+    stop = threading.Event()
+    demo_thread = None
+    if demo or config.demo.enabled:
+        demo_thread = _start_demo(rt, base, stop)
+    _banner(rt, base, demo_thread is not None)
+    if ready_file:
+        ready_file.write_text(json.dumps({"url": base, "pid": _pid()}))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        stop.set()
+        if demo_thread:
+            demo_thread.join(timeout=10)
+        rt.close()
+        log.info("stopped; journal checkpointed and closed", extra={"journal_size": rt.journal.size})
+    return 0
+
+
+def _start_demo(rt: Runtime, base: str, stop: threading.Event) -> threading.Thread:
+    from keylife.demo import DemoConfig, run_live
+
+    if rt.local_token is None:
+        raise SystemExit("--demo needs the local admin token; configured tokens are not readable to keylife")
+    d = rt.config.demo
+    config = DemoConfig(nodes=d.nodes, keys=d.keys, seed=d.seed)
+    thread = threading.Thread(
+        target=run_live, args=(base, rt.local_token, config), kwargs={"stop": stop}, name="keylife-demo", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _banner(rt: Runtime, base: str, demo: bool) -> None:
+    lines = [
+        f"keylife serving on {base}",
+        f"  ingest        POST {base}/v1/events   (NDJSON or JSON, bearer token, scope 'ingest')",
+        f"  keys          GET  {base}/v1/keys",
+        f"  API docs           {base}/docs   (OpenAPI: {base}/openapi.json)",
+        f"  health             {base}/healthz   {base}/readyz",
+        f"  metrics            {base}/metrics",
+        f"  journal            {rt.config.journal_dir}   (verifier key: {rt.config.journal_dir / 'verifier.key'})",
+    ]
+    if rt.local_token is not None:
+        lines.append(f"  admin token        in {rt.config.token_file} (0600)")
+    if demo:
+        lines.append("  demo network       feeding simulated DataFold nodes into the API")
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def install_sigterm() -> None:
+    """uvicorn handles SIGINT/SIGTERM itself; this keeps a clean stop if it is not running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
