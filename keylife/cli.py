@@ -10,7 +10,7 @@ from pathlib import Path
 from keylife.config import SCOPES, ConfigError, load
 
 
-def _config(args: argparse.Namespace):  # noqa: ANN202 - returns keylife.config.Config
+def _config(args: argparse.Namespace):
     overrides = {}
     if getattr(args, "data_dir", None):
         overrides["KEYLIFE_DATA_DIR"] = str(args.data_dir)
@@ -58,8 +58,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
     registry = Registry(config.registry_path)
     try:
         if args.keys_command == "list":
-            items = registry.list_keys(state=args.state, algorithm=args.algorithm, purpose=args.purpose,
-                                       owner=args.owner, node=args.node, limit=args.limit, after=args.after)
+            items = registry.list_keys(
+                state=args.state,
+                algorithm=args.algorithm,
+                purpose=args.purpose,
+                owner=args.owner,
+                node=args.node,
+                limit=args.limit,
+                after=args.after,
+            )
             for item in items:
                 print(json.dumps(item, default=str))
             return 0
@@ -168,10 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a journal end to end, offline")
     p.add_argument("directory", nargs="?", type=Path, help="journal directory (default: from the config)")
-    p.add_argument("--key", action="append", default=[],
-                   help="trusted verifier key (name+id+key) or a file holding one; repeatable")
-    p.add_argument("--checkpoint", action="append", default=[], type=Path,
-                   help="a checkpoint saved elsewhere (proves truncation); repeatable")
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        help="trusted verifier key (name+id+key) or a file holding one; repeatable",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        type=Path,
+        help="a checkpoint saved elsewhere (proves truncation); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -192,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("key_id")
     k.set_defaults(func=cmd_keys)
 
-    for name, func, helptext in (("ingest", cmd_ingest, "post an NDJSON file of events to a server"),
-                                 ("demo", cmd_demo, "run the simulated network against a server")):
+    for name, func, helptext in (
+        ("ingest", cmd_ingest, "post an NDJSON file of events to a server"),
+        ("demo", cmd_demo, "run the simulated network against a server"),
+    ):
         p = sub.add_parser(name, help=helptext)
         if name == "ingest":
             p.add_argument("file", type=Path)

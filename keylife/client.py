@@ -33,11 +33,15 @@ def post_ndjson_file(path: Path, url: str, token: str, batch: int = 1000) -> int
             response = client.post("/v1/events", content=b"\n".join(lines))
             if response.status_code != 200:
                 body = response.json() if response.headers.get("content-type", "").endswith("json") else {}
-                print(f"batch starting at line {first_line}: HTTP {response.status_code} {body.get('detail', '')}",
-                      file=sys.stderr)
+                print(
+                    f"batch starting at line {first_line}: HTTP {response.status_code} {body.get('detail', '')}",
+                    file=sys.stderr,
+                )
                 for err in body.get("errors", []):
-                    print(f"  line {first_line + err['line'] - 1}: {err.get('field') or ''} {err['message']}",
-                          file=sys.stderr)
+                    print(
+                        f"  line {first_line + err['line'] - 1}: {err.get('field') or ''} {err['message']}",
+                        file=sys.stderr,
+                    )
                 print(f"{accepted} accepted and {duplicate} duplicates before the failure", file=sys.stderr)
                 return 1
             result = orjson.loads(response.content)

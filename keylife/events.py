@@ -135,9 +135,7 @@ class Event(BaseModel):
     interval_end: UtcTime | None = None
     state: KeyState | None = None
     violation: Word | None = None
-    attributes: (
-        Annotated[dict[str, str], Field(max_length=32), AfterValidator(_check_attributes)] | None
-    ) = None
+    attributes: Annotated[dict[str, str], Field(max_length=32), AfterValidator(_check_attributes)] | None = None
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> Event:
@@ -180,3 +178,18 @@ def check_not_future(event: Event, now: datetime) -> str | None:
     if event.occurred_at - now > MAX_FUTURE_SKEW:
         return f"occurred_at {_fmt(event.occurred_at)} is more than 24h ahead of the server clock"
     return None
+
+
+def event_digest(payload: dict[str, Any]) -> bytes:
+    """What makes two events with one id "the same" for idempotent ingest.
+
+    A command is stamped with the server clock when it arrives, so its retry differs only in
+    ``occurred_at``; that field is left out of a command's digest so a retry is a duplicate.
+    """
+    import hashlib
+
+    from audit_forwarder.journal.canonical import canonical
+
+    if payload.get("origin") == "command":
+        payload = {k: v for k, v in payload.items() if k != "occurred_at"}
+    return hashlib.sha256(canonical(payload)).digest()

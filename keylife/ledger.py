@@ -20,10 +20,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.reader import iter_entries
 from audit_forwarder.journal.writer import Entry, Journal
-from keylife.events import Event, EventType, format_time
+from keylife.events import Event, EventType, event_digest, format_time
 from keylife.lifecycle import KeyState, is_allowed, refusal_reason
 from keylife.registry import Registry
 
@@ -178,6 +177,7 @@ class Ledger:
     def _process(self, group: list[_Request]) -> None:
         results: list[tuple[_Request, list[Outcome]]] = []
         committed: list[Entry] = []
+        durable = False
         try:
             self.registry.begin()
             for request in group:
@@ -185,14 +185,21 @@ class Ledger:
                 results.append((request, outcomes))
                 committed += entries
             self.journal.commit()
+            durable = True
             self.registry.commit()
         except Exception as exc:
             self.journal.rollback()
             self.registry.rollback()
             reason = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and not durable:
                 self._fail(reason)
-            log.exception("group commit failed; nothing of it was acknowledged")
+            log.exception("group commit failed; nothing of it was acknowledged", extra={"durable": durable})
+            if durable:  # in the journal but not projected: project from the journal, retries are duplicates
+                reason += "; the events are in the journal, a retry is answered as duplicate"
+                try:
+                    self.catch_up()
+                except Exception as again:
+                    self._fail(f"registry cannot catch up with the journal: {again}")
             for request in group:
                 if not request.future.done():
                     request.future.set_exception(LedgerStopped(reason))
@@ -212,7 +219,7 @@ class Ledger:
         staged: dict[str, bytes] = {}
         for event in request.events:
             payload = event.payload()
-            digest = hashlib.sha256(canonical(payload)).digest()
+            digest = event_digest(payload)
             earlier = staged.get(event.id)
             seen = (None, earlier) if earlier is not None else self.registry.seen(event.id)
             if seen is not None:
@@ -258,7 +265,11 @@ class Ledger:
 
 
 def _as_state(value: object) -> KeyState | None:
-    return value if isinstance(value, KeyState) else (KeyState(value) if isinstance(value, str) and value in KeyState._value2member_map_ else None)
+    return (
+        value
+        if isinstance(value, KeyState)
+        else (KeyState(value) if isinstance(value, str) and value in KeyState._value2member_map_ else None)
+    )
 
 
 def format_time_ts(ts: float) -> str:

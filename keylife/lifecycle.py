@@ -117,3 +117,7 @@ def render_markdown() -> str:
         cells = [TARGET_STATE[t].value if t in ALLOWED[state] else "·" for t in TARGET_STATE]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

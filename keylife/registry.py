@@ -16,29 +16,30 @@ read-only connection, seeing only committed data (WAL snapshots).
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.segments import fsync_dir
 from audit_forwarder.journal.writer import Entry
 from keylife import registry_queries as q
+from keylife.events import event_digest
 from keylife.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
+from keylife.registry_queries import MAX_PAGE, VIOLATION_KINDS, RegistryReader, ts
+
+__all__ = ["MAX_PAGE", "VIOLATION_KINDS", "RebuildStats", "Registry", "RegistryError", "RegistryReader",
+           "rebuild", "ts"]  # fmt: skip
 
 SCHEMA_VERSION = 1
-VIOLATION_KINDS = ("conflicting_use", "skipped_transition", "unknown_key", "policy_breach")
 _COPIED_TO_SUCCESSOR = ("algorithm", "key_size", "curve", "purpose", "owner")
 _PLAIN_META = ("algorithm", "key_size", "curve", "purpose", "owner", "predecessor")
 _FLUSH_AT = 50_000  # pending rows before an early (same-transaction) write, to bound memory
-_CACHE_MAX = 50_000  # key records kept across transactions
+_CACHE_MAX = 50_000  # key records kept once written (across flushes and transactions)
 
 
 class RegistryError(RuntimeError):
@@ -53,33 +54,19 @@ class RebuildStats:
     seconds: float
 
 
-def ts(value: str) -> str:
-    """An RFC 3339 time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (fixed width, so text order = time order)."""
-    if len(value) == 27 and value[19] == "." and value[26] == "Z":
-        return value
-    if len(value) == 20 and value[19] == "Z":
-        return value[:19] + ".000000Z"
-    parsed = datetime.fromisoformat(value)
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _new_key(key_id: str, at: str) -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(q.KEY_COLUMNS)
     record.update(key_id=key_id, created_at=at, usage_total=0, violation_count=0)
     return record
 
 
-class Registry:
+class Registry(RegistryReader):
     """One SQLite file: a writer connection for the writer thread, read-only ones per reader thread."""
 
     def __init__(self, path: Path, *, origin: str | None = None) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(q.SCHEMA)
+        self._db = q.open_writer(self.path)
         meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
         if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise RegistryError(
@@ -99,12 +86,12 @@ class Registry:
         ).fetchone()[0]
         self._last_seq = self._committed_seq
         self._in_txn = False
+        self._open = True
+        self._owner: int | None = None  # the writer thread: the last to call begin()
         self._keys: dict[str, dict[str, Any] | None] = {}  # None: known not to exist
+        self._base: dict[str, tuple[Any, ...]] = {}  # cold columns as last written
         self._dirty: set[str] = set()
         self._reset_pending()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
 
     def _reset_pending(self) -> None:
         self._events: dict[str, tuple[int, bytes]] = {}
@@ -116,8 +103,9 @@ class Registry:
 
     # ----- writer side ------------------------------------------------------------------------
     def last_applied_seq(self) -> int:
-        """The seq of the last applied entry (-1 when empty), including the open transaction's."""
-        return self._last_seq
+        """The seq of the last applied entry (-1 when empty): on the writer thread including the
+        open transaction's, on other threads the last committed one."""
+        return self._last_seq if self._writer_view() else self._committed_seq
 
     def begin(self) -> None:
         """Open the write transaction that ``apply`` stages into (``BEGIN IMMEDIATE``)."""
@@ -125,6 +113,7 @@ class Registry:
             raise RegistryError("a registry transaction is already open")
         self._db.execute("BEGIN IMMEDIATE")
         self._in_txn = True
+        self._owner = threading.get_ident()
 
     def commit(self) -> None:
         """Write everything staged and commit; readers see it from now on."""
@@ -135,21 +124,23 @@ class Registry:
         self._db.execute("COMMIT")
         self._in_txn = False
         self._committed_seq = self._last_seq
-        if len(self._keys) > _CACHE_MAX:
-            self._keys.clear()
 
     def rollback(self) -> None:
         """Forget everything staged since ``begin`` (the cache too: it may hold staged states)."""
-        if self._in_txn:
+        if self._db.in_transaction:  # SQLite may already have rolled back a failed COMMIT
             self._db.execute("ROLLBACK")
         self._in_txn = False
         self._keys.clear()
+        self._base.clear()
         self._dirty.clear()
         self._reset_pending()
         self._last_seq = self._committed_seq
 
     def seen(self, event_id: str) -> tuple[int, bytes] | None:
-        """(seq, digest) of the event already applied under this id, staged ones included."""
+        """(seq, digest) of the event already applied under this id; on the writer thread staged
+        ones included, on any other thread committed ones only (see ``_writer_view``)."""
+        if not self._writer_view():
+            return super().seen(event_id)
         staged = self._events.get(event_id)
         if staged is not None:
             return staged
@@ -161,19 +152,34 @@ class Registry:
 
         None is what ``lifecycle.is_allowed`` / ``refusal_reason`` take for "no such key", so a
         command check is ``is_allowed(registry.key_state(k), type)``; ``key_exists`` tells the two
-        None cases apart.
+        None cases apart. Staged states count on the writer thread only, as for ``seen``.
         """
+        if not self._writer_view():
+            return super().key_state(key_id)
         record = self._load(key_id)
         return None if record is None or record["state"] is None else KeyState(record["state"])
 
     def key_exists(self, key_id: str) -> bool:
         """True when the key has a row (any event named it), state or not."""
+        if not self._writer_view():
+            return super().key_exists(key_id)
         return self._load(key_id) is not None
 
+    def _writer_view(self) -> bool:
+        """Only the thread that last called ``begin`` reads through the write connection and
+        its cache; other threads (API handlers) get committed data from their own connection,
+        so they neither see half-done groups nor race the writer's cache."""
+        return threading.get_ident() == self._owner
+
     def apply_many(self, entries: Iterable[Entry]) -> None:
-        """Apply entries in seq order inside the open transaction."""
-        for entry in entries:
-            self.apply(entry)
+        """Apply entries in seq order inside the open transaction; the keys they name are
+        loaded up front with a few ``IN (...)`` queries instead of one SELECT each."""
+        source = iter(entries)
+        while batch := list(itertools.islice(source, _FLUSH_AT)):
+            names = {e.event.get("key_id") for e in batch} | {e.event.get("successor") for e in batch}
+            self._prefetch([k for k in names if k is not None and k not in self._keys])
+            for entry in batch:
+                self.apply(entry)
 
     def apply(self, entry: Entry) -> None:
         """Project one journal entry. Entries at or below ``last_applied_seq`` are skipped (replay
@@ -185,15 +191,13 @@ class Registry:
         if seq <= self._last_seq:
             return
         if seq != self._last_seq + 1:
-            raise RegistryError(
-                f"entry seq {seq} does not follow {self._last_seq}; replay the missing entries"
-            )
+            raise RegistryError(f"entry seq {seq} does not follow {self._last_seq}; replay the missing entries")
         ev = entry.event
         kind = ev["type"]
         at = ts(ev["occurred_at"])
         key_id: str | None = ev.get("key_id")
         if "id" in ev and ev["id"] not in self._events:
-            self._events[ev["id"]] = (seq, hashlib.sha256(canonical(ev)).digest())
+            self._events[ev["id"]] = (seq, event_digest(ev))
         node = ev.get("node")
         if node is not None:
             seen_node = self._nodes.get(node)
@@ -222,14 +226,21 @@ class Registry:
 
     # ----- projection rules ---------------------------------------------------------------------
     def _load(self, key_id: str) -> dict[str, Any] | None:
-        if key_id in self._keys:
-            return self._keys[key_id]
-        row = self._db.execute(
-            f"SELECT {', '.join(q.KEY_COLUMNS)} FROM keys WHERE key_id = ?", (key_id,)
-        ).fetchone()
-        record = None if row is None else q.decode_key(dict(zip(q.KEY_COLUMNS, row, strict=True)))
-        self._keys[key_id] = record
-        return record
+        if key_id not in self._keys:
+            self._prefetch([key_id])
+        return self._keys[key_id]
+
+    def _prefetch(self, key_ids: list[str]) -> None:
+        """Cache the stored records of keys not cached yet (None for those with no row)."""
+        for start in range(0, len(key_ids), 500):
+            chunk = key_ids[start : start + 500]
+            sql = q.SELECT_KEYS + f"({', '.join('?' * len(chunk))})"
+            for row in self._db.execute(sql, chunk):
+                record = q.decode_key(dict(zip(q.KEY_COLUMNS, row, strict=True)))
+                self._keys[record["key_id"]] = record
+                self._base[record["key_id"]] = q.cold_values(record)
+            for key_id in chunk:
+                self._keys.setdefault(key_id, None)
 
     def _touch(self, key_id: str, seq: int, create_at: str | None) -> dict[str, Any] | None:
         """The key's record marked as changed at ``seq``; created when ``create_at`` is given."""
@@ -251,16 +262,12 @@ class Registry:
         self._metadata(record, ev)
         return record
 
-    def _violation(
-        self, record: dict[str, Any] | None, key_id: str, seq: int, kind: str, detail: str, at: str
-    ) -> None:
+    def _violation(self, record: dict[str, Any] | None, key_id: str, seq: int, kind: str, detail: str, at: str) -> None:
         self._rows["violations"].append((key_id, seq, kind, detail, at))
         if record is not None:
             record["violation_count"] += 1
 
-    def _move(
-        self, record: dict[str, Any], new: str | None, seq: int, kind: str, at: str, origin: str
-    ) -> None:
+    def _move(self, record: dict[str, Any], new: str | None, seq: int, kind: str, at: str, origin: str) -> None:
         old = record["state"]
         if new is None or new == old:
             return
@@ -361,62 +368,32 @@ class Registry:
         db.executemany(q.FLUSH_SQL["usage"], [(k, op, n) for (k, op), n in self._usage.items()])
         db.executemany(q.FLUSH_SQL["nodes"], [(n, at, c) for n, (at, c) in self._nodes.items()])
         db.executemany(q.FLUSH_SQL["node_keys"], [(k, n, *v) for (k, n), v in self._node_keys.items()])
-        keys = self._keys
-        db.executemany(q.UPSERT_KEY, [q.encode_key(keys[k], q.KEY_COLUMNS) for k in sorted(self._dirty)])
+        full: list[tuple[Any, ...]] = []
+        hot: list[tuple[Any, ...]] = []
+        for key_id in sorted(self._dirty):
+            record = self._keys[key_id]
+            assert record is not None
+            cold = q.cold_values(record)
+            if self._base.get(key_id) == cold:
+                hot.append(q.hot_values(record))
+            else:
+                full.append(q.encode_key(record, q.KEY_COLUMNS))
+                self._base[key_id] = cold
+        db.executemany(q.UPSERT_KEY, full)
+        db.executemany(q.UPDATE_HOT, hot)
         self._dirty.clear()
         self._reset_pending()
-
-    # ----- readers ----------------------------------------------------------------------------
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
-
-    def list_keys(
-        self,
-        *,
-        state: str | None = None,
-        algorithm: str | None = None,
-        purpose: str | None = None,
-        owner: str | None = None,
-        node: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Keys ordered by key_id, filtered; pass the last key_id as ``after`` for the next page."""
-        filters = {"state": state, "algorithm": algorithm, "purpose": purpose, "owner": owner}
-        return q.list_keys(self._reader(), filters, node=node, limit=limit, after=after)
-
-    def get_key(self, key_id: str, *, recent: int = 100) -> dict[str, Any] | None:
-        """The key row with its transitions, usage per operation, per-node state, the most recent
-        ``recent`` violations and history seqs (their totals are in the row), from one snapshot."""
-        return q.get_key(self._reader(), key_id, recent)
-
-    def key_history_seqs(self, key_id: str, *, after: int = -1, limit: int | None = None) -> list[int]:
-        """Journal seqs of the events that name the key, ascending (fetch them from the journal)."""
-        return q.key_history_seqs(self._reader(), key_id, after, limit)
-
-    def counts(self) -> dict[str, Any]:
-        """Fleet totals, zero-filled: keys by state, usage, violations by kind, nodes."""
-        return q.counts(self._reader(), [s.value for s in KeyState], VIOLATION_KINDS)
+        if len(self._keys) > _CACHE_MAX:  # everything is written: the cache may go
+            self._keys.clear()
+            self._base.clear()
 
     def close(self) -> None:
-        """Drop anything uncommitted and close every connection (readers must be idle)."""
-        self.rollback()
-        self._db.close()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        """Drop anything uncommitted and close every connection (readers must be idle); idempotent."""
+        if self._open:
+            self._open = False
+            self.rollback()
+            self._db.close()
+        super().close()
 
 
 def rebuild(
@@ -435,14 +412,12 @@ def rebuild(
     reg = Registry(tmp, origin=origin)
     entries = 0
     try:
-        reg.begin()
-        for entry in journal_entries:
-            reg.apply(entry)
-            entries += 1
-            if entries % batch == 0:
-                reg.commit()
-                reg.begin()
-        reg.commit()
+        source = iter(journal_entries)
+        while chunk := list(itertools.islice(source, batch)):
+            reg.begin()
+            reg.apply_many(chunk)
+            reg.commit()
+            entries += len(chunk)
         keys = reg._db.execute("SELECT count(*) FROM keys").fetchone()[0]
         last_seq = reg.last_applied_seq()
         reg._db.execute("PRAGMA journal_mode=DELETE")  # fold the WAL in: one self-contained file

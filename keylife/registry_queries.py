@@ -1,15 +1,20 @@
-"""The registry's SQL: schema, the statements the writer flushes with, and the read queries.
+"""The registry's SQL (schema, the writer's flush statements) and its read side.
 
-``keylife.registry`` says what the tables mean. Read functions take the calling thread's
-read-only connection; multi-query reads run in one read transaction, so a key's row,
+``keylife.registry`` says what the tables mean and owns the writer. ``RegistryReader`` serves
+any thread with a read-only connection of its own, so readers never wait on the writer and
+see committed data only; multi-query reads run in one read transaction, so a key's row,
 transitions and usage come from the same WAL snapshot even while the writer commits.
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +22,7 @@ import orjson
 from keylife.lifecycle import KeyState
 
 MAX_PAGE = 1000
+VIOLATION_KINDS = ("conflicting_use", "skipped_transition", "unknown_key", "policy_breach")
 # The column holding when the key first entered each state.
 STATE_AT = {s.value: "activated_at" if s == KeyState.ACTIVE else f"{s.value}_at" for s in KeyState}
 KEY_COLUMNS = (
@@ -24,6 +30,15 @@ KEY_COLUMNS = (
     "predecessor", "successor", "created_at", "state_changed_at", *STATE_AT.values(), "usage_total",
     "last_used_at", "violation_count", "last_seq", "data_instances", "attributes",
 )  # fmt: skip
+
+# What a usage report changes; a key whose other columns are unchanged gets a narrow UPDATE
+# that leaves the keys_* indexes alone (the write cost of the hot path).
+HOT_COLUMNS = ("usage_total", "last_used_at", "violation_count", "last_seq")
+COLD_COLUMNS = tuple(c for c in KEY_COLUMNS if c not in HOT_COLUMNS)
+cold_values = operator.itemgetter(*COLD_COLUMNS)
+hot_values = operator.itemgetter(*HOT_COLUMNS, "key_id")
+UPDATE_HOT = f"UPDATE keys SET {', '.join(c + ' = ?' for c in HOT_COLUMNS)} WHERE key_id = ?"
+SELECT_KEYS = f"SELECT {', '.join(KEY_COLUMNS)} FROM keys WHERE key_id IN "
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -92,6 +107,29 @@ def encode_key(record: dict[str, Any], columns: Sequence[str]) -> tuple[Any, ...
     return tuple(values[c] for c in columns)
 
 
+def open_writer(path: Path) -> sqlite3.Connection:
+    """The write connection: WAL (readers never block it), synchronous=NORMAL (a commit is durable
+    at the next checkpoint; the journal, not the registry, is what must survive a power cut)."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA cache_size=-65536")  # 64 MiB: hot key pages stay in memory
+    db.execute("PRAGMA wal_autocheckpoint=10000")  # fewer checkpoint fsyncs under load
+    db.executescript(SCHEMA)
+    return db
+
+
+def ts(value: str) -> str:
+    """An RFC 3339 time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (fixed width, so text order = time order)."""
+    if len(value) == 27 and value[19] == "." and value[26] == "Z":
+        return value
+    if len(value) == 20 and value[19] == "Z":
+        return value[:19] + ".000000Z"
+    parsed = datetime.fromisoformat(value)
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 @contextmanager
 def _snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN")
@@ -107,94 +145,116 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> lis
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def list_keys(
-    conn: sqlite3.Connection,
-    filters: dict[str, str | None],
-    *,
-    node: str | None,
-    limit: int,
-    after: str | None,
-) -> list[dict[str, Any]]:
-    """Keyset pagination by key_id: stable under concurrent inserts, no OFFSET scans."""
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in filters.items():
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if node is not None:
-        where.append("key_id IN (SELECT key_id FROM node_keys WHERE node = ?)")
-        params.append(node)
-    if after is not None:
-        where.append("key_id > ?")
-        params.append(after)
-    sql = _KEY_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY key_id LIMIT ?"
-    params.append(min(limit, MAX_PAGE))
-    return [decode_key(row) for row in _rows(conn, sql, params)]
+class RegistryReader:
+    """Read-only queries over a registry file, safe from any number of threads."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
-def get_key(conn: sqlite3.Connection, key_id: str, recent: int) -> dict[str, Any] | None:
-    with _snapshot(conn):
-        found = _rows(conn, _KEY_SELECT + " WHERE key_id = ?", (key_id,))
-        if not found:
-            return None
-        key = decode_key(found[0])
-        key["transitions"] = _rows(
-            conn,
-            "SELECT seq, event_type, from_state, to_state, occurred_at, origin FROM transitions "
-            "WHERE key_id = ? ORDER BY seq",
-            (key_id,),
-        )
-        key["usage"] = dict(
-            conn.execute("SELECT operation, count FROM usage WHERE key_id = ? ORDER BY operation", (key_id,))
-        )
-        key["nodes"] = {
-            row.pop("node"): row
-            for row in _rows(
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def list_keys(
+        self,
+        *,
+        state: str | None = None,
+        algorithm: str | None = None,
+        purpose: str | None = None,
+        owner: str | None = None,
+        node: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Keys ordered by key_id, filtered (``node``: keys that node confirmed applying), at most
+        ``limit`` (capped at MAX_PAGE). Keyset pagination: pass the last key_id as ``after``;
+        stable under concurrent inserts and no OFFSET scans."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        filters = {"state": state, "algorithm": algorithm, "purpose": purpose, "owner": owner}
+        where = [f"{column} = ?" for column, value in filters.items() if value is not None]
+        params: list[Any] = [value for value in filters.values() if value is not None]
+        if node is not None:
+            where.append("key_id IN (SELECT key_id FROM node_keys WHERE node = ?)")
+            params.append(node)
+        if after is not None:
+            where.append("key_id > ?")
+            params.append(after)
+        sql = _KEY_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY key_id LIMIT ?"
+        return [decode_key(row) for row in _rows(self._reader(), sql, [*params, min(limit, MAX_PAGE)])]
+
+    def get_key(self, key_id: str, *, recent: int = 100) -> dict[str, Any] | None:
+        """The key row plus ``transitions``, ``usage`` per operation, ``nodes`` (what each node
+        applied), the ``recent`` latest ``violations`` and ``history_seqs`` (ascending;
+        ``violation_count`` and ``history_total`` give the totals), all from one snapshot."""
+        conn = self._reader()
+        with _snapshot(conn):
+            found = _rows(conn, _KEY_SELECT + " WHERE key_id = ?", (key_id,))
+            if not found:
+                return None
+            key = decode_key(found[0])
+            key["transitions"] = _rows(
+                conn,
+                "SELECT seq, event_type, from_state, to_state, occurred_at, origin FROM transitions "
+                "WHERE key_id = ? ORDER BY seq",
+                (key_id,),
+            )
+            key["usage"] = dict(
+                conn.execute("SELECT operation, count FROM usage WHERE key_id = ? ORDER BY operation", (key_id,))
+            )
+            nodes = _rows(
                 conn,
                 "SELECT node, applied_state, applied_at, seq FROM node_keys WHERE key_id = ? ORDER BY node",
                 (key_id,),
             )
-        }
-        violations = _rows(
-            conn,
-            "SELECT seq, kind, detail, occurred_at FROM violations WHERE key_id = ? "
-            "ORDER BY seq DESC, kind LIMIT ?",
-            (key_id, recent),
+            key["nodes"] = {row.pop("node"): row for row in nodes}
+            violations = _rows(
+                conn,
+                "SELECT seq, kind, detail, occurred_at FROM violations WHERE key_id = ? "
+                "ORDER BY seq DESC, kind DESC LIMIT ?",
+                (key_id, recent),
+            )
+            key["violations"] = violations[::-1]
+            seqs = conn.execute(
+                "SELECT seq FROM key_events WHERE key_id = ? ORDER BY seq DESC LIMIT ?", (key_id, recent)
+            ).fetchall()
+            key["history_seqs"] = [s for (s,) in reversed(seqs)]
+            total = conn.execute("SELECT count(*) FROM key_events WHERE key_id = ?", (key_id,))
+            key["history_total"] = total.fetchone()[0]
+            return key
+
+    def key_history_seqs(self, key_id: str, *, after: int = -1, limit: int | None = None) -> list[int]:
+        """Journal seqs of the events that name the key, ascending, after ``after`` (fetch the
+        events themselves from the journal: the registry keeps no payloads)."""
+        rows = self._reader().execute(
+            "SELECT seq FROM key_events WHERE key_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (key_id, after, -1 if limit is None else limit),
         )
-        key["violations"] = violations[::-1]
-        seqs = conn.execute(
-            "SELECT seq FROM key_events WHERE key_id = ? ORDER BY seq DESC LIMIT ?", (key_id, recent)
-        ).fetchall()
-        key["history_seqs"] = [s for (s,) in reversed(seqs)]
-        key["history_total"] = conn.execute(
-            "SELECT count(*) FROM key_events WHERE key_id = ?", (key_id,)
-        ).fetchone()[0]
-        return key
+        return [seq for (seq,) in rows]
 
-
-def key_history_seqs(conn: sqlite3.Connection, key_id: str, after: int, limit: int | None) -> list[int]:
-    rows = conn.execute(
-        "SELECT seq FROM key_events WHERE key_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (key_id, after, -1 if limit is None else limit),
-    )
-    return [seq for (seq,) in rows]
-
-
-def counts(conn: sqlite3.Connection, states: Sequence[str], kinds: Sequence[str]) -> dict[str, Any]:
-    """Zero-filled so a metric built from it never disappears; ``unknown`` = keys without a state."""
-    with _snapshot(conn):
-        by_state = dict.fromkeys([*states, "unknown"], 0)
-        for state, n in conn.execute("SELECT state, count(*) FROM keys GROUP BY state"):
-            by_state[state or "unknown"] = n
-        by_kind = dict.fromkeys(kinds, 0)
-        for kind, n in conn.execute("SELECT kind, count(*) FROM violations GROUP BY kind"):
-            by_kind[kind] = n
-        usage_total = conn.execute("SELECT coalesce(sum(usage_total), 0) FROM keys").fetchone()[0]
-        nodes = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
-        last = conn.execute("SELECT value FROM meta WHERE name = 'last_applied_seq'").fetchone()
+    def counts(self) -> dict[str, Any]:
+        """Fleet totals, zero-filled so a metric built from them never disappears: keys by state
+        (``unknown`` = keys seen only in usage/propagation), usage, violations by kind, nodes."""
+        conn = self._reader()
+        with _snapshot(conn):
+            by_state = dict.fromkeys([*(s.value for s in KeyState), "unknown"], 0)
+            for state, n in conn.execute("SELECT state, count(*) FROM keys GROUP BY state"):
+                by_state[state or "unknown"] = n
+            by_kind = dict.fromkeys(VIOLATION_KINDS, 0)
+            for kind, n in conn.execute("SELECT kind, count(*) FROM violations GROUP BY kind"):
+                by_kind[kind] = n
+            usage_total = conn.execute("SELECT coalesce(sum(usage_total), 0) FROM keys").fetchone()[0]
+            nodes = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+            last = conn.execute("SELECT value FROM meta WHERE name = 'last_applied_seq'").fetchone()
         return {
             "keys_total": sum(by_state.values()),
             "keys_by_state": by_state,
@@ -204,3 +264,23 @@ def counts(conn: sqlite3.Connection, states: Sequence[str], kinds: Sequence[str]
             "nodes": nodes,
             "last_applied_seq": last[0] if last else -1,
         }
+
+    def seen(self, event_id: str) -> tuple[int, bytes] | None:
+        """(seq, digest) of the committed event with this id."""
+        row = self._reader().execute("SELECT seq, digest FROM events WHERE id = ?", (event_id,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def key_state(self, key_id: str) -> KeyState | None:
+        """The committed lifecycle state; None for no key or a key never generated."""
+        row = self._reader().execute("SELECT state FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return KeyState(row[0]) if row and row[0] is not None else None
+
+    def key_exists(self, key_id: str) -> bool:
+        return self._reader().execute("SELECT 1 FROM keys WHERE key_id = ?", (key_id,)).fetchone() is not None
+
+    def close(self) -> None:
+        """Close every reader connection (their threads must be done with them)."""
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -82,7 +82,9 @@ class Runtime:
             if made:
                 notes.append(f"created a local admin token in {config.token_file} (0600)")
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
-        return cls(config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, local_token, notes)
+        return cls(
+            config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, local_token, notes
+        )
 
     def close(self) -> None:
         self.ledger.stop()

@@ -42,8 +42,9 @@ def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
     base = f"http://{shown}:{port}"
     app = create_app(rt)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_config=logs.uvicorn_log_config(), access_log=False, lifespan="off",
-                       timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app, log_config=logs.uvicorn_log_config(), access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
     )
     stop = threading.Event()
     demo_thread = None

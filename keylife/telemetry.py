@@ -14,19 +14,24 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter(
-            "keylife_ingest_events", "Events answered by ingest, by event type and outcome.",
-            ["type", "outcome"], registry=self.registry,
+            "keylife_ingest_events",
+            "Events answered by ingest, by event type and outcome.",
+            ["type", "outcome"],
+            registry=self.registry,
         )
         self.requests = Counter(
             "keylife_ingest_requests", "Ingest requests by HTTP status code.", ["code"], registry=self.registry
         )
         self.invalid_lines = Counter(
-            "keylife_ingest_invalid_lines", "Lines refused as invalid (the whole request is refused).",
+            "keylife_ingest_invalid_lines",
+            "Lines refused as invalid (the whole request is refused).",
             registry=self.registry,
         )
         self.auth_failures = Counter(
-            "keylife_auth_failures", "Requests refused by authentication (401) or authorization (403).",
-            ["code"], registry=self.registry,
+            "keylife_auth_failures",
+            "Requests refused by authentication (401) or authorization (403).",
+            ["code"],
+            registry=self.registry,
         )
         self.auth_unjournaled = Counter(
             "keylife_auth_failures_unjournaled",
@@ -34,11 +39,14 @@ class Telemetry:
             registry=self.registry,
         )
         self.journaled = Counter(
-            "keylife_journal_entries", "Entries made durable in the journal, by event type.", ["type"],
+            "keylife_journal_entries",
+            "Entries made durable in the journal, by event type.",
+            ["type"],
             registry=self.registry,
         )
         self.ack_latency = Histogram(
-            "keylife_ingest_ack_seconds", "Time from receiving an ingest request to its durable answer.",
+            "keylife_ingest_ack_seconds",
+            "Time from receiving an ingest request to its durable answer.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )

@@ -52,24 +52,34 @@ def run_verify(directory: Path, keys: list[str], checkpoints: list[Path], as_jso
         console.print(f"[red]{exc}[/]")
         return 2
     if console.is_terminal and not as_json:
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
+        with Progress(
+            TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as bar:
             task = bar.add_task("verify", total=_estimate(directory))
             report = verify(directory, trusted, external, progress=lambda n: bar.update(task, completed=n))
     else:
         report = verify(directory, trusted, external)
     if as_json:
-        print(json.dumps({
-            "ok": report.ok, "entries": report.entries, "checkpoints": report.checkpoints,
-            "unsigned_tail": report.unsigned_tail, "head": report.head.hex(),
-            "faults": [{"kind": f.kind, "seq": f.seq, "detail": f.detail} for f in report.faults],
-        }))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "entries": report.entries,
+                    "checkpoints": report.checkpoints,
+                    "unsigned_tail": report.unsigned_tail,
+                    "head": report.head.hex(),
+                    "faults": [{"kind": f.kind, "seq": f.seq, "detail": f.detail} for f in report.faults],
+                }
+            )
+        )
     else:
         for fault in report.faults:
             print(f"FAULT {fault}")
         state = "OK" if report.ok else f"FAILED: {len(report.faults)} fault(s)"
-        print(f"{state}: {report.entries} entries, {report.checkpoints} signed checkpoints checked, "
-              f"{report.unsigned_tail} entries after the last checkpoint")
+        print(
+            f"{state}: {report.entries} entries, {report.checkpoints} signed checkpoints checked, "
+            f"{report.unsigned_tail} entries after the last checkpoint"
+        )
     return 0 if report.ok else 1
 
 

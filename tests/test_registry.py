@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.signing import Signer
 from audit_forwarder.journal.writer import Entry, Journal, JournalSettings
+from keylife import registry as registry_module
 from keylife.events import Event
 from keylife.lifecycle import KeyState
 from keylife.registry import Registry, RegistryError, rebuild
@@ -113,16 +114,19 @@ def test_generate_activate_rotate_links_keys_and_records_transitions(feed: Feed,
     assert old is not None and new is not None
     assert (old["state"], old["successor"]) == ("deactivated", "k2")
     assert (new["state"], new["predecessor"]) == ("active", "k1")
-    assert (new["algorithm"], new["key_size"], new["purpose"], new["owner"]) == ("AES", 256, "encryption", "team-a")
+    assert [new[f] for f in ("algorithm", "key_size", "purpose", "owner")] == [
+        "AES",
+        256,
+        "encryption",
+        "team-a",
+    ]
     assert new["expires_at"] == "2025-05-01T00:00:00.000000Z" and old["expires_at"] is None
     assert [(t["from_state"], t["to_state"], t["event_type"]) for t in old["transitions"]] == [
         (None, "pre_activation", "generated"),
         ("pre_activation", "active", "activated"),
         ("active", "deactivated", "rotated"),
     ]
-    assert [(t["from_state"], t["to_state"], t["seq"]) for t in new["transitions"]] == [
-        (None, "active", rotated.seq)
-    ]
+    assert [(t["from_state"], t["to_state"], t["seq"]) for t in new["transitions"]] == [(None, "active", rotated.seq)]
     assert old["activated_at"] == "2024-05-01T00:02:00.000000Z" and old["deactivated_at"] is not None
     assert new["history_seqs"] == [rotated.seq] and old["history_seqs"] == [0, 1, 2]
     assert old["violations"] == [] and new["violations"] == []
@@ -137,6 +141,15 @@ def test_rotation_activates_a_successor_generated_beforehand(feed: Feed, registr
     assert new is not None
     assert (new["state"], new["algorithm"], new["predecessor"]) == ("active", "ChaCha20", "k1")
     assert [t["to_state"] for t in new["transitions"]] == ["pre_activation", "active"]
+
+
+def test_rotation_onto_a_revoked_key_does_not_revive_it(feed: Feed, registry: Registry) -> None:
+    feed.to_state("k1", "active")
+    feed.to_state("k2", "revoked")
+    feed(feed.event("rotated", "k1", successor="k2", origin="command"))
+    assert registry.key_state("k1") == KeyState.DEACTIVATED
+    assert registry.key_state("k2") == KeyState.REVOKED
+    assert kinds(registry, "k2") == ["skipped_transition"] and kinds(registry, "k1") == []
 
 
 def test_usage_reports_add_up_per_operation(feed: Feed, registry: Registry) -> None:
@@ -289,15 +302,18 @@ def test_list_keys_filters_and_pages_by_key_id(feed: Feed, registry: Registry) -
         registry.list_keys(limit=0)
 
 
+@pytest.mark.parametrize("flush_at", [50_000, 1])  # 1: every entry is written before commit
 def test_writer_sees_its_uncommitted_work_and_rollback_forgets_it(
-    feed: Feed, journal: Journal, registry: Registry
+    feed: Feed, registry: Registry, monkeypatch: pytest.MonkeyPatch, flush_at: int
 ) -> None:
+    monkeypatch.setattr(registry_module, "_FLUSH_AT", flush_at)
     feed.to_state("k1", "active")
     entries = feed.journal_only(feed.event("revoked", "k1"), feed.event("generated", "k9"))
     before = registry.last_applied_seq()
     registry.begin()
     registry.apply_many(entries)
-    assert registry.key_state("k1") == KeyState.REVOKED and registry.key_state("k9") == KeyState.PRE_ACTIVATION
+    assert registry.key_state("k1") == KeyState.REVOKED
+    assert registry.key_state("k9") == KeyState.PRE_ACTIVATION
     assert registry.seen("ev-3") == (entries[0].seq, hashlib.sha256(canonical(entries[0].event)).digest())
     assert registry.last_applied_seq() == entries[-1].seq
     assert registry.get_key("k9") is None  # readers see committed data only
@@ -326,8 +342,27 @@ def test_replay_overlap_is_skipped_and_a_gap_refused(feed: Feed, registry: Regis
         registry.apply(later)
 
 
-def test_readers_in_other_threads_see_committed_data(feed: Feed, registry: Registry) -> None:
+def test_other_threads_see_committed_data_only(feed: Feed, registry: Registry) -> None:
     feed.to_state("k1", "active")
+    registry.begin()
+    registry.apply_many(feed.journal_only(feed.event("revoked", "k1"), feed.event("generated", "k2")))
+    staged: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: staged.extend(
+            [
+                registry.key_state("k1"),
+                registry.key_exists("k2"),
+                registry.seen("ev-3"),
+                registry.seen("ev-1"),
+            ]
+        )
+    )
+    thread.start()
+    thread.join()
+    assert staged[:3] == [KeyState.ACTIVE, False, None] and staged[3] is not None
+    assert registry.key_state("k1") == KeyState.REVOKED  # the writer thread sees its staged work
+    registry.rollback()
+
     results: list[Any] = []
     thread = threading.Thread(target=lambda: results.append((registry.get_key("k1"), registry.counts())))
     thread.start()
@@ -372,6 +407,13 @@ def test_rebuild_gives_identical_tables(feed: Feed, registry: Registry, tmp_path
     expected = dump(live)
     assert dump(tmp_path / "rebuilt.sqlite") == expected
     assert expected["violations"] and expected["transitions"] and expected["node_keys"]
+
+    registry_module._FLUSH_AT, flush_at = 3, registry_module._FLUSH_AT  # writes inside transactions too
+    try:
+        rebuild(feed.entries, tmp_path / "flushed.sqlite", origin="test.keylife/registry", batch=1000)
+    finally:
+        registry_module._FLUSH_AT = flush_at
+    assert dump(tmp_path / "flushed.sqlite") == expected
 
     registry.close()  # rebuild in place: the live file is swapped for the replay
     rebuild(iter(feed.entries), live, origin="test.keylife/registry")

@@ -102,8 +102,11 @@ def test_truncation_is_proven_by_a_checkpoint_saved_elsewhere(journal_dir: tuple
     (directory / "segments" / segs.seg_name(0, "sums")).write_bytes(
         b"".join(segs.entry_sum(line) for line in read_lines(directory))
     )
-    history = [r for r in (directory / "checkpoints.log").read_bytes().splitlines()
-               if parse(orjson.loads(r)["note"]).size <= 25]
+    history = [
+        r
+        for r in (directory / "checkpoints.log").read_bytes().splitlines()
+        if parse(orjson.loads(r)["note"]).size <= 25
+    ]
     (directory / "checkpoints.log").write_bytes(b"\n".join(history) + b"\n")
     (directory / "checkpoint").write_text(orjson.loads(history[-1])["note"])
     assert verify(directory, [sign.verifier]).ok  # locally consistent: only the outside copy can tell
@@ -172,14 +175,22 @@ def test_any_single_edit_is_caught(journal_dir: tuple[Path, Signer], edit: str, 
 def test_cli_exits_non_zero_and_names_the_fault(journal_dir: tuple[Path, Signer]) -> None:
     directory, sign = journal_dir
     key = sign.verifier.encode()
-    ok = subprocess.run([sys.executable, "-m", "keylife.cli", "verify", str(directory), "--key", key],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "keylife.cli", "verify", str(directory), "--key", key],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0 and "OK: 40 entries" in ok.stdout
     lines = read_lines(directory)
     del lines[3]
     write_lines(directory, lines)
-    bad = subprocess.run([sys.executable, "-m", "keylife.cli", "verify", str(directory), "--key", key, "--json"],
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "keylife.cli", "verify", str(directory), "--key", key, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 1
     report = orjson.loads(bad.stdout)
     assert {"kind": "deleted", "seq": 3, "detail": "entry is missing from the journal"} in report["faults"]

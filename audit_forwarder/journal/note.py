@@ -34,8 +34,7 @@ class Checkpoint:
 
     def render(self) -> str:
         sig_lines = "".join(
-            f"{DASH} {sig.name} {base64.b64encode(sig.key_id + sig.signature).decode()}\n"
-            for sig in self.signatures
+            f"{DASH} {sig.name} {base64.b64encode(sig.key_id + sig.signature).decode()}\n" for sig in self.signatures
         )
         return self.text + "\n" + sig_lines
 

@@ -121,8 +121,13 @@ class _IndexCheck:
             return
         wrong = [name for name, (said, real) in claims.items() if said != real]
         if wrong:
-            faults.append(Fault("modified", self.seg.first_seq,
-                                f"index of segment {self.seg.first_seq} disagrees with its entries: {', '.join(wrong)}"))
+            faults.append(
+                Fault(
+                    "modified",
+                    self.seg.first_seq,
+                    f"index of segment {self.seg.first_seq} disagrees with its entries: {', '.join(wrong)}",
+                )
+            )
 
 
 def verify(
@@ -143,13 +148,19 @@ def verify(
         cp = claim.checkpoint
         problem = check_signatures(cp, trusted)
         if problem == "unknown signing key":
-            report.faults.append(Fault("unknown_key", None, f"{claim.source} (size {cp.size}) is signed by a key not trusted here"))
+            report.faults.append(
+                Fault("unknown_key", None, f"{claim.source} (size {cp.size}) is signed by a key not trusted here")
+            )
             continue
         if problem:
-            report.faults.append(Fault("bad_signature", None, f"{claim.source} (size {cp.size}): signature does not verify"))
+            report.faults.append(
+                Fault("bad_signature", None, f"{claim.source} (size {cp.size}): signature does not verify")
+            )
             continue
         if cp.origin != origin:
-            report.faults.append(Fault("unknown_key", None, f"{claim.source} is for origin {cp.origin!r}, not {origin!r}"))
+            report.faults.append(
+                Fault("unknown_key", None, f"{claim.source} is for origin {cp.origin!r}, not {origin!r}")
+            )
             continue
         by_size.setdefault(cp.size, []).append(claim)
     report.checkpoints = sum(len(v) for v in by_size.values())
@@ -184,7 +195,7 @@ def verify(
             expected += 1
             continue
         offset = (seq - seg.first_seq) * segs.SUM_BYTES
-        if 0 <= offset and offset + segs.SUM_BYTES <= len(sums):
+        if offset >= 0 and offset + segs.SUM_BYTES <= len(sums):
             digest_ok = sums[offset : offset + segs.SUM_BYTES] == entry_sum(line)
         else:
             digest_ok = True

@@ -56,8 +56,9 @@ def create_app(rt: Runtime) -> FastAPI:
             principal, why = rt.tokens.authenticate(request.headers.get("authorization"))
             if principal is None:
                 _auth_failure(rt, request, 401, why, None)
-                raise Problem(401, "unauthorized", "Authentication required", why,
-                              {"WWW-Authenticate": 'Bearer realm="keylife"'})
+                raise Problem(
+                    401, "unauthorized", "Authentication required", why, {"WWW-Authenticate": 'Bearer realm="keylife"'}
+                )
             if scope not in principal.scopes:
                 why = f"token '{principal.name}' lacks the '{scope}' scope"
                 _auth_failure(rt, request, 403, why, principal.name)
@@ -73,8 +74,13 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/readyz", tags=["health"])
     async def readyz() -> dict[str, Any]:
         if not rt.ledger.running:
-            raise Problem(503, "not-ready", "Not ready", rt.ledger.failure or "journal writer is not running",
-                          {"Retry-After": "5"})
+            raise Problem(
+                503,
+                "not-ready",
+                "Not ready",
+                rt.ledger.failure or "journal writer is not running",
+                {"Retry-After": "5"},
+            )
         return {"status": "ready", "journal_size": rt.journal.size, "registry_seq": rt.registry.last_applied_seq()}
 
     @app.get("/metrics", include_in_schema=False)
@@ -104,19 +110,28 @@ def create_app(rt: Runtime) -> FastAPI:
         _: Principal = require("read"),
     ) -> JSONBody:
         items = await asyncio.to_thread(
-            rt.registry.list_keys, state=state, algorithm=algorithm, purpose=purpose, owner=owner, node=node,
-            limit=limit, after=after,
+            rt.registry.list_keys,
+            state=state,
+            algorithm=algorithm,
+            purpose=purpose,
+            owner=owner,
+            node=node,
+            limit=limit,
+            after=after,
         )
         following = items[-1]["key_id"] if len(items) == limit else None
         return JSONBody({"items": items, "next": following})
 
     @app.get("/v1/keys/{key_id}", tags=["registry"])
-    async def get_key(key_id: str, _: Principal = require("read")) -> JSONBody:
-        key = await asyncio.to_thread(rt.registry.get_key, key_id)
+    async def get_key(
+        key_id: str,
+        history: Annotated[int, Query(ge=0, le=1000, description="latest journal entries to include")] = 100,
+        _: Principal = require("read"),
+    ) -> JSONBody:
+        key = await asyncio.to_thread(rt.registry.get_key, key_id, recent=history)
         if key is None:
             raise Problem(404, "key-not-found", "No such key", f"key {key_id!r} is not in the registry")
-        seqs = await asyncio.to_thread(rt.registry.key_history_seqs, key_id)
-        entries = await asyncio.to_thread(get_entries, rt.journal, seqs)
+        entries = await asyncio.to_thread(get_entries, rt.journal, key.pop("history_seqs"))
         key["history"] = [{"seq": e.seq, "observed_at": e.observed_at, "event": e.event} for e in entries]
         return JSONBody(key)
 
@@ -125,15 +140,28 @@ def create_app(rt: Runtime) -> FastAPI:
         event_id = body.id or f"cmd-{time.time_ns()}-{principal.name}"
         try:
             event = Event.model_validate(
-                {"id": event_id, "type": COMMANDS[body.command], "key_id": key_id, "occurred_at": _now(),
-                 "actor": principal.name, "reason": body.reason, "origin": "command"}
+                {
+                    "id": event_id,
+                    "type": COMMANDS[body.command],
+                    "key_id": key_id,
+                    "occurred_at": _now(),
+                    "actor": principal.name,
+                    "reason": body.reason,
+                    "origin": "command",
+                }
             )
         except ValidationError as exc:
             raise Problem(422, "invalid-command", "The command is not valid", str(exc.errors()[0]["msg"])) from None
         (outcome,) = await _submit(rt, [event], command=True)
         if outcome.status == "refused":
-            raise Problem(409, "lifecycle-conflict", "Command refused by the key lifecycle", outcome.error or "",
-                          key_id=key_id, command=body.command)
+            raise Problem(
+                409,
+                "lifecycle-conflict",
+                "Command refused by the key lifecycle",
+                outcome.error or "",
+                key_id=key_id,
+                command=body.command,
+            )
         if outcome.status == "conflict":
             raise Problem(409, "id-conflict", "Idempotency id reused", outcome.error or "", id=event_id)
         state = await asyncio.to_thread(rt.registry.key_state, key_id)
@@ -157,8 +185,12 @@ async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Respon
     limit = rt.config.api.max_body_bytes
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ingest.NDJSON_TYPES | ingest.JSON_TYPES:
-        raise Problem(415, "unsupported-media-type", "Unsupported content type",
-                      f"send application/json (one event) or application/x-ndjson, not {content_type or 'nothing'!r}")
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported content type",
+            f"send application/json (one event) or application/x-ndjson, not {content_type or 'nothing'!r}",
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "body-too-large", "Body too large", f"body is {declared} bytes; the limit is {limit}")
@@ -172,24 +204,38 @@ async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Respon
     if not lines:
         raise Problem(400, "empty-body", "Empty body", "the body holds no event")
     if len(lines) > rt.config.api.max_lines:
-        raise Problem(413, "too-many-lines", "Too many lines",
-                      f"{len(lines)} events in one request; the limit is {rt.config.api.max_lines}")
+        raise Problem(
+            413,
+            "too-many-lines",
+            "Too many lines",
+            f"{len(lines)} events in one request; the limit is {rt.config.api.max_lines}",
+        )
     events, errors = ingest.parse_lines(lines)
     if errors:
         rt.telemetry.invalid_lines.inc(len({e.line for e in errors}))
         bad = len({e.line for e in errors})
-        raise Problem(422, "invalid-events", "Invalid events",
-                      f"{bad} of {len(lines)} lines are not valid events; nothing was written",
-                      errors=[e.as_dict() for e in errors])
+        raise Problem(
+            422,
+            "invalid-events",
+            "Invalid events",
+            f"{bad} of {len(lines)} lines are not valid events; nothing was written",
+            errors=[e.as_dict() for e in errors],
+        )
     outcomes = await _submit(rt, events)
-    numbered = [{"line": n, "id": o.id, "status": o.status, "seq": o.seq} | ({"error": o.error} if o.error else {})
-                for (n, _), o in zip(lines, outcomes, strict=True)]
+    numbered = [
+        {"line": n, "id": o.id, "status": o.status, "seq": o.seq} | ({"error": o.error} if o.error else {})
+        for (n, _), o in zip(lines, outcomes, strict=True)
+    ]
     for event, o in zip(events, outcomes, strict=True):
         rt.telemetry.events.labels(event.type, o.status).inc()
     if any(o.status == "conflict" for o in outcomes):
-        raise Problem(409, "id-conflict", "Event id reused for a different event",
-                      "some ids were already used for other events; nothing of this request was written",
-                      results=numbered)
+        raise Problem(
+            409,
+            "id-conflict",
+            "Event id reused for a different event",
+            "some ids were already used for other events; nothing of this request was written",
+            results=numbered,
+        )
     rt.telemetry.requests.labels("200").inc()
     accepted = sum(o.status == "accepted" for o in outcomes)
     return JSONBody({"accepted": accepted, "duplicate": len(outcomes) - accepted, "results": numbered})
@@ -199,9 +245,13 @@ async def _submit(rt: Runtime, events: list[Event], command: bool = False) -> li
     try:
         return await asyncio.wrap_future(rt.ledger.submit(events, command=command))
     except LedgerStopped as exc:
-        raise Problem(503, "journal-unavailable", "Journal unavailable",
-                      f"events cannot be made durable now ({exc}); nothing was written, retry later",
-                      {"Retry-After": "5"}) from None
+        raise Problem(
+            503,
+            "journal-unavailable",
+            "Journal unavailable",
+            f"events cannot be made durable now ({exc}); nothing was written, retry later",
+            {"Retry-After": "5"},
+        ) from None
 
 
 def _auth_failure(rt: Runtime, request: Request, code: int, why: str, who: str | None) -> None:
@@ -212,14 +262,15 @@ def _auth_failure(rt: Runtime, request: Request, code: int, why: str, who: str |
     if not allowed:
         rt.telemetry.auth_unjournaled.inc()
         return
-    log.warning("authentication failure", extra={"code": code, "reason": why, "client": client,
-                                                   "path": request.url.path})
-    attributes = {"code": str(code), "client": client[:256], "path": request.url.path[:256],
-                  "method": request.method}
+    log.warning(
+        "authentication failure", extra={"code": code, "reason": why, "client": client, "path": request.url.path}
+    )
+    attributes = {"code": str(code), "client": client[:256], "path": request.url.path[:256], "method": request.method}
     if held:
         attributes["unjournaled_before"] = str(held)
-    event = rt.ledger.system_event(EventType.AUTH_FAILURE, reason=why, attributes=attributes,
-                                   **({"actor": who} if who else {}))
+    event = rt.ledger.system_event(
+        EventType.AUTH_FAILURE, reason=why, attributes=attributes, **({"actor": who} if who else {})
+    )
     rt.ledger.submit([event])  # fire and forget: the 401/403 does not wait on the disk
 
 

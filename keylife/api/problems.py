@@ -23,8 +23,9 @@ class JSONBody(Response):
 class Problem(Exception):
     """Raise anywhere in a handler to answer with problem+json."""
 
-    def __init__(self, status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.kind, self.title, self.detail = status, kind, title, detail
         self.headers = headers or {}
@@ -39,8 +40,9 @@ def problem_response(request: Request, exc: Problem) -> Response:
         "detail": exc.detail,
         "instance": request.url.path,
     } | exc.extra
-    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/problem+json",
-                    headers=exc.headers)
+    return Response(
+        orjson.dumps(body), status_code=exc.status, media_type="application/problem+json", headers=exc.headers
+    )
 
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:
@@ -65,9 +67,7 @@ async def _http_handler(request: Request, exc: Exception) -> Response:
 
 async def _validation_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
-    ]
+    errors = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem_response(
         request, Problem(422, "invalid-request", "The request is not valid", summary, errors=errors)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up .venv with the dev tools, then run ruff and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/venv.sh dev
+.venv/bin/ruff check .
+exec .venv/bin/pytest "$@"

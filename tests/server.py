@@ -1,0 +1,67 @@
+"""A real keylife HTTP server on a loopback port picked by the OS, in a thread of the test."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from keylife.api.app import create_app
+from keylife.api.auth import hash_token, new_token
+from keylife.config import Config, load
+from keylife.runtime import Runtime
+from keylife.serve import bind
+
+
+@dataclass
+class Live:
+    url: str
+    runtime: Runtime
+    tokens: dict[str, str]  # name -> token
+
+    def client(self, token: str | None = "all") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[token]}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def test_config(tmp: Path, **sections: dict) -> tuple[Config, dict[str, str]]:
+    tokens = {"all": new_token(), "ingest": new_token(), "read": new_token(), "admin": new_token()}
+    scopes = {"all": ["ingest", "read", "admin"], "ingest": ["ingest"], "read": ["read"], "admin": ["admin", "read"]}
+    config = load(None, env={})
+    data = config.model_dump() | {
+        "data_dir": tmp / "data",
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "api": config.api.model_dump()
+        | {"tokens": [{"name": n, "sha256": hash_token(t), "scopes": scopes[n]} for n, t in tokens.items()]},
+        "journal": config.journal.model_dump() | {"origin": "test.keylife/api"},
+        "logging": {"level": "WARNING", "format": "text"},
+    }
+    for name, values in sections.items():
+        data[name] = data[name] | values
+    return Config.model_validate(data), tokens
+
+
+@contextmanager
+def live_server(tmp: Path, **sections: dict) -> Iterator[Live]:
+    config, tokens = test_config(tmp, **sections)
+    runtime = Runtime.start(config)
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.01)
+    try:
+        yield Live(f"http://127.0.0.1:{port}", runtime, tokens)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        runtime.close()
