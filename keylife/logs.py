@@ -11,8 +11,14 @@ from pythonjsonlogger.json import JsonFormatter
 FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+def _drop_colour(record: logging.LogRecord) -> bool:
+    record.__dict__.pop("color_message", None)  # uvicorn's ANSI copy of the message
+    return True
+
+
 def setup(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_drop_colour)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(FIELDS, rename_fields={"levelname": "level", "asctime": "time"}))
     else:

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -53,6 +54,10 @@ def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
     _banner(rt, base, demo_thread is not None)
     if ready_file:
         ready_file.write_text(json.dumps({"url": base, "pid": _pid()}))
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
+    # handlers that re-raise returns here, so the journal is checkpointed and closed below.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run(sockets=[sock])
     finally:
@@ -62,6 +67,18 @@ def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
         rt.close()
         log.info("stopped; journal checkpointed and closed", extra={"journal_size": rt.journal.size})
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but the demo feeder is told to stop before the listener closes."""
+
+    def __init__(self, config: uvicorn.Config, before_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.before_shutdown()
+        await super().shutdown(sockets)
 
 
 def _start_demo(rt: Runtime, base: str, stop: threading.Event) -> threading.Thread:
@@ -99,8 +116,3 @@ def _pid() -> int:
     import os
 
     return os.getpid()
-
-
-def install_sigterm() -> None:
-    """uvicorn handles SIGINT/SIGTERM itself; this keeps a clean stop if it is not running."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -2,6 +2,6 @@
 # Set up .venv with the dev tools, then run ruff and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/venv.sh dev
+VENV_EXTRA=dev . scripts/venv.sh
 .venv/bin/ruff check .
 exec .venv/bin/pytest "$@"

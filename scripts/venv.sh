@@ -1,7 +1,7 @@
 # Sourced by demo.sh and test.sh: make .venv (installing python3-venv on Debian if it is
-# missing and we may) and install keylife into it. Usage: . scripts/venv.sh [dev]
+# missing and we may) and install keylife into it. Set VENV_EXTRA=dev for the test tools.
 set -euo pipefail
-extra="${1:-}"
+extra="${VENV_EXTRA:-}"
 if [ ! -x .venv/bin/python ]; then
   if ! python3 -m venv .venv 2>/dev/null; then
     rm -rf .venv

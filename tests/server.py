@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -65,3 +68,24 @@ def live_server(tmp: Path, **sections: dict) -> Iterator[Live]:
         server.should_exit = True
         thread.join(timeout=10)
         runtime.close()
+
+
+def start_server(config: Path, ready: Path) -> tuple[subprocess.Popen[bytes], str]:
+    ready.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keylife.cli", "serve", "--config", str(config), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            raise AssertionError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.02)
+    url = json.loads(ready.read_text())["url"]
+    while True:  # the ready file is written just before uvicorn accepts
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.02)

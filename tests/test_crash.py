@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,30 +18,10 @@ from audit_forwarder.journal.signing import Verifier
 from audit_forwarder.journal.verify import verify
 from keylife.api.auth import hash_token, new_token
 from keylife.registry import Registry
+from tests.server import start_server
 
 ROUNDS = 4
 PRODUCERS = 4
-
-
-def start_server(config: Path, ready: Path) -> tuple[subprocess.Popen[bytes], str]:
-    ready.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keylife.cli", "serve", "--config", str(config), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            raise AssertionError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-        time.sleep(0.02)
-    url = json.loads(ready.read_text())["url"]
-    while True:  # the ready file is written just before uvicorn accepts
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.02)
 
 
 def producer(url: str, token: str, prefix: str, acked: set[str], stop: threading.Event) -> None:
