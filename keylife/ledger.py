@@ -10,20 +10,20 @@ producer never sees "accepted" for something that is not on disk.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
-import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from audit_forwarder.journal.reader import iter_entries
 from audit_forwarder.journal.writer import Entry, Journal
 from keylife.events import Event, EventType, event_digest, format_time
-from keylife.lifecycle import KeyState, is_allowed, refusal_reason
+from keylife.lifecycle import is_allowed, refusal_reason
 from keylife.registry import Registry
 
 log = logging.getLogger("keylife.ledger")
@@ -127,10 +127,10 @@ class Ledger:
         return request.future
 
     def system_event(self, kind: EventType, **fields: Any) -> Event:
-        now = time.time()
-        digest = hashlib.sha256(f"{kind}{now}{fields}".encode()).hexdigest()[:24]
+        """An event keylife writes about itself; a random id, so two alike are never merged."""
+        now = format_time(datetime.now(UTC))
         return Event.model_validate(
-            {"id": f"keylife-{digest}", "type": kind, "occurred_at": format_time_ts(now), "actor": "keylife"} | fields
+            {"id": f"keylife-{uuid.uuid4().hex}", "type": kind, "occurred_at": now, "actor": "keylife"} | fields
         )
 
     # ----- the writer ----------------------------------------------------------------------
@@ -232,8 +232,8 @@ class Ledger:
                 continue
             if request.command:
                 state = self.registry.key_state(event.key_id or "")
-                if not is_allowed(_as_state(state), event.type):
-                    reason = refusal_reason(_as_state(state), event.type)
+                if not is_allowed(state, event.type):
+                    reason = refusal_reason(state, event.type)
                     outcomes.append(Outcome("refused", event.id, None, reason))
                     payloads.append(self._refusal(event, reason))
                     continue
@@ -262,17 +262,3 @@ class Ledger:
             attributes={"command": str(event.type)},
         )
         return refusal.payload()
-
-
-def _as_state(value: object) -> KeyState | None:
-    return (
-        value
-        if isinstance(value, KeyState)
-        else (KeyState(value) if isinstance(value, str) and value in KeyState._value2member_map_ else None)
-    )
-
-
-def format_time_ts(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return format_time(datetime.fromtimestamp(ts, UTC))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -144,7 +145,7 @@ def create_app(rt: Runtime) -> FastAPI:
                     "id": event_id,
                     "type": COMMANDS[body.command],
                     "key_id": key_id,
-                    "occurred_at": _now(),
+                    "occurred_at": format_time(datetime.now(UTC)),
                     "actor": principal.name,
                     "reason": body.reason,
                     "origin": "command",
@@ -165,7 +166,9 @@ def create_app(rt: Runtime) -> FastAPI:
         if outcome.status == "conflict":
             raise Problem(409, "id-conflict", "Idempotency id reused", outcome.error or "", id=event_id)
         state = await asyncio.to_thread(rt.registry.key_state, key_id)
-        return JSONBody({"status": outcome.status, "id": event_id, "seq": outcome.seq, "state": _state(state)})
+        return JSONBody(
+            {"status": outcome.status, "id": event_id, "seq": outcome.seq, "state": state.value if state else None}
+        )
 
     @app.get("/v1/journal/checkpoint", tags=["journal"], response_class=PlainTextResponse)
     async def checkpoint(_: Principal = require("read")) -> PlainTextResponse:
@@ -272,13 +275,3 @@ def _auth_failure(rt: Runtime, request: Request, code: int, why: str, who: str |
         EventType.AUTH_FAILURE, reason=why, attributes=attributes, **({"actor": who} if who else {})
     )
     rt.ledger.submit([event])  # fire and forget: the 401/403 does not wait on the disk
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return format_time(datetime.now(UTC))
-
-
-def _state(value: object) -> str | None:
-    return value.value if isinstance(value, KeyState) else (value if isinstance(value, str) else None)
