@@ -142,7 +142,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
-        raw = loaded or {}
+        # A section left with only comments in it reads as null: treat it as "all defaults".
+        raw = {key: ({} if value is None else value) for key, value in (loaded or {}).items()}
     raw = _merge(raw, _env_overrides(env))
     try:
         return Config.model_validate(raw)

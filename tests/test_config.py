@@ -44,3 +44,10 @@ def test_unreadable_and_malformed_files_are_named(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load(bad, env={})
+
+
+def test_the_annotated_example_is_valid() -> None:
+    example = Path(__file__).parents[1] / "deploy/keylife.example.yaml"
+    config = load(example, env={})
+    assert config.journal.origin == "keylife.example.com/journal"
+    assert [t.name for t in config.api.tokens] == ["datafold-nodes", "grafana"]
