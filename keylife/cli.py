@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from keylife.config import SCOPES, ConfigError, load
+from keylife.datalock import DataDirBusy
 
 
 def _config(args: argparse.Namespace):
@@ -39,23 +40,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_registry_rebuild(args: argparse.Namespace) -> int:
     from audit_forwarder.journal.reader import iter_entries
+    from keylife.datalock import DataLock
     from keylife.registry import rebuild
 
     config = _config(args)
     target = args.output or config.registry_path
-    stats = rebuild(iter_entries(config.journal_dir), Path(target))
+    lock = DataLock(config.data_dir).acquire("registry rebuild")  # refuses while serve runs
+    try:
+        stats = rebuild(iter_entries(config.journal_dir), Path(target), origin=config.journal.origin)
+    finally:
+        lock.release()
     print(json.dumps({"registry": str(target), "stats": _jsonable(stats)}))
     return 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from keylife.registry import Registry
+    from keylife.registry import RegistryReader
 
     config = _config(args)
     if not config.registry_path.exists():
         print(f"no registry at {config.registry_path}", file=sys.stderr)
         return 1
-    registry = Registry(config.registry_path)
+    registry = RegistryReader(config.registry_path)  # read-only: safe beside a running server
     try:
         if args.keys_command == "list":
             items = registry.list_keys(
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, DataDirBusy) as exc:
         print(f"keylife: {exc}", file=sys.stderr)
         return 2
 

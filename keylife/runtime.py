@@ -11,6 +11,7 @@ from audit_forwarder.journal.signing import Signer
 from audit_forwarder.journal.writer import Journal, JournalSettings
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.config import SCOPES, Config, Token
+from keylife.datalock import DataLock
 from keylife.ledger import Ledger
 from keylife.registry import Registry
 from keylife.telemetry import Telemetry
@@ -58,19 +59,28 @@ class Runtime:
     tokens: TokenStore
     auth_limiter: RateLimiter
     telemetry: Telemetry
+    lock: DataLock
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DataLock(config.data_dir).acquire("serve")
+        try:
+            return cls._start(config, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _start(cls, config: Config, lock: DataLock) -> Runtime:
         notes: list[str] = []
         signer, created = Signer.load_or_create(config.signing_key_path, config.journal.origin)
         if created:
             notes.append(f"created journal signing key {config.signing_key_path} (0600)")
         journal = Journal(config.journal_dir, signer, journal_settings(config))
         _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
-        registry = Registry(config.registry_path)
+        registry = Registry(config.registry_path, origin=config.journal.origin)
         telemetry = Telemetry()
         ledger = Ledger(journal, registry, on_commit=telemetry.observe_entries)
         ledger.start()
@@ -83,12 +93,13 @@ class Runtime:
                 notes.append(f"created a local admin token in {config.token_file} (0600)")
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         return cls(
-            config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, local_token, notes
+            config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, local_token, notes
         )
 
     def close(self) -> None:
         self.ledger.stop()
         self.registry.close()
+        self.lock.release()
 
 
 def _write_public(path: Path, text: str) -> None:

@@ -69,6 +69,12 @@ def test_ingest_query_rebuild_and_journal_commands(setup: tuple[Path, Path], tmp
         assert orjson.loads(posted.stdout) == {"accepted": 8, "duplicate": 0}
         refused = keylife("ingest", str(bad), "--url", url, "--token-file", str(token_file), check=False)
         assert refused.returncode == 1 and "line 2:" in refused.stderr and "malformed JSON" in refused.stderr
+        second = keylife("serve", "--config", str(config), check=False)
+        assert second.returncode == 2 and f"in use by keylife serve (pid {proc.pid})" in second.stderr
+        busy = keylife("registry", "rebuild", "--config", str(config), check=False)
+        assert busy.returncode == 2 and "stop it first" in busy.stderr
+        listed = keylife("keys", "list", "--config", str(config)).stdout.splitlines()
+        assert len(listed) == 5  # reading beside a running server is fine
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

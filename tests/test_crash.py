@@ -17,7 +17,7 @@ from audit_forwarder.journal.reader import iter_entries
 from audit_forwarder.journal.signing import Verifier
 from audit_forwarder.journal.verify import verify
 from keylife.api.auth import hash_token, new_token
-from keylife.registry import Registry
+from keylife.registry import RegistryReader
 from tests.server import start_server
 
 ROUNDS = 4
@@ -91,7 +91,7 @@ def test_every_acknowledged_event_survives_kill_9(tmp_path: Path) -> None:
         journal_ids = {e.event["id"] for e in iter_entries(tmp_path / "data/journal")}
         lost = acked - journal_ids
         assert not lost, f"{len(lost)} acknowledged events are missing, e.g. {sorted(lost)[:3]}"
-        registry = Registry(tmp_path / "data/registry.sqlite")
+        registry = RegistryReader(tmp_path / "data/registry.sqlite")
         assert all(registry.seen(event_id) is not None for event_id in acked)
         registry.close()
     finally:
