@@ -38,7 +38,7 @@ class JournalConfig(_Section):
     segment_max_age_seconds: float = Field(86400.0, gt=0)
     checkpoint_every: int = Field(1000, ge=1)
     checkpoint_interval_seconds: float = Field(1.0, gt=0, le=3600)
-    compress_level: int = Field(12, ge=1, le=22)
+    compress_level: int = Field(3, ge=1, le=22)
 
     @field_validator("origin")
     @classmethod

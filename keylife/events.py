@@ -6,6 +6,7 @@ with their own line limits, so sizes are bounded and every violation names its f
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from audit_forwarder.journal.canonical import canonical
 from keylife.lifecycle import TARGET_STATE, KeyState
 
 MAX_SAFE_INT = 2**53 - 1  # RFC 8785 / I-JSON: integers beyond this do not survive JSON tooling
@@ -66,6 +68,8 @@ KEYLESS_TYPES = frozenset(
     {EventType.AUTH_FAILURE, EventType.JOURNAL_RECOVERED, EventType.SIGNING_KEY_ROTATED, EventType.ADMIN_ACTION}
 )
 
+_KEYLESS = frozenset(str(t) for t in KEYLESS_TYPES)
+
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
 _ATTR_KEY_RE = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
@@ -76,13 +80,12 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_N
 Word = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Operation = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+# Any offset is accepted; ``payload`` writes every time in UTC (normalising here, per field,
+# would cost a Python call per datetime on the ingest hot path).
+UtcTime = AwareDatetime
 
 
 def _check_attributes(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -93,15 +96,6 @@ def _check_attributes(value: dict[str, str] | None) -> dict[str, str] | None:
             raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY_RE.pattern}")
         if len(item) > 256:
             raise ValueError(f"attribute {key!r} is {len(item)} characters long; at most 256")
-    return value
-
-
-def _check_usage(value: dict[str, int] | None) -> dict[str, int] | None:
-    if value is None:
-        return None
-    for op in value:
-        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", op):
-            raise ValueError(f"operation name {op!r} must be lower-case letters, digits, _ (at most 32)")
     return value
 
 
@@ -130,7 +124,7 @@ class Event(BaseModel):
     successor: KeyId | None = None
     data_instances: Annotated[list[Name], Field(max_length=64)] | None = None
 
-    usage: Annotated[dict[str, Count], Field(max_length=32), AfterValidator(_check_usage)] | None = None
+    usage: Annotated[dict[Operation, Count], Field(max_length=32)] | None = None
     interval_start: UtcTime | None = None
     interval_end: UtcTime | None = None
     state: KeyState | None = None
@@ -139,29 +133,40 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> Event:
-        t = self.type
-        if self.key_id is None and t not in KEYLESS_TYPES:
+        t: str = self.type  # plain strings below: enum attribute access is slow on the hot path
+        if self.key_id is None and t not in _KEYLESS:
             raise ValueError(f"key_id is required for '{t}' events")
-        if t == EventType.ROTATED and not self.successor:
+        if t == "rotated" and not self.successor:
             raise ValueError("successor is required for 'rotated' events (the key that replaces key_id)")
-        if t == EventType.ROTATED and self.successor == self.key_id:
+        if t == "rotated" and self.successor == self.key_id:
             raise ValueError("successor must differ from key_id")
-        if t == EventType.USAGE_REPORT:
+        if t == "usage_report":
             if not self.usage:
                 raise ValueError("usage is required for 'usage_report' events: counts per operation")
             if self.interval_start and self.interval_end and self.interval_end < self.interval_start:
                 raise ValueError("interval_end is before interval_start")
         elif self.usage is not None:
             raise ValueError(f"usage is only allowed on 'usage_report' events, not '{t}'")
-        if t == EventType.PROPAGATED and (self.node is None or self.state is None):
+        if t == "propagated" and (self.node is None or self.state is None):
             raise ValueError("'propagated' events need node and state (the state the node applied)")
-        if t == EventType.POLICY_VIOLATION and not self.violation:
+        if t == "policy_violation" and not self.violation:
             raise ValueError("violation is required for 'policy_violation' events (the rule broken)")
         return self
 
     def payload(self) -> dict[str, Any]:
-        """The event as the journal stores it: JSON types only, absent fields omitted."""
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        """The event as the journal stores it: JSON types only, absent fields and the default
+        origin omitted, every time in UTC (a time sent with another offset is converted here,
+        not in a per-field validator on the ingest hot path)."""
+        # The serializer itself: model_dump's Python wrapper costs as much as the dump.
+        out = self.__pydantic_serializer__.to_python(self, mode="json", exclude_none=True, exclude_defaults=True)
+        for name in _TIME_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value.utcoffset():
+                out[name] = _fmt(value)
+        return out
+
+
+_TIME_FIELDS = ("occurred_at", "expires_at", "interval_start", "interval_end")
 
 
 def _fmt(value: datetime) -> str:
@@ -180,16 +185,13 @@ def check_not_future(event: Event, now: datetime) -> str | None:
     return None
 
 
-def event_digest(payload: dict[str, Any]) -> bytes:
+def event_digest(payload: dict[str, Any], canonical_bytes: bytes | None = None) -> bytes:
     """What makes two events with one id "the same" for idempotent ingest.
 
     A command is stamped with the server clock when it arrives, so its retry differs only in
     ``occurred_at``; that field is left out of a command's digest so a retry is a duplicate.
+    ``canonical_bytes`` (``canonical(payload)``, when the caller has it) saves a serialisation.
     """
-    import hashlib
-
-    from audit_forwarder.journal.canonical import canonical
-
     if payload.get("origin") == "command":
-        payload = {k: v for k, v in payload.items() if k != "occurred_at"}
-    return hashlib.sha256(canonical(payload)).digest()
+        return hashlib.sha256(canonical({k: v for k, v in payload.items() if k != "occurred_at"})).digest()
+    return hashlib.sha256(canonical(payload) if canonical_bytes is None else canonical_bytes).digest()

@@ -2,10 +2,14 @@
 
 Every request (a batch of observations, one command, a system event) is queued; the writer
 takes all that is waiting, decides each line (accepted, duplicate, conflicting id, refused
-command), appends the accepted ones to the journal and the registry's open transaction, then
-makes the journal durable with one fdatasync for everyone and only then commits the registry
-and answers. A failure anywhere rolls both back and fails every request in the group, so a
-producer never sees "accepted" for something that is not on disk.
+command) against the registry's view (its open transaction included), appends the accepted
+ones to the journal and projects them into the registry, then makes the journal durable with
+one fdatasync for the whole group and answers. A failure before that fsync fails every
+request in the group, so a producer never sees "accepted" for something that is not on disk.
+
+The registry transaction is committed about once a second (or on a reader's ``sync_registry``),
+not per group: the journal is what must be durable, and the registry is rebuilt from it after
+a crash (``catch_up``), so per-group commits would only rewrite the same pages many times.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.reader import iter_entries
 from audit_forwarder.journal.writer import Entry, Journal
 from keylife.events import Event, EventType, event_digest, format_time
@@ -43,6 +49,7 @@ class Outcome:
 class _Request:
     events: list[Event]
     command: bool = False
+    sync: bool = False  # no events: commit the registry so readers see everything acknowledged
     all_or_nothing: bool = True
     future: Future[list[Outcome]] = field(default_factory=Future)
 
@@ -58,11 +65,17 @@ class Ledger:
         registry: Registry,
         *,
         max_group_events: int = 20_000,
+        registry_commit_interval: float = 1.0,
+        registry_commit_events: int = 50_000,
         on_commit: Callable[[list[Entry]], None] | None = None,
     ) -> None:
         self.journal = journal
         self.registry = registry
         self.max_group_events = max_group_events
+        self.registry_commit_interval = registry_commit_interval
+        self.registry_commit_events = registry_commit_events
+        self._staged = 0  # events projected into the open registry transaction
+        self._staged_since = 0.0
         self.on_commit = on_commit
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -110,6 +123,7 @@ class Ledger:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        self._commit_registry()
         self.journal.close()
 
     @property
@@ -124,6 +138,15 @@ class Ledger:
             request.future.set_exception(LedgerStopped(self.failure or "the journal writer is not running"))
             return request.future
         self._queue.put(request)
+        return request.future
+
+    def sync_registry(self) -> Future[list[Outcome]]:
+        """Resolves once every acknowledged event is visible to registry readers."""
+        request = _Request([], sync=True)
+        if self._staged == 0 or not self.running:
+            request.future.set_result([])
+        else:
+            self._queue.put(request)
         return request.future
 
     def system_event(self, kind: EventType, **fields: Any) -> Event:
@@ -164,6 +187,32 @@ class Ledger:
             self.journal.tick()
         except OSError as exc:
             self._fail(f"checkpoint failed: {exc}")
+        if self._staged and (
+            self._staged >= self.registry_commit_events
+            or time.monotonic() - self._staged_since >= self.registry_commit_interval
+        ):
+            self._commit_registry()
+
+    def _commit_registry(self) -> None:
+        """Commit the registry's open transaction: once a second under load, not per group,
+        because every commit rewrites each page it touched and the registry needs no per-group
+        durability (the journal has it; ``catch_up`` replays what a crash lost)."""
+        if not self._staged:
+            return
+        try:
+            self.registry.commit()
+        except Exception:
+            log.exception("registry commit failed; replaying from the journal")
+            self._recover_registry()
+        self._staged = 0
+
+    def _recover_registry(self) -> None:
+        self.registry.rollback()
+        self._staged = 0
+        try:
+            self.catch_up()
+        except Exception as exc:
+            self._fail(f"registry cannot catch up with the journal: {exc}")
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
@@ -175,35 +224,33 @@ class Ledger:
         return request.future.result()
 
     def _process(self, group: list[_Request]) -> None:
+        """Decide, journal and fsync a group; answer it; project it (committed later, see
+        ``_commit_registry``). On failure nothing of the group is acknowledged."""
         results: list[tuple[_Request, list[Outcome]]] = []
         committed: list[Entry] = []
-        durable = False
         try:
-            self.registry.begin()
+            if not self.registry.in_transaction:
+                self.registry.begin()
+                self._staged_since = time.monotonic()
             for request in group:
                 outcomes, entries = self._decide(request)
                 results.append((request, outcomes))
                 committed += entries
             self.journal.commit()
-            durable = True
-            self.registry.commit()
         except Exception as exc:
             self.journal.rollback()
-            self.registry.rollback()
             reason = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, OSError) and not durable:
+            if isinstance(exc, OSError):
                 self._fail(reason)
-            log.exception("group commit failed; nothing of it was acknowledged", extra={"durable": durable})
-            if durable:  # in the journal but not projected: project from the journal, retries are duplicates
-                reason += "; the events are in the journal, a retry is answered as duplicate"
-                try:
-                    self.catch_up()
-                except Exception as again:
-                    self._fail(f"registry cannot catch up with the journal: {again}")
+            log.exception("group commit failed; nothing of it was acknowledged")
+            self._recover_registry()  # drop the group's projection, replay what is durable
             for request in group:
                 if not request.future.done():
                     request.future.set_exception(LedgerStopped(reason))
             return
+        self._staged += len(committed)
+        if any(request.sync for request in group):
+            self._commit_registry()
         self.stats["groups"] += 1
         self.stats["fsyncs"] += 1
         for request, outcomes in results:
@@ -216,17 +263,18 @@ class Ledger:
     def _decide(self, request: _Request) -> tuple[list[Outcome], list[Entry]]:
         outcomes: list[Outcome] = []
         payloads: list[dict[str, Any]] = []
-        staged: dict[str, bytes] = {}
+        digests: list[bytes] = []
+        known = self.registry.seen_many([event.id for event in request.events])
+        encoded: list[bytes] = []
         for event in request.events:
             payload = event.payload()
-            digest = event_digest(payload)
-            earlier = staged.get(event.id)
-            seen = (None, earlier) if earlier is not None else self.registry.seen(event.id)
+            body = canonical(payload)
+            digest = event_digest(payload, body)
+            seen = known.get(event.id)
             if seen is not None:
-                same = seen[1] == digest
                 outcomes.append(
                     Outcome("duplicate", event.id, seen[0])
-                    if same
+                    if seen[1] == digest
                     else Outcome("conflict", event.id, seen[0], "id was already used for a different event")
                 )
                 continue
@@ -235,21 +283,27 @@ class Ledger:
                 if not is_allowed(state, event.type):
                     reason = refusal_reason(state, event.type)
                     outcomes.append(Outcome("refused", event.id, None, reason))
-                    payloads.append(self._refusal(event, reason))
+                    refusal = self._refusal(event, reason)
+                    payloads.append(refusal)
+                    encoded.append(canonical(refusal))
+                    digests.append(event_digest(refusal, encoded[-1]))
                     continue
-            staged[event.id] = digest
+            known[event.id] = (-1, digest)  # a second copy in this request is a duplicate
             outcomes.append(Outcome("accepted", event.id))
             payloads.append(payload)
+            encoded.append(body)
+            digests.append(digest)
         if request.all_or_nothing and any(o.status == "conflict" for o in outcomes):
             for o in outcomes:
                 if o.status == "accepted":
                     o.status, o.error = "refused", "not written: another line of this request conflicts"
             return outcomes, []
-        entries = self.journal.append(payloads)
-        self.registry.apply_many(entries)
+        entries = self.journal.append_encoded(payloads, encoded)
+        self.registry.apply_many(entries, digests)
         by_id = {e.event["id"]: e.seq for e in entries}
         for o in outcomes:
-            o.seq = by_id.get(o.id, o.seq) if o.status in ("accepted", "refused") else o.seq
+            if o.status == "accepted" or (o.status == "duplicate" and o.seq == -1):
+                o.seq = by_id[o.id]
         return outcomes, entries
 
     def _refusal(self, event: Event, reason: str) -> dict[str, Any]:

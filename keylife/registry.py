@@ -67,6 +67,7 @@ class Registry(RegistryReader):
         super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = q.open_writer(self.path)
+        self._checkpointer = q.WalCheckpointer(self.path)
         meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
         if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise RegistryError(
@@ -106,6 +107,10 @@ class Registry(RegistryReader):
         """The seq of the last applied entry (-1 when empty): on the writer thread including the
         open transaction's, on other threads the last committed one."""
         return self._last_seq if self._writer_view() else self._committed_seq
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_txn
 
     def begin(self) -> None:
         """Open the write transaction that ``apply`` stages into (``BEGIN IMMEDIATE``)."""
@@ -147,6 +152,17 @@ class Registry(RegistryReader):
         row = self._db.execute("SELECT seq, digest FROM events WHERE id = ?", (event_id,)).fetchone()
         return (row[0], bytes(row[1])) if row else None
 
+    def seen_many(self, event_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+        """``seen`` for a whole request at once: one ``IN (...)`` query per 500 ids (writer view)."""
+        found = {i: self._events[i] for i in event_ids if i in self._events}
+        rest = [i for i in event_ids if i not in found]
+        for start in range(0, len(rest), 500):
+            chunk = rest[start : start + 500]
+            sql = f"SELECT id, seq, digest FROM events WHERE id IN ({', '.join('?' * len(chunk))})"
+            for event_id, seq, digest in self._db.execute(sql, chunk):
+                found[event_id] = (seq, bytes(digest))
+        return found
+
     def key_state(self, key_id: str) -> KeyState | None:
         """The key's lifecycle state, or None when it has none (never seen, or never generated).
 
@@ -171,17 +187,20 @@ class Registry(RegistryReader):
         so they neither see half-done groups nor race the writer's cache."""
         return threading.get_ident() == self._owner
 
-    def apply_many(self, entries: Iterable[Entry]) -> None:
+    def apply_many(self, entries: Iterable[Entry], digests: list[bytes] | None = None) -> None:
         """Apply entries in seq order inside the open transaction; the keys they name are
-        loaded up front with a few ``IN (...)`` queries instead of one SELECT each."""
+        loaded up front with a few ``IN (...)`` queries instead of one SELECT each. ``digests``
+        (``event_digest`` of each entry's event, when the caller has them) saves recomputing."""
         source = iter(entries)
+        offset = 0
         while batch := list(itertools.islice(source, _FLUSH_AT)):
             names = {e.event.get("key_id") for e in batch} | {e.event.get("successor") for e in batch}
             self._prefetch([k for k in names if k is not None and k not in self._keys])
-            for entry in batch:
-                self.apply(entry)
+            for n, entry in enumerate(batch):
+                self.apply(entry, digests[offset + n] if digests is not None else None)
+            offset += len(batch)
 
-    def apply(self, entry: Entry) -> None:
+    def apply(self, entry: Entry, digest: bytes | None = None) -> None:
         """Project one journal entry. Entries at or below ``last_applied_seq`` are skipped (replay
         overlap); a gap raises, because a projection with holes would silently disagree with the
         journal (replay from ``last_applied_seq() + 1`` after a failed commit)."""
@@ -197,7 +216,7 @@ class Registry(RegistryReader):
         at = ts(ev["occurred_at"])
         key_id: str | None = ev.get("key_id")
         if "id" in ev and ev["id"] not in self._events:
-            self._events[ev["id"]] = (seq, event_digest(ev))
+            self._events[ev["id"]] = (seq, digest if digest is not None else event_digest(ev))
         node = ev.get("node")
         if node is not None:
             seen_node = self._nodes.get(node)
@@ -391,7 +410,9 @@ class Registry(RegistryReader):
         """Drop anything uncommitted and close every connection (readers must be idle); idempotent."""
         if self._open:
             self._open = False
+            self._checkpointer.stop()
             self.rollback()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
         super().close()
 

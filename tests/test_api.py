@@ -256,3 +256,14 @@ def _wait_for(condition, timeout: float = 5.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_lines_that_only_make_sense_joined_are_still_refused_by_line(live: Live) -> None:
+    first = orjson.dumps(ev(1))[:-1] + b',"data_instances":[{"a":1}'
+    second = b'{"b":2}]}'
+    pair = orjson.dumps(ev(3)) + b"," + orjson.dumps(ev(4))
+    with live.client() as c:
+        r = c.post("/v1/events", content=b"\n".join([first, second, pair]), headers=NDJSON)
+        assert r.status_code == 422
+        assert {e["line"] for e in r.json()["errors"]} == {1, 2, 3}
+    assert entries(live) == []

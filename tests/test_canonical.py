@@ -54,3 +54,23 @@ def test_values_it_could_get_wrong_are_refused() -> None:
     for bad in ({"x": 1.5}, {"x": 2**60}, {"é": 1}):
         with pytest.raises(ValueError):
             check_canonical_safe(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(event=events)
+def test_fast_payload_equals_pydantic_dump(event: Event) -> None:
+    assert event.payload() == event.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+def test_times_with_offsets_are_stored_in_utc() -> None:
+    event = Event.model_validate(
+        {
+            "id": "x",
+            "type": "expired",
+            "key_id": "k",
+            "occurred_at": "2026-11-28T12:00:00.25+02:00",
+            "expires_at": "2026-11-28T09:00:00-05:00",
+        }
+    )
+    assert event.payload()["occurred_at"] == "2026-11-28T10:00:00.250000Z"
+    assert event.payload()["expires_at"] == "2026-11-28T14:00:00Z"

@@ -47,11 +47,16 @@ def event(kind: str, key: str, origin: str = "observation", **more: object) -> E
     )
 
 
+def state_of(ledger: Ledger, key: str) -> KeyState | None:
+    ledger.sync_registry().result(5)  # readers see committed data; this commits what was answered
+    return ledger.registry.key_state(key)
+
+
 def bring(ledger: Ledger, key: str, state: KeyState | None) -> None:
     for kind in PATHS[state]:
         (outcome,) = ledger.submit([event(kind, key)]).result(5)
         assert outcome.status == "accepted"
-    assert ledger.registry.key_state(key) == state
+    assert state_of(ledger, key) == state
 
 
 @pytest.mark.parametrize("start", list(PATHS), ids=lambda s: s.value if s else "new")
@@ -63,10 +68,10 @@ def test_every_command_from_every_state(ledger: Ledger, start: KeyState | None) 
         (outcome,) = ledger.submit([event(kind, key, origin="command")], command=True).result(5)
         if kind in ALLOWED[start]:
             assert outcome.status == "accepted", (start, kind, outcome)
-            assert ledger.registry.key_state(key) == TARGET_STATE[kind]
+            assert state_of(ledger, key) == TARGET_STATE[kind]
         else:
             assert outcome.status == "refused", (start, kind)
-            assert ledger.registry.key_state(key) == start  # unchanged
+            assert state_of(ledger, key) == start  # unchanged
             refusal = list(iter_entries(ledger.journal.directory, before))
             assert [e.event["type"] for e in refusal] == ["command_refused"]
             assert refusal[0].event["key_id"] == key and kind in refusal[0].event["reason"]
@@ -86,9 +91,10 @@ def test_observations_are_never_refused_but_conflicts_are_flagged(ledger: Ledger
     for kind in ("activated", "reactivated"):
         (outcome,) = ledger.submit([event(kind, "k-obs")]).result(5)
         assert outcome.status == "accepted"
-    assert ledger.registry.key_state("k-obs") == KeyState.REVOKED  # a node cannot un-revoke
+    assert state_of(ledger, "k-obs") == KeyState.REVOKED  # a node cannot un-revoke
     (used,) = ledger.submit([event("usage_report", "k-obs", usage={"sign": 3})]).result(5)
     assert used.status == "accepted"
+    ledger.sync_registry().result(5)
     kinds = [v["kind"] for v in ledger.registry.get_key("k-obs")["violations"]]
     assert kinds.count("skipped_transition") == 2 and "conflicting_use" in kinds
 

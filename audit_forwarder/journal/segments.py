@@ -76,7 +76,7 @@ def split_lines(data: bytes) -> list[bytes]:
     return lines
 
 
-def seal(seg: SegmentFiles, prev_hash: bytes, level: int = 12) -> dict:
+def seal(seg: SegmentFiles, prev_hash: bytes, level: int = 3) -> dict:
     """Compress a closed ``.log`` into ``.zst`` + ``.idx`` atomically, then remove the ``.log``."""
     data = seg.path("log").read_bytes()
     lines = split_lines(data)

@@ -72,7 +72,7 @@ class JournalSettings:
     segment_max_age: float = 24 * 3600.0
     checkpoint_every: int = 1000
     checkpoint_interval: float = 1.0
-    compress_level: int = 12
+    compress_level: int = 3
     seal_in_background: bool = True
 
 
@@ -234,15 +234,28 @@ class Journal:
     # ----- writing --------------------------------------------------------------------------
     def append(self, events: list[dict[str, Any]], observed_at: float | None = None) -> list[Entry]:
         """Stage entries (not yet durable) and extend the chain; ``commit`` makes them durable."""
+        return self.append_encoded(events, [canonical(event) for event in events], observed_at)
+
+    def append_encoded(
+        self, events: list[dict[str, Any]], encoded: list[bytes], observed_at: float | None = None
+    ) -> list[Entry]:
+        """``append`` for callers that already hold ``canonical(event)`` of each event.
+
+        The entry's keys sort as event < observed_at < seq, so its canonical form is the
+        event's canonical bytes spliced into a fixed frame (tests hold it equal to
+        ``canonical(entry)``): each event is serialised once on the ingest path, not twice.
+        """
         stamp = format_observed(time.time() if observed_at is None else observed_at)
+        middle = b',"observed_at":"' + stamp.encode() + b'","seq":'
         out = []
         head = self.head
         seq = self.size
-        for event in events:
-            line = canonical({"event": event, "observed_at": stamp, "seq": seq})
-            head = hashlib.sha256(head + line).digest()
+        sha256 = hashlib.sha256
+        for event, body in zip(events, encoded, strict=True):
+            line = b'{"event":' + body + middle + str(seq).encode() + b"}"
+            head = sha256(head + line).digest()
             self._pending.append(line)
-            self._pending_sums.append(segs.entry_sum(line))
+            self._pending_sums.append(sha256(line).digest()[: segs.SUM_BYTES])
             out.append(Entry(seq, stamp, event, head))
             seq += 1
         self.head = head

@@ -110,6 +110,7 @@ def create_app(rt: Runtime) -> FastAPI:
         after: str | None = None,
         _: Principal = require("read"),
     ) -> JSONBody:
+        await _fresh(rt)
         items = await asyncio.to_thread(
             rt.registry.list_keys,
             state=state,
@@ -129,6 +130,7 @@ def create_app(rt: Runtime) -> FastAPI:
         history: Annotated[int, Query(ge=0, le=1000, description="latest journal entries to include")] = 100,
         _: Principal = require("read"),
     ) -> JSONBody:
+        await _fresh(rt)
         key = await asyncio.to_thread(rt.registry.get_key, key_id, recent=history)
         if key is None:
             raise Problem(404, "key-not-found", "No such key", f"key {key_id!r} is not in the registry")
@@ -165,6 +167,7 @@ def create_app(rt: Runtime) -> FastAPI:
             )
         if outcome.status == "conflict":
             raise Problem(409, "id-conflict", "Idempotency id reused", outcome.error or "", id=event_id)
+        await _fresh(rt)
         state = await asyncio.to_thread(rt.registry.key_state, key_id)
         return JSONBody(
             {"status": outcome.status, "id": event_id, "seq": outcome.seq, "state": state.value if state else None}
@@ -229,8 +232,11 @@ async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Respon
         {"line": n, "id": o.id, "status": o.status, "seq": o.seq} | ({"error": o.error} if o.error else {})
         for (n, _), o in zip(lines, outcomes, strict=True)
     ]
+    tally: dict[tuple[str, str], int] = {}
     for event, o in zip(events, outcomes, strict=True):
-        rt.telemetry.events.labels(event.type, o.status).inc()
+        tally[(event.type, o.status)] = tally.get((event.type, o.status), 0) + 1
+    for (kind, status), n in tally.items():
+        rt.telemetry.events.labels(kind, status).inc(n)
     if any(o.status == "conflict" for o in outcomes):
         raise Problem(
             409,
@@ -242,6 +248,11 @@ async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Respon
     rt.telemetry.requests.labels("200").inc()
     accepted = sum(o.status == "accepted" for o in outcomes)
     return JSONBody({"accepted": accepted, "duplicate": len(outcomes) - accepted, "results": numbered})
+
+
+async def _fresh(rt: Runtime) -> None:
+    """Read-your-writes: wait until everything acknowledged so far is visible to readers."""
+    await asyncio.wrap_future(rt.ledger.sync_registry())
 
 
 async def _submit(rt: Runtime, events: list[Event], command: bool = False) -> list[Outcome]:

@@ -1,0 +1,127 @@
+"""POST-to-durable-ack latency at a steady offered load (open loop).
+
+Why open loop: a closed-loop client waits for each answer before sending the next, so a slow
+server quietly lowers the load and hides its own stalls (coordinated omission). Here request
+``i`` is due at ``t0 + i / rate`` whatever happened before; latency counts from when it was
+due, so time spent waiting for a free connection is the server's fault and is counted. The
+"service" latency (from the moment the request was really sent) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import queue
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from bench.common import Metric, cores, cpu_seconds, demo_events, log, percentile, pin, result, scratch
+from bench.ingest_http import post
+from bench.server import running
+
+NAME = "ack_latency"
+FULL = {"requests_per_s": 100, "events_per_request": 10, "seconds": 20.0, "connections": 16, "warmup_requests": 50}
+QUICK = {"requests_per_s": 100, "events_per_request": 10, "seconds": 3.0, "connections": 16, "warmup_requests": 20}
+
+
+def worker(
+    host: str,
+    port: int,
+    headers: dict[str, str],
+    jobs: queue.Queue[tuple[float, bytes, int] | None],
+    samples: list[tuple[float, float]],
+    errors: list[str],
+) -> None:
+    """Send what is due; record (latency from due time, latency from send time) per answer."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        while (job := jobs.get()) is not None:
+            due, body, lines = job
+            sent = time.perf_counter()
+            error = post(conn, headers, body, lines)
+            done = time.perf_counter()
+            if error:
+                errors.append(error)
+            else:
+                samples.append((done - due, done - sent))
+    except (OSError, http.client.HTTPException) as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
+def run(quick: bool) -> dict[str, Any]:
+    p = dict(QUICK if quick else FULL)
+    server_core, client_core = cores()
+    pin(client_core)
+    count = int(p["requests_per_s"] * p["seconds"])
+    per = p["events_per_request"]
+    events = demo_events((count + p["warmup_requests"]) * per, size="default")
+    bodies = [
+        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + per]), len(events[i : i + per]))
+        for i in range(0, len(events), per)
+    ]
+    warmup, timed = bodies[: p["warmup_requests"]], bodies[p["warmup_requests"] :]
+    offered = p["requests_per_s"] * per
+    log(f"{NAME}: {len(timed)} requests of {per} events at {p['requests_per_s']}/s ({offered} events/s)")
+    samples: list[tuple[float, float]] = []
+    errors: list[str] = []
+    with scratch(NAME) as tmp, running(tmp, server_core) as server:
+        split = urlsplit(server.url)
+        host, port = split.hostname or "127.0.0.1", split.port or 80
+        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/x-ndjson"}
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        for body, lines in warmup:
+            if error := post(conn, headers, body, lines):
+                raise RuntimeError(f"warm-up request refused: {error}")
+        conn.close()
+        jobs: queue.Queue[tuple[float, bytes, int] | None] = queue.Queue()
+        threads = [
+            threading.Thread(target=worker, args=(host, port, headers, jobs, samples, errors), daemon=True)
+            for _ in range(p["connections"])
+        ]
+        for t in threads:
+            t.start()
+        cpu0 = cpu_seconds(server.pid)
+        t0 = time.perf_counter() + 0.05
+        late = 0.0
+        for i, (body, lines) in enumerate(timed):
+            due = t0 + i / p["requests_per_s"]
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                late = max(late, -wait)
+            jobs.put((due, body, lines))
+        for _ in threads:
+            jobs.put(None)
+        for t in threads:
+            t.join(timeout=60)
+        wall = time.perf_counter() - t0
+        server_cpu = cpu_seconds(server.pid) - cpu0
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    due_ms = [s[0] * 1000 for s in samples]
+    sent_ms = [s[1] * 1000 for s in samples]
+    p99, p50 = percentile(due_ms, 99), percentile(due_ms, 50)
+    log(f"{NAME}: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(samples)} requests")
+    return result(
+        [
+            Metric("ack_latency_p99_ms", p99, "ms", "<= 20", 2),
+            Metric("ack_latency_p50_ms", p50, "ms", None, 2),
+        ],
+        p
+        | {"offered_events_per_s": offered, "server_core": server_core, "client_core": client_core}
+        | {"events_source": "default", "latency_from": "scheduled send time (open loop)"},
+        requests=len(samples),
+        p90_ms=round(percentile(due_ms, 90), 2),
+        p999_ms=round(percentile(due_ms, 99.9), 2),
+        max_ms=round(max(due_ms), 2),
+        service_p50_ms=round(percentile(sent_ms, 50), 2),
+        service_p99_ms=round(percentile(sent_ms, 99), 2),
+        scheduler_max_late_ms=round(late * 1000, 2),
+        server_core_utilisation=round(server_cpu / wall, 3),
+    )
