@@ -2,7 +2,7 @@
 
 Why: the journal is kept 7+ years, so its size per event is what retention costs. The default
 demo stream (what ``keylife serve --demo`` produces: mostly usage reports) is journaled the way
-the server does it (batches of 1000, default settings: zstd level 12 in frames of 4096
+the server does it (batches of 1000, default settings: zstd level 3 in frames of 4096
 entries), then the segment is sealed and its files are measured.
 """
 
