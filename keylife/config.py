@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCOPES = ("ingest", "read", "admin")
 
@@ -28,6 +28,17 @@ class _Section(BaseModel):
 class Listen(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the API speaks HTTPS
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Listen:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
 
 
 class JournalConfig(_Section):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -349,6 +350,7 @@ def run_live(
     on_error: Callable[[Exception], None] = _log_error,
     poll: float = 2.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     """Post the history, then follow the real clock every ``poll`` seconds until ``stop`` is set.
 
@@ -362,7 +364,7 @@ def run_live(
         if config.start is None:
             config = replace(config, start=clock() - config.history)
         network = DemoNetwork(config)
-        with httpx.Client(timeout=30.0) as client:
+        with httpx.Client(timeout=30.0, verify=verify) as client:
             poster = _Poster(client, url, token, stop, report)
             poster.send(network.iter_history(), batch)
             log.info(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 import json
 import logging
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -51,14 +53,27 @@ def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
     sock = bind(config.listen.host, config.listen.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{port}"
-    app = create_app(rt)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_config=logs.uvicorn_log_config(), access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    tls = config.listen.tls_cert is not None
+    base = f"{'https' if tls else 'http'}://{shown}:{port}"
+    if not tls and not ipaddress.ip_address(host).is_loopback:
+        log.warning(
+            "serving plain HTTP beyond loopback: bearer tokens cross the network in clear; "
+            "set listen.tls_cert and listen.tls_key"
         )
-    )
+    app = create_app(rt)
     stop = threading.Event()
+    server = _Server(
+        uvicorn.Config(
+            app,
+            log_config=logs.uvicorn_log_config(),
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            ssl_certfile=config.listen.tls_cert,
+            ssl_keyfile=config.listen.tls_key,
+        ),
+        before_shutdown=stop.set,
+    )
     demo_thread = None
     if demo or config.demo.enabled:
         demo_thread = _start_demo(rt, base, stop)
@@ -92,6 +107,15 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _pinned(cert: Path) -> ssl.SSLContext:
+    """For the in-process demo talking to its own server over loopback: trust exactly the
+    server's certificate (pinned, whatever issued it and whatever names it carries)."""
+    context = ssl.create_default_context(cafile=str(cert))
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.check_hostname = False  # the pin replaces the name check; verification stays on
+    return context
+
+
 def _start_demo(rt: Runtime, base: str, stop: threading.Event) -> threading.Thread:
     from keylife.demo import DemoConfig, run_live
 
@@ -99,8 +123,14 @@ def _start_demo(rt: Runtime, base: str, stop: threading.Event) -> threading.Thre
         raise SystemExit("--demo needs the local admin token; configured tokens are not readable to keylife")
     d = rt.config.demo
     config = DemoConfig(nodes=d.nodes, keys=d.keys, seed=d.seed)
+    cert = rt.config.listen.tls_cert
+    verify: ssl.SSLContext | bool = _pinned(cert) if cert else True
     thread = threading.Thread(
-        target=run_live, args=(base, rt.local_token, config), kwargs={"stop": stop}, name="keylife-demo", daemon=True
+        target=run_live,
+        args=(base, rt.local_token, config),
+        kwargs={"stop": stop, "verify": verify},
+        name="keylife-demo",
+        daemon=True,
     )
     thread.start()
     return thread

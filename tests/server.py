@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -70,22 +71,30 @@ def live_server(tmp: Path, **sections: dict) -> Iterator[Live]:
         runtime.close()
 
 
-def start_server(config: Path, ready: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    config: Path, ready: Path, verify: ssl.SSLContext | bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A `keylife serve` subprocess (for tests that signal or kill it); its stderr goes to a
+    file beside ``ready`` so a chatty server can never block on a full pipe."""
     ready.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keylife.cli", "serve", "--config", str(config), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log_path = ready.with_suffix(".stderr")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keylife.cli", "serve", "--config", str(config), "--ready-file", str(ready)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     deadline = time.time() + 30
     while not ready.exists():
         if proc.poll() is not None or time.time() > deadline:
-            raise AssertionError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(f"server did not start: {log_path.read_text()[-3000:]}")
         time.sleep(0.02)
     url = json.loads(ready.read_text())["url"]
     while True:  # the ready file is written just before uvicorn accepts
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=1, verify=verify).status_code == 200:
                 return proc, url
         except httpx.TransportError:
+            if time.time() > deadline:
+                raise
             time.sleep(0.02)
