@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -81,7 +80,3 @@ def run_verify(directory: Path, keys: list[str], checkpoints: list[Path], as_jso
             f"{report.unsigned_tail} entries after the last checkpoint"
         )
     return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(run_verify(Path(sys.argv[1]), sys.argv[2:], []))

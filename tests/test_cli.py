@@ -63,13 +63,13 @@ def test_ingest_query_rebuild_and_journal_commands(setup: tuple[Path, Path], tmp
     good = tmp_path / "events.ndjson"
     good.write_bytes(b"\n".join(orjson.dumps(e) for e in events))
     bad = tmp_path / "bad.ndjson"
-    bad.write_bytes(orjson.dumps(events[0]) + b"\n{broken\n")
+    bad.write_bytes(orjson.dumps(events[0]) + b"\n\n{broken\n")
     proc, url = start_server(config, tmp_path / "ready.json")
     try:
         posted = keylife("ingest", str(good), "--url", url, "--token-file", str(token_file), "--batch", "3")
         assert orjson.loads(posted.stdout) == {"accepted": 8, "duplicate": 0}
         refused = keylife("ingest", str(bad), "--url", url, "--token-file", str(token_file), check=False)
-        assert refused.returncode == 1 and "line 2:" in refused.stderr and "malformed JSON" in refused.stderr
+        assert refused.returncode == 1 and "line 3:" in refused.stderr and "malformed JSON" in refused.stderr
         second = keylife("serve", "--config", str(config), check=False)
         assert second.returncode == 2 and f"in use by keylife serve (pid {proc.pid})" in second.stderr
         busy = keylife("registry", "rebuild", "--config", str(config), check=False)
