@@ -50,6 +50,7 @@ class JournalConfig(_Section):
     checkpoint_every: int = Field(1000, ge=1)
     checkpoint_interval_seconds: float = Field(1.0, gt=0, le=3600)
     compress_level: int = Field(3, ge=1, le=22)
+    verify_interval_seconds: float = Field(3600.0, gt=0)  # serve re-verifies the whole journal this often
 
     @field_validator("origin")
     @classmethod
@@ -83,6 +84,20 @@ class LoggingConfig(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class OtlpConfig(_Section):
+    endpoint: str = Field(min_length=1)  # gRPC host:port or URL; http/protobuf: URL
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    interval_seconds: float = Field(15.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    insecure: bool = False  # plain text (never "skip verification"); only for a collector on loopback
+
+
+class ExporterConfig(_Section):
+    otlp: OtlpConfig | None = None  # push the same metrics over OTLP when set
+    policy: Path | None = None  # YAML policy file; the built-in defaults (docs/policy.md) otherwise
+    attention_cap: int = Field(500, ge=0, le=100_000)  # per-key series at most; the rest are counted
+
+
 class DemoSettings(_Section):
     enabled: bool = False
     nodes: int = Field(5, ge=1, le=1000)
@@ -98,6 +113,7 @@ class Config(_Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    exporter: ExporterConfig = Field(default_factory=ExporterConfig)
 
     @property
     def journal_dir(self) -> Path:

@@ -20,8 +20,8 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,24 @@ class RebuildStats:
     keys: int
     last_seq: int
     seconds: float
+
+
+@dataclass
+class ProjectionDelta:
+    """What one committed registry transaction changed, for in-memory views (the exporter's
+    fleet index) that must follow the registry without re-reading it: handed to listeners
+    only after COMMIT, and dropped on rollback, so a listener never counts a change twice."""
+
+    keys: list[dict[str, Any]] = field(default_factory=list)  # changed key records, as stored
+    transitions: list[tuple[Any, ...]] = field(default_factory=list)  # (key_id, seq, type, from, to, at, origin)
+    violations: list[tuple[Any, ...]] = field(default_factory=list)  # (key_id, seq, kind, detail, at)
+    usage: list[tuple[str, str, int]] = field(default_factory=list)  # (key_id, operation, added count)
+    node_keys: list[tuple[str, str, str, str, int]] = field(default_factory=list)  # (key, node, state, at, seq)
+    nodes: list[tuple[str, str, int]] = field(default_factory=list)  # (node, last_seen_at, added events)
+
+    def merge(self, other: ProjectionDelta) -> None:
+        for name in ("keys", "transitions", "violations", "usage", "node_keys", "nodes"):
+            getattr(self, name).extend(getattr(other, name))
 
 
 def _new_key(key_id: str, at: str) -> dict[str, Any]:
@@ -93,6 +111,8 @@ class Registry(RegistryReader):
         self._base: dict[str, tuple[Any, ...]] = {}  # cold columns as last written
         self._dirty: set[str] = set()
         self._reset_pending()
+        self._delta = ProjectionDelta()
+        self.listeners: list[Callable[[ProjectionDelta], None]] = []
 
     def _reset_pending(self) -> None:
         self._events: dict[str, tuple[int, bytes]] = {}
@@ -129,6 +149,9 @@ class Registry(RegistryReader):
         self._db.execute("COMMIT")
         self._in_txn = False
         self._committed_seq = self._last_seq
+        delta, self._delta = self._delta, ProjectionDelta()
+        for listener in self.listeners:
+            listener(delta)
 
     def rollback(self) -> None:
         """Forget everything staged since ``begin`` (the cache too: it may hold staged states)."""
@@ -139,6 +162,7 @@ class Registry(RegistryReader):
         self._base.clear()
         self._dirty.clear()
         self._reset_pending()
+        self._delta = ProjectionDelta()
         self._last_seq = self._committed_seq
 
     def seen(self, event_id: str) -> tuple[int, bytes] | None:
@@ -400,6 +424,17 @@ class Registry(RegistryReader):
                 self._base[key_id] = cold
         db.executemany(q.UPSERT_KEY, full)
         db.executemany(q.UPDATE_HOT, hot)
+        if self.listeners:
+            self._delta.merge(
+                ProjectionDelta(
+                    keys=[dict(self._keys[k]) for k in self._dirty],  # type: ignore[arg-type]
+                    transitions=list(self._rows["transitions"]),
+                    violations=list(self._rows["violations"]),
+                    usage=[(k, op, n) for (k, op), n in self._usage.items()],
+                    node_keys=[(k, n, *v) for (k, n), v in self._node_keys.items()],
+                    nodes=[(n, at, c) for n, (at, c) in self._nodes.items()],
+                )
+            )
         self._dirty.clear()
         self._reset_pending()
         if len(self._keys) > _CACHE_MAX:  # everything is written: the cache may go

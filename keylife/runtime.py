@@ -9,12 +9,17 @@ from pathlib import Path
 
 from audit_forwarder.journal.signing import Signer
 from audit_forwarder.journal.writer import Journal, JournalSettings
+from exporter.otlp import OtlpMetricsPusher, OtlpSettings
+from exporter.policy import load_policy
+from exporter.service import Exporter
+from keylife import verify_status
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.config import SCOPES, Config, Token
 from keylife.datalock import DataLock
 from keylife.ledger import Ledger
 from keylife.registry import Registry
 from keylife.telemetry import Telemetry
+from keylife.verify_status import PeriodicVerify
 
 log = logging.getLogger("keylife.runtime")
 
@@ -60,6 +65,9 @@ class Runtime:
     auth_limiter: RateLimiter
     telemetry: Telemetry
     lock: DataLock
+    exporter: Exporter
+    verifier: PeriodicVerify
+    pusher: OtlpMetricsPusher | None
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -83,7 +91,18 @@ class Runtime:
         registry = Registry(config.registry_path, origin=config.journal.origin)
         telemetry = Telemetry()
         ledger = Ledger(journal, registry, on_commit=telemetry.observe_entries)
+        exporter = Exporter.over(
+            config.registry_path,
+            load_policy(config.exporter.policy),
+            telemetry.registry,
+            lambda: pipeline_values(journal, registry, ledger),
+            attention_cap=config.exporter.attention_cap,
+        )
+        registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
         ledger.start()
+        verifier = PeriodicVerify(config.journal_dir, [signer.verifier], config.journal.verify_interval_seconds)
+        verifier.start()
+        pusher = _otlp(config, telemetry)
         tokens = list(config.api.tokens)
         local_token = None
         if not tokens:
@@ -93,13 +112,47 @@ class Runtime:
                 notes.append(f"created a local admin token in {config.token_file} (0600)")
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         return cls(
-            config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, local_token, notes
-        )
+            config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
+            verifier, pusher, local_token, notes,
+        )  # fmt: skip
 
     def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.shutdown()
+        self.verifier.stop()
         self.ledger.stop()
         self.registry.close()
         self.lock.release()
+
+
+def _otlp(config: Config, telemetry: Telemetry) -> OtlpMetricsPusher | None:
+    otlp = config.exporter.otlp
+    if otlp is None:
+        return None
+    settings = OtlpSettings(
+        endpoint=otlp.endpoint,
+        protocol=otlp.protocol,
+        interval_seconds=otlp.interval_seconds,
+        headers=dict(otlp.headers),
+        insecure=otlp.insecure,
+    )
+    pusher = OtlpMetricsPusher(telemetry.registry, settings, {"keylife.journal.origin": config.journal.origin})
+    pusher.start()
+    return pusher
+
+
+def pipeline_values(journal: Journal, registry: Registry, ledger: Ledger) -> dict[str, float]:
+    """Positions read at scrape time (plain attribute reads; the registry's committed view)."""
+    checkpoint = journal.last_checkpoint
+    values = {
+        "keylife_journal_entries": float(journal.size),
+        "keylife_journal_checkpoint_entries": float(checkpoint.size if checkpoint else 0),
+        "keylife_registry_lag_entries": float(max(0, journal.size - 1 - registry.last_applied_seq())),
+        "keylife_ingest_writer_up": 1.0 if ledger.running else 0.0,
+    }
+    if checkpoint is not None:
+        values["keylife_journal_last_checkpoint_timestamp_seconds"] = journal.last_checkpoint_time
+    return values | verify_status.read(journal.directory)
 
 
 def _write_public(path: Path, text: str) -> None:

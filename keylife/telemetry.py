@@ -39,7 +39,7 @@ class Telemetry:
             registry=self.registry,
         )
         self.journaled = Counter(
-            "keylife_journal_entries",
+            "keylife_journal_writes",
             "Entries made durable in the journal, by event type.",
             ["type"],
             registry=self.registry,

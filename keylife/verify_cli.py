@@ -12,6 +12,7 @@ from audit_forwarder.journal import segments as segs
 from audit_forwarder.journal.note import NoteError, parse
 from audit_forwarder.journal.signing import Verifier
 from audit_forwarder.journal.verify import verify
+from keylife import verify_status
 
 
 def _trusted(keys: list[str], directory: Path, console: Console) -> list[Verifier]:
@@ -58,6 +59,7 @@ def run_verify(directory: Path, keys: list[str], checkpoints: list[Path], as_jso
             report = verify(directory, trusted, external, progress=lambda n: bar.update(task, completed=n))
     else:
         report = verify(directory, trusted, external)
+    verify_status.record(directory, report)
     if as_json:
         print(
             json.dumps(

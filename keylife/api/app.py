@@ -86,7 +86,9 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(rt.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+        await _fresh(rt)  # the scrape reports everything acknowledged before it
+        body = await asyncio.to_thread(generate_latest, rt.telemetry.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/events", tags=["ingest"], status_code=200)
     async def post_events(request: Request, principal: Principal = require("ingest")) -> Response:

@@ -1,0 +1,379 @@
+"""The fleet index: what the exporter knows about every key, kept so a scrape costs nothing per
+healthy key.
+
+It follows the registry through its committed ``ProjectionDelta``s (never re-reading the
+tables) and keeps, besides a small record per key, only what scrapes need:
+
+* counts per (state, algorithm, purpose), and counters (transitions, usage, violations);
+* sorted deadlines (expiry, rotation due, maximum age) and creation times, so time bands,
+  overdue counts and the age histogram are a few binary searches however many keys there are;
+* the sets of keys that need attention (static policy breaches, conflicting use, compromised,
+  unconfirmed by a node), whose size is the size of the problem, not of the fleet.
+
+``snapshot(now)`` turns this into plain data under the lock; collectors format it outside.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from exporter.policy import RULES, KeyFacts, Policy
+from exporter.snapshot import AttentionKey, Snapshot
+from keylife.lifecycle import KeyState
+from keylife.registry import ProjectionDelta
+
+DAY = 86400.0
+USABLE = frozenset({KeyState.PRE_ACTIVATION.value, KeyState.ACTIVE.value, KeyState.SUSPENDED.value})
+BAND_EDGES = (("7d", 7 * DAY), ("30d", 30 * DAY), ("90d", 90 * DAY))
+AGE_BUCKETS = tuple(d * DAY for d in (1, 7, 30, 90, 180, 365, 730, 1825))
+LAG_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
+DEFAULT_OPERATIONS = ("encrypt", "decrypt", "sign", "verify")
+ATTENTION_HORIZON = 30 * DAY
+
+
+def epoch(value: str | None) -> float | None:
+    return None if value is None else datetime.fromisoformat(value).timestamp()
+
+
+@dataclass(slots=True)
+class _Key:
+    state: str | None
+    algorithm: str
+    purpose: str
+    created: float
+    changed: float | None
+    expires: float | None
+    rotation_due: float | None
+    max_age: float | None
+    static: frozenset[str]
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return (self.state or "unknown", self.algorithm, self.purpose)
+
+
+class FleetIndex:
+    def __init__(self, policy: Policy, registry_path: Path | None = None) -> None:
+        self.policy = policy
+        self.registry_path = registry_path
+        self.lock = threading.Lock()
+        self._keys: dict[str, _Key] = {}
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._pairs: set[tuple[str, str]] = set()
+        self._expiry: SortedList = SortedList()  # (expires, key_id), usable keys
+        self._never_expire = 0
+        self._rotation: SortedList = SortedList()  # (rotation_due, key_id), active keys
+        self._max_age: SortedList = SortedList()  # (deadline, key_id), usable keys
+        self._created: SortedList = SortedList()  # creation times of keys not destroyed
+        self._created_sum = 0.0
+        self._usable = 0
+        self._static: dict[str, set[str]] = {}
+        self._compromised: set[str] = set()
+        self._conflicting: set[str] = set()
+        self._pending: set[tuple[str, str]] = set()  # (key_id, node) not yet confirmed
+        self._pending_by_node: Counter[str] = Counter()
+        self._node_seen: dict[str, float] = {}
+        self.transitions: Counter[str] = Counter()
+        self.violations: Counter[str] = Counter()
+        self.usage: Counter[tuple[str, str, str]] = Counter()
+        self._operations: set[str] = set(DEFAULT_OPERATIONS)
+        self._lag_counts = [0] * (len(LAG_BUCKETS) + 1)
+        self._lag_sum = 0.0
+
+    # ----- keeping up ---------------------------------------------------------------------
+    def load(self, db: sqlite3.Connection) -> None:
+        """Start from the registry's committed tables (one pass; later changes come as deltas)."""
+        from keylife.registry_queries import KEY_COLUMNS
+
+        with self.lock:
+            for row in db.execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM keys"):
+                self._upsert(dict(zip(KEY_COLUMNS, row, strict=True)))
+            for kind, n in db.execute("SELECT event_type, count(*) FROM transitions GROUP BY 1"):
+                self.transitions[kind] += n
+            for kind, n in db.execute("SELECT kind, count(*) FROM violations GROUP BY 1"):
+                self.violations[kind] += n
+            sql = (
+                "SELECT u.operation, coalesce(k.algorithm, 'unknown'), coalesce(k.purpose, 'unknown'), sum(u.count) "
+                "FROM usage u JOIN keys k USING (key_id) GROUP BY 1, 2, 3"
+            )
+            for op, algorithm, purpose, n in db.execute(sql):
+                self.usage[(op, algorithm, purpose)] += n
+                self._operations.add(op)
+            for (key_id,) in db.execute("SELECT DISTINCT key_id FROM violations WHERE kind = 'conflicting_use'"):
+                self._conflicting.add(key_id)
+            sql = (
+                "SELECT nk.key_id, nk.node FROM node_keys nk JOIN keys k USING (key_id) "
+                "WHERE k.state IS NOT NULL AND nk.applied_state != k.state"
+            )
+            for key_id, node in db.execute(sql):
+                self._pend(key_id, node)
+            for node, seen in db.execute("SELECT node, last_seen_at FROM nodes"):
+                self._node_seen[node] = epoch(seen) or 0.0
+
+    def apply(self, delta: ProjectionDelta) -> None:
+        """Follow one committed registry transaction (called on the writer thread)."""
+        with self.lock:
+            changed_state: list[str] = []
+            for record in delta.keys:
+                old = self._keys.get(record["key_id"])
+                self._upsert(record)
+                if old is not None and old.state != record["state"]:
+                    changed_state.append(record["key_id"])
+            for _key, _seq, kind, *_rest in delta.transitions:
+                self.transitions[kind] += 1
+            for key_id, _seq, kind, *_rest in delta.violations:
+                self.violations[kind] += 1
+                if kind == "conflicting_use":
+                    self._conflicting.add(key_id)
+            for key_id, op, n in delta.usage:
+                key = self._keys.get(key_id)
+                labels = (op, key.algorithm, key.purpose) if key else (op, "unknown", "unknown")
+                self.usage[labels] += n
+                self._operations.add(op)
+            for node, seen, _n in delta.nodes:
+                at = epoch(seen) or 0.0
+                self._node_seen[node] = max(self._node_seen.get(node, 0.0), at)
+            if changed_state:
+                self._repend(changed_state)
+            for key_id, node, state, at, _seq in delta.node_keys:
+                self._confirm(key_id, node, state, epoch(at))
+
+    def _facts(self, record: dict[str, Any]) -> KeyFacts:
+        return KeyFacts(
+            key_id=record["key_id"],
+            state=record["state"],
+            algorithm=record["algorithm"],
+            key_size=record["key_size"],
+            curve=record["curve"],
+            purpose=record["purpose"],
+            created_at=epoch(record["created_at"]),
+            activated_at=epoch(record["activated_at"]),
+            expires_at=epoch(record["expires_at"]),
+            usage_total=record["usage_total"] or 0,
+        )
+
+    def _upsert(self, record: dict[str, Any]) -> None:
+        key_id = record["key_id"]
+        old = self._keys.pop(key_id, None)
+        if old is not None:
+            self._drop(key_id, old)
+        facts = self._facts(record)
+        usable = facts.state in USABLE
+        key = _Key(
+            state=facts.state,
+            algorithm=(facts.algorithm or "unknown").lower(),
+            purpose=(facts.purpose or "unknown").lower(),
+            created=facts.created_at or 0.0,
+            changed=epoch(record["state_changed_at"]),
+            expires=facts.expires_at,
+            rotation_due=self.policy.rotation_due(facts) if facts.state == KeyState.ACTIVE.value else None,
+            max_age=self.policy.max_age_deadline(facts) if usable else None,
+            static=self.policy.static_violations(facts) if usable else frozenset(),
+        )
+        self._keys[key_id] = key
+        self._add(key_id, key)
+
+    def _add(self, key_id: str, key: _Key) -> None:
+        self._counts[key.labels] += 1
+        self._pairs.add((key.algorithm, key.purpose))
+        if key.state in USABLE:
+            self._usable += 1
+            if key.expires is None:
+                self._never_expire += 1
+            else:
+                self._expiry.add((key.expires, key_id))
+            if key.max_age is not None:
+                self._max_age.add((key.max_age, key_id))
+            for rule in key.static:
+                self._static.setdefault(rule, set()).add(key_id)
+        if key.rotation_due is not None:
+            self._rotation.add((key.rotation_due, key_id))
+        if key.state != KeyState.DESTROYED.value:
+            self._created.add(key.created)
+            self._created_sum += key.created
+        if key.state == KeyState.COMPROMISED.value:
+            self._compromised.add(key_id)
+
+    def _drop(self, key_id: str, key: _Key) -> None:
+        self._counts[key.labels] -= 1
+        if key.state in USABLE:
+            self._usable -= 1
+            if key.expires is None:
+                self._never_expire -= 1
+            else:
+                self._expiry.discard((key.expires, key_id))
+            if key.max_age is not None:
+                self._max_age.discard((key.max_age, key_id))
+            for rule in key.static:
+                self._static[rule].discard(key_id)
+        if key.rotation_due is not None:
+            self._rotation.discard((key.rotation_due, key_id))
+        if key.state != KeyState.DESTROYED.value:
+            self._created.discard(key.created)
+            self._created_sum -= key.created
+        self._compromised.discard(key_id)
+
+    def _pend(self, key_id: str, node: str) -> None:
+        if (key_id, node) not in self._pending:
+            self._pending.add((key_id, node))
+            self._pending_by_node[node] += 1
+
+    def _unpend(self, key_id: str, node: str) -> None:
+        if (key_id, node) in self._pending:
+            self._pending.discard((key_id, node))
+            self._pending_by_node[node] -= 1
+
+    def _repend(self, key_ids: list[str]) -> None:
+        """A key changed state: every node that holds it must confirm the new state."""
+        if self.registry_path is None:
+            return
+        db = sqlite3.connect(f"{self.registry_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            for start in range(0, len(key_ids), 500):
+                chunk = key_ids[start : start + 500]
+                sql = (
+                    f"SELECT key_id, node, applied_state FROM node_keys WHERE key_id IN ({', '.join('?' * len(chunk))})"
+                )
+                for key_id, node, applied in db.execute(sql, chunk):
+                    if applied == self._keys[key_id].state:
+                        self._unpend(key_id, node)
+                    else:
+                        self._pend(key_id, node)
+        finally:
+            db.close()
+
+    def _confirm(self, key_id: str, node: str, state: str, at: float | None) -> None:
+        key = self._keys.get(key_id)
+        if key is None or key.state != state:
+            self._pend(key_id, node)
+            return
+        if at is not None and key.changed is not None:  # a node confirms each change once
+            lag = max(0.0, at - key.changed)
+            self._lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
+            self._lag_sum += lag
+        self._unpend(key_id, node)
+
+    # ----- scraping -----------------------------------------------------------------------
+    def snapshot(self, now: float, attention_cap: int) -> Snapshot:
+        with self.lock:
+            return self._snapshot(now, attention_cap)
+
+    def _snapshot(self, now: float, cap: int) -> Snapshot:
+        states = [s.value for s in KeyState]
+        pairs = sorted(self._pairs)
+        keys = {
+            (state, a, p): self._counts.get((state, a, p), 0)
+            for a, p in pairs
+            for state in [*states, *(["unknown"] if any(k[0] == "unknown" for k in self._counts) else [])]
+        }
+        expiry = self._bands(self._expiry, now, "expired") | {"never": self._never_expire}
+        rotation = self._bands(self._rotation, now, "overdue") | {"none": self._counts_active() - len(self._rotation)}
+        overdue_rotation = self._before(self._rotation, now)
+        too_old = self._before(self._max_age, now)
+        noncompliant: dict[str, set[str]] = {rule: set(ids) for rule, ids in self._static.items()}
+        noncompliant["rotation_overdue"] = set(overdue_rotation)
+        noncompliant["max_age"] = set(too_old)
+        for rule in RULES:
+            noncompliant.setdefault(rule, set())
+        bad = set().union(*noncompliant.values()) if noncompliant else set()
+        ratio = 1.0 if self._usable == 0 else 1.0 - len(bad) / self._usable  # every set holds usable keys only
+        attention = self._attention(now, noncompliant, cap)
+        ages = [self._created_since(now - bound) for bound in AGE_BUCKETS]
+        usage = {(op, a, p): self.usage.get((op, a, p), 0) for op in sorted(self._operations) for a, p in pairs} | dict(
+            self.usage
+        )
+        return Snapshot(
+            taken_at=now,
+            keys=keys,
+            expiry_bands=expiry,
+            rotation_bands=rotation,
+            age_buckets=list(zip(AGE_BUCKETS, ages, strict=True)),
+            age_count=len(self._created),
+            age_sum=len(self._created) * now - self._created_sum,
+            usage=usage,
+            transitions=dict(self.transitions),
+            violations=dict(self.violations),
+            noncompliant={rule: len(ids) for rule, ids in noncompliant.items()},
+            compliance_ratio=ratio,
+            attention=attention[0],
+            attention_total=attention[1],
+            node_last_seen=dict(self._node_seen),
+            node_unconfirmed={node: self._pending_by_node.get(node, 0) for node in self._node_seen},
+            lag_buckets=list(zip(LAG_BUCKETS, _cumulative(self._lag_counts), strict=False)),
+            lag_count=sum(self._lag_counts),
+            lag_sum=self._lag_sum,
+        )
+
+    def _counts_active(self) -> int:
+        return sum(n for (state, _a, _p), n in self._counts.items() if state == KeyState.ACTIVE.value)
+
+    @staticmethod
+    def _before(series: SortedList, when: float) -> list[str]:
+        return [key_id for _t, key_id in series.irange(maximum=(when, "\uffff"))]
+
+    @staticmethod
+    def _bands(series: SortedList, now: float, past: str) -> dict[str, int]:
+        out = {past: series.bisect_left((now, ""))}
+        previous = out[past]
+        for name, width in BAND_EDGES:
+            upto = series.bisect_left((now + width, ""))
+            out[name] = upto - previous
+            previous = upto
+        out["later"] = len(series) - previous
+        return out
+
+    def _created_since(self, when: float) -> int:
+        return len(self._created) - self._created.bisect_left(when)
+
+    def _attention(self, now: float, noncompliant: dict[str, set[str]], cap: int) -> tuple[list[AttentionKey], int]:
+        reasons: dict[str, set[str]] = {}
+
+        def flag(key_id: str, reason: str) -> None:
+            reasons.setdefault(key_id, set()).add(reason)
+
+        for key_id in self._compromised:
+            flag(key_id, "compromised")
+        for key_id in self._conflicting:
+            flag(key_id, "conflicting_use")
+        for _t, key_id in self._expiry.irange(maximum=(now + ATTENTION_HORIZON, "\uffff")):
+            flag(key_id, "expiring")
+        for rule, ids in noncompliant.items():
+            for key_id in ids:
+                flag(key_id, "rotation_overdue" if rule == "rotation_overdue" else "non_compliant")
+        for key_id, _node in self._pending:
+            flag(key_id, "propagation_pending")
+        ranked = sorted(reasons.items(), key=lambda item: (_severity(item[1]), item[0]))
+        chosen = []
+        for key_id, why in ranked[:cap]:
+            key = self._keys.get(key_id)
+            if key is None:
+                continue
+            chosen.append(
+                AttentionKey(key_id, tuple(sorted(why)), key.labels[0], key.algorithm, key.purpose,
+                             key.expires, key.rotation_due)
+            )  # fmt: skip
+        return chosen, len(reasons)
+
+
+SEVERITY = ("compromised", "conflicting_use", "propagation_pending", "rotation_overdue", "expiring", "non_compliant")
+
+
+def _severity(reasons: set[str]) -> int:
+    return min(SEVERITY.index(r) for r in reasons)
+
+
+def _cumulative(counts: list[int]) -> list[int]:
+    out, running = [], 0
+    for n in counts[:-1]:
+        running += n
+        out.append(running)
+    return out

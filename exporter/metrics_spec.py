@@ -1,0 +1,71 @@
+"""Every metric the exporter's collectors emit: name, type, labels and help, written once.
+
+Collectors build their families from these entries and ``docs/metrics.md`` is generated from
+them (``python -m exporter.docs``), so the reference cannot drift from what is served.
+Counter names are given without ``_total``; the exposition adds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: Literal["gauge", "counter", "histogram", "info"]
+    help: str
+    labels: tuple[str, ...] = ()
+    per_key: bool = False  # only for keys in the capped attention set
+
+
+FLEET = (
+    Spec("keylife_keys", "gauge", "Keys by lifecycle state, algorithm and purpose (zero-filled for every known combination).",
+         ("state", "algorithm", "purpose")),
+    Spec("keylife_keys_by_expiry_band", "gauge",
+         "Usable keys (pre-activation, active, suspended) by time to expiry: expired, 7d, 30d, 90d, later, never.",
+         ("band",)),
+    Spec("keylife_keys_by_rotation_band", "gauge",
+         "Active keys by time until rotation is due under the policy: overdue, 7d, 30d, 90d, later, none.", ("band",)),
+    Spec("keylife_key_age_seconds", "histogram", "Age of every key not destroyed, from its generation."),
+    Spec("keylife_key_usage_operations", "counter",
+         "Cryptographic operations reported by nodes, by operation and the key's algorithm and purpose.",
+         ("operation", "algorithm", "purpose")),
+    Spec("keylife_key_transitions", "counter", "Lifecycle state changes, by the event type that caused them.",
+         ("type",)),
+    Spec("keylife_key_violations", "counter",
+         "Lifecycle violations found in observations: conflicting_use, skipped_transition, unknown_key, policy_breach.",
+         ("kind",)),
+    Spec("keylife_keys_noncompliant", "gauge", "Usable keys breaking each policy rule.", ("rule",)),
+    Spec("keylife_fleet_compliance_ratio", "gauge", "Share of usable keys that break no policy rule (1 when none)."),
+    Spec("keylife_key_attention", "gauge",
+         "1 for each reason a key needs attention: compromised, conflicting_use, propagation_pending, "
+         "rotation_overdue, expiring, non_compliant.", ("key_id", "reason"), per_key=True),
+    Spec("keylife_key_expiry_timestamp_seconds", "gauge", "When a key needing attention expires.",
+         ("key_id", "state", "algorithm", "purpose"), per_key=True),
+    Spec("keylife_key_rotation_due_timestamp_seconds", "gauge", "When a key needing attention is due for rotation.",
+         ("key_id", "state", "algorithm", "purpose"), per_key=True),
+    Spec("keylife_keys_attention", "gauge", "Keys needing attention, all of them (the per-key series are capped)."),
+    Spec("keylife_keys_attention_omitted", "gauge", "Keys needing attention left out of the per-key series by the cap."),
+    Spec("keylife_node_last_report_timestamp_seconds", "gauge", "Time of the latest event from each node.", ("node",)),
+    Spec("keylife_node_unconfirmed_keys", "gauge",
+         "Keys whose current state a node that holds them has not confirmed yet.", ("node",)),
+    Spec("keylife_propagation_lag_seconds", "histogram",
+         "Time from a key's state change to a node's confirmation, for confirmations seen since start."),
+    Spec("keylife_fleet_snapshot_timestamp_seconds", "gauge", "When the snapshot this scrape reports was taken."),
+)  # fmt: skip
+
+PIPELINE = (
+    Spec("keylife_journal_entries", "gauge", "Entries in the audit journal (its size; the last seq is this minus 1)."),
+    Spec(
+        "keylife_journal_last_checkpoint_timestamp_seconds", "gauge", "When the latest signed checkpoint was written."
+    ),
+    Spec("keylife_journal_checkpoint_entries", "gauge", "Entries covered by the latest signed checkpoint."),
+    Spec("keylife_journal_verify_timestamp_seconds", "gauge", "When the journal was last verified end to end."),
+    Spec("keylife_journal_verify_ok", "gauge", "1 when the last verification found no fault, 0 when it found some."),
+    Spec("keylife_journal_verify_faults", "gauge", "Faults found by the last verification."),
+    Spec("keylife_registry_lag_entries", "gauge", "Journal entries not yet committed to the registry."),
+    Spec("keylife_ingest_writer_up", "gauge", "1 while the journal writer accepts events, 0 after a failure."),
+    Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
+)

@@ -1,0 +1,49 @@
+"""Put the exporter together over a registry: fleet index, snapshot cache, collectors.
+
+Used in-process by ``keylife serve`` (following the registry through its commit deltas) and
+by ``keylife exporter`` (following an existing registry and journal from another process).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from exporter.collectors import FleetCollector, PipelineCollector
+from exporter.fleet import FleetIndex
+from exporter.policy import Policy
+from exporter.snapshot import SingleFlight
+
+
+@dataclass
+class Exporter:
+    index: FleetIndex
+    snapshots: SingleFlight
+
+    @classmethod
+    def over(
+        cls,
+        registry_path: Path,
+        policy: Policy,
+        metrics: CollectorRegistry,
+        pipeline: Callable[[], dict[str, float]],
+        attention_cap: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> Exporter:
+        """Load the index from the registry's committed tables and register the collectors."""
+        index = FleetIndex(policy, registry_path)
+        if registry_path.exists():
+            db = sqlite3.connect(f"{registry_path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                index.load(db)
+            finally:
+                db.close()
+        snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap))
+        metrics.register(FleetCollector(snapshots))
+        metrics.register(PipelineCollector(pipeline))
+        return cls(index, snapshots)

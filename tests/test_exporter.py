@@ -1,0 +1,151 @@
+"""The exporter as Prometheus sees it: scrape a live keylife and read the exposition."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.snapshot import SingleFlight
+from tests.server import Live, live_server
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def at(days: float = 0) -> str:
+    return (NOW + timedelta(days=days)).isoformat().replace("+00:00", "Z")
+
+
+def scrape(live: Live) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with live.client(None) as c:
+        text = c.get("/metrics").text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def post(live: Live, *events: dict) -> None:
+    with live.client() as c:
+        r = c.post("/v1/events", content=b"\n".join(orjson.dumps(e) for e in events), headers=NDJSON)
+        assert r.status_code == 200, r.text
+
+
+def key(n: int, key_id: str, **fields: object) -> list[dict]:
+    base = {"key_id": key_id, "occurred_at": at(-10)}
+    return [
+        {"id": f"g{n}", "type": "generated", **base, "algorithm": "aes-256-gcm", "key_size": 256,
+         "purpose": "encryption"} | fields,
+        {"id": f"a{n}", "type": "activated", **base},
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with live_server(tmp_path) as server:
+        yield server
+
+
+def test_empty_registry_is_zero_filled(live: Live) -> None:
+    s = scrape(live)
+    for band in ("expired", "7d", "30d", "90d", "later", "never"):
+        assert value(s, "keylife_keys_by_expiry_band", band=band) == 0
+    for band in ("overdue", "7d", "30d", "90d", "later", "none"):
+        assert value(s, "keylife_keys_by_rotation_band", band=band) == 0
+    for kind in ("generated", "activated", "rotated", "revoked", "compromised", "destroyed"):
+        assert value(s, "keylife_key_transitions_total", type=kind) == 0
+    for kind in ("conflicting_use", "skipped_transition", "unknown_key", "policy_breach"):
+        assert value(s, "keylife_key_violations_total", kind=kind) == 0
+    assert value(s, "keylife_fleet_compliance_ratio") == 1
+    assert value(s, "keylife_keys_attention") == 0 and value(s, "keylife_keys_attention_omitted") == 0
+    assert value(s, "keylife_key_age_seconds_count") == 0
+    assert value(s, "keylife_journal_entries") == 0 and value(s, "keylife_ingest_writer_up") == 1
+
+
+def test_aggregates_attention_and_nodes_follow_the_events(live: Live) -> None:
+    post(
+        live,
+        *key(1, "k-ok", expires_at=at(400)),
+        *key(2, "k-soon", expires_at=at(3)),
+        *key(3, "k-legacy", algorithm="3des", key_size=168),
+        *key(4, "k-bad", expires_at=at(200)),
+        {"id": "c4", "type": "compromised", "key_id": "k-bad", "occurred_at": at(-1)},
+        {"id": "u4", "type": "usage_report", "key_id": "k-bad", "occurred_at": at(-0.5), "node": "n1",
+         "usage": {"encrypt": 7}},
+        {"id": "u1", "type": "usage_report", "key_id": "k-ok", "occurred_at": at(-0.5), "node": "n2",
+         "usage": {"encrypt": 5, "decrypt": 2}},
+        {"id": "p1", "type": "propagated", "key_id": "k-bad", "occurred_at": at(-1), "node": "n1",
+         "state": "compromised"},
+        {"id": "p2", "type": "propagated", "key_id": "k-bad", "occurred_at": at(-2), "node": "n2", "state": "active"},
+    )  # fmt: skip
+    s = scrape(live)
+    assert value(s, "keylife_keys", state="active", algorithm="aes-256-gcm", purpose="encryption") == 2
+    assert value(s, "keylife_keys", state="compromised", algorithm="aes-256-gcm", purpose="encryption") == 1
+    assert value(s, "keylife_keys", state="revoked", algorithm="aes-256-gcm", purpose="encryption") == 0
+    assert value(s, "keylife_keys_by_expiry_band", band="7d") == 1
+    assert value(s, "keylife_keys_by_expiry_band", band="later") == 1
+    assert value(s, "keylife_keys_by_expiry_band", band="never") == 1
+    assert value(s, "keylife_key_usage_operations_total", operation="encrypt", algorithm="aes-256-gcm",
+                 purpose="encryption") == 12  # fmt: skip
+    assert value(s, "keylife_key_violations_total", kind="conflicting_use") == 1
+    assert value(s, "keylife_keys_noncompliant", rule="banned_algorithm") == 1
+    assert value(s, "keylife_fleet_compliance_ratio") == pytest.approx(2 / 3)
+    assert value(s, "keylife_key_attention", key_id="k-bad", reason="compromised") == 1
+    assert value(s, "keylife_key_attention", key_id="k-bad", reason="conflicting_use") == 1
+    assert value(s, "keylife_key_attention", key_id="k-bad", reason="propagation_pending") == 1
+    assert value(s, "keylife_key_attention", key_id="k-soon", reason="expiring") == 1
+    soon = {"key_id": "k-soon", "state": "active", "algorithm": "aes-256-gcm", "purpose": "encryption"}
+    expected = (NOW + timedelta(days=3)).timestamp()
+    assert value(s, "keylife_key_expiry_timestamp_seconds", **soon) == pytest.approx(expected)
+    assert not any(labels and dict(labels).get("key_id") == "k-ok" for _n, labels in s)  # healthy: no series
+    assert value(s, "keylife_node_unconfirmed_keys", node="n2") == 1
+    assert value(s, "keylife_node_unconfirmed_keys", node="n1") == 0
+    assert value(s, "keylife_propagation_lag_seconds_count") == 1
+    assert value(s, "keylife_propagation_lag_seconds_sum") == pytest.approx(0, abs=1)
+    assert value(s, "keylife_node_last_report_timestamp_seconds", node="n1") == pytest.approx(
+        (NOW - timedelta(days=0.5)).timestamp()
+    )
+
+
+def test_attention_series_are_capped_and_the_rest_counted(tmp_path: Path) -> None:
+    with live_server(tmp_path, exporter={"attention_cap": 2}) as live:
+        events = [e for n in range(5) for e in key(n, f"k-{n}", expires_at=at(2 + n))]
+        post(live, *events)
+        s = scrape(live)
+        flagged = {dict(labels)["key_id"] for name, labels in s if name == "keylife_key_attention"}
+        assert flagged == {"k-0", "k-1"}  # the soonest to expire first
+        assert value(s, "keylife_keys_attention") == 5
+        assert value(s, "keylife_keys_attention_omitted") == 3
+
+
+def test_concurrent_scrapes_share_one_snapshot() -> None:
+    started = threading.Event()
+
+    def slow_build() -> object:
+        started.set()
+        time.sleep(0.3)
+        return object()
+
+    flight = SingleFlight(slow_build)  # type: ignore[arg-type]
+    results: list[object] = []
+    first = threading.Thread(target=lambda: results.append(flight.get()))
+    first.start()
+    started.wait()
+    others = [threading.Thread(target=lambda: results.append(flight.get())) for _ in range(8)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert flight.builds == 1 and len(results) == 9 and all(r is results[0] for r in results)
