@@ -5,9 +5,13 @@ Kept on a private CollectorRegistry so several runtimes (tests) never share stat
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from audit_forwarder.journal.writer import Entry
+
+# `_created` gauges double the series of every counter and no dashboard or rule of ours reads
+# them; Prometheus handles counter resets without them.
+disable_created_metrics()
 
 
 class Telemetry:

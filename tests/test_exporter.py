@@ -149,3 +149,22 @@ def test_concurrent_scrapes_share_one_snapshot() -> None:
     for t in [first, *others]:
         t.join()
     assert flight.builds == 1 and len(results) == 9 and all(r is results[0] for r in results)
+
+
+def test_metrics_reference_is_generated_from_the_code() -> None:
+    from exporter.docs import TARGET, render
+
+    assert TARGET.read_text() == render(), "docs/metrics.md is stale: run python -m exporter.docs"
+
+
+def test_every_served_metric_is_in_the_reference_and_promtool_is_clean(live: Live) -> None:
+    from tests.prometheus import promtool_check_metrics
+
+    post(live, *key(1, "k-1", expires_at=at(3)), *key(2, "k-2"))
+    with live.client(None) as c:
+        text = c.get("/metrics").text
+    assert promtool_check_metrics(text) == []
+    reference = (Path(__file__).parents[1] / "docs/metrics.md").read_text()
+    served = {fam.name for fam in text_string_to_metric_families(text)}
+    missing = [name for name in served if f"`{name}" not in reference]
+    assert not missing, f"served but not documented: {missing}"
