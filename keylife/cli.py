@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from exporter.policy import PolicyError
 from keylife.config import SCOPES, ConfigError, load
 from keylife.datalock import DataDirBusy
 
@@ -28,6 +29,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from keylife.serve import serve
 
     return serve(_config(args), demo=args.demo, ready_file=args.ready_file)
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    import signal
+
+    from exporter.policy import load_policy
+    from exporter.standalone import StandaloneExporter
+    from keylife import logs
+
+    config = _config(args)
+    logs.setup(config.logging.level, config.logging.format)
+    if not config.registry_path.exists():
+        print(f"no registry at {config.registry_path}: run keylife serve first", file=sys.stderr)
+        return 1
+    exporter = StandaloneExporter(
+        config.registry_path, config.journal_dir, load_policy(config.exporter.policy), config.exporter.attention_cap
+    )
+    signal.signal(signal.SIGTERM, lambda *_: exporter.stop())
+    return exporter.serve(args.host or config.listen.host, args.port if args.port is not None else 8788, args.refresh)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -179,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", type=Path, help="write {url, pid} as JSON here once listening")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("exporter", help="serve the metrics of an existing registry and journal")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, help="default 8788 (0 picks a free port)")
+    p.add_argument("--refresh", type=float, default=30.0, help="seconds between reloads of the registry")
+    p.set_defaults(func=cmd_exporter)
+
     p = sub.add_parser("verify", help="check a journal end to end, offline")
     p.add_argument("directory", nargs="?", type=Path, help="journal directory (default: from the config)")
     p.add_argument(
@@ -248,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataDirBusy) as exc:
+    except (ConfigError, DataDirBusy, PolicyError) as exc:
         print(f"keylife: {exc}", file=sys.stderr)
         return 2
 

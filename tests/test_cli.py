@@ -139,3 +139,39 @@ def test_half_a_tls_pair_is_a_config_error(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"listen": {"tls_cert": str(config)}}))
     result = keylife("serve", "--config", str(config), check=False)
     assert result.returncode == 2 and "tls_cert and tls_key go together" in result.stderr
+
+
+def test_standalone_exporter_serves_an_existing_registry(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config, token_file = setup
+    events = [{"id": f"g{n}", "type": "generated", "key_id": f"k{n}", "occurred_at": NOW,
+               "algorithm": "rsa", "key_size": 1024, "purpose": "signing"} for n in range(3)]  # fmt: skip
+    good = tmp_path / "events.ndjson"
+    good.write_bytes(b"\n".join(orjson.dumps(e) for e in events))
+    proc, url = start_server(config, tmp_path / "ready.json")
+    try:
+        keylife("ingest", str(good), "--url", url, "--token-file", str(token_file))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "keylife.cli", "exporter", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert exporter.stdout is not None
+        line = exporter.stdout.readline()
+        metrics_url = line.split("serving ")[1].split(" ")[0]
+        text = httpx.get(metrics_url, timeout=10).text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(text) for s in fam.samples}  # fmt: skip
+        labels = (("algorithm", "rsa"), ("purpose", "signing"), ("state", "pre_activation"))
+        assert samples[("keylife_keys", labels)] == 3
+        assert samples[("keylife_keys_noncompliant", (("rule", "min_key_size"),))] == 3
+        assert samples[("keylife_journal_entries", ())] == 3
+        assert samples[("keylife_registry_lag_entries", ())] == 0
+    finally:
+        exporter.send_signal(signal.SIGTERM)
+        assert exporter.wait(timeout=60) == 0

@@ -1,0 +1,92 @@
+"""``keylife exporter``: the metrics of an existing registry and journal, from another process.
+
+For deployments that split ingest from exporting. It reloads the fleet index from the
+registry's committed tables every ``refresh`` seconds in the background and swaps it in, so
+a scrape always reads a complete index and never waits for a reload. What only the ingest
+process can know (the propagation-lag histogram, whether its writer is up) is not served here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from audit_forwarder.journal.note import parse
+from audit_forwarder.journal.reader import journal_size
+from exporter.collectors import FleetCollector, PipelineCollector
+from exporter.fleet import FleetIndex
+from exporter.policy import Policy
+from exporter.snapshot import SingleFlight
+from keylife import verify_status
+
+log = logging.getLogger("keylife.exporter")
+
+
+class StandaloneExporter:
+    def __init__(self, registry_path: Path, journal_dir: Path, policy: Policy, attention_cap: int) -> None:
+        self.registry_path, self.journal_dir, self.policy = registry_path, journal_dir, policy
+        self.metrics = CollectorRegistry()
+        self.index = self._load()
+        self.snapshots = SingleFlight(lambda: self.index.snapshot(time.time(), attention_cap))
+        self.metrics.register(FleetCollector(self.snapshots))
+        self.metrics.register(PipelineCollector(self.pipeline))
+        self._stop = threading.Event()
+
+    def _load(self) -> FleetIndex:
+        index = FleetIndex(self.policy, self.registry_path)
+        db = sqlite3.connect(f"{self.registry_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            index.load(db)
+        finally:
+            db.close()
+        return index
+
+    def pipeline(self) -> dict[str, float]:
+        size = journal_size(self.journal_dir)
+        values = {"keylife_journal_entries": float(size)}
+        latest = self.journal_dir / "checkpoint"
+        try:
+            checkpoint = parse(latest.read_text())
+            values["keylife_journal_checkpoint_entries"] = float(checkpoint.size)
+            values["keylife_journal_last_checkpoint_timestamp_seconds"] = latest.stat().st_mtime
+        except (OSError, ValueError):
+            pass
+        try:
+            db = sqlite3.connect(f"{self.registry_path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE name = 'last_applied_seq'").fetchone()
+            finally:
+                db.close()
+            values["keylife_registry_lag_entries"] = float(max(0, size - 1 - int(row[0])))
+        except (sqlite3.Error, TypeError, ValueError):
+            pass
+        return values | verify_status.read(self.journal_dir)
+
+    def refresh_forever(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                started = time.monotonic()
+                self.index = self._load()
+                log.info("fleet index reloaded", extra={"seconds": round(time.monotonic() - started, 3)})
+            except Exception:
+                log.exception("fleet index reload failed; serving the previous one")
+
+    def serve(self, host: str, port: int, refresh: float) -> int:
+        server, _thread = start_http_server(port, addr=host, registry=self.metrics)
+        bound = server.server_address[1]
+        print(f"keylife exporter serving http://{host}:{bound}/metrics (registry {self.registry_path})", flush=True)
+        try:
+            self.refresh_forever(refresh)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
