@@ -168,3 +168,27 @@ def test_every_served_metric_is_in_the_reference_and_promtool_is_clean(live: Liv
     served = {fam.name for fam in text_string_to_metric_families(text)}
     missing = [name for name in served if f"`{name}" not in reference]
     assert not missing, f"served but not documented: {missing}"
+
+
+def test_serve_pushes_the_same_metrics_over_otlp(tmp_path: Path) -> None:
+    from tests.fakes.otlp_receiver import otlp_grpc_receiver
+
+    with otlp_grpc_receiver() as receiver:
+        otlp = {"otlp": {"endpoint": receiver.endpoint, "insecure": True, "interval_seconds": 0.3}}
+        with live_server(tmp_path, exporter=otlp) as live:
+            post(live, *key(1, "k-otlp", expires_at=at(3)))
+            live.runtime.ledger.sync_registry().result(10)
+            assert live.runtime.pusher is not None and live.runtime.pusher.force_flush()
+        request = receiver.requests[-1]
+        metrics = {m.name: m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        resource = {a.key: a.value.string_value for a in request.resource_metrics[0].resource.attributes}
+        assert resource["service.name"] == "keylife" and resource["keylife.journal.origin"] == "test.keylife/api"
+        points = {
+            tuple(sorted((a.key, a.value.string_value) for a in p.attributes)): p.as_double or p.as_int
+            for p in metrics["keylife_keys"].gauge.data_points
+        }
+        labels = (("algorithm", "aes-256-gcm"), ("purpose", "encryption"), ("state", "active"))
+        assert points[labels] == 1
+        assert metrics["keylife_key_transitions"].sum.is_monotonic  # a counter, without _total
+        attention = metrics["keylife_key_attention"].gauge.data_points
+        assert {a.value.string_value for p in attention for a in p.attributes if a.key == "key_id"} == {"k-otlp"}
