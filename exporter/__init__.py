@@ -1,4 +1,6 @@
-"""Prometheus collectors and OTLP metrics over the registry and the pipeline (issue 3).
+"""Prometheus collectors and OTLP metrics over the registry and the pipeline.
 
-Until then keylife serves its ingest counters from ``keylife.telemetry`` at ``/metrics``.
+``fleet`` keeps the in-memory index a scrape reads, ``policy`` judges keys, ``collectors``
+format snapshots, ``service`` assembles them for ``keylife serve``, ``standalone`` for
+``keylife exporter``, and ``otlp`` pushes the same families over OTLP.
 """

@@ -17,6 +17,7 @@ read-only connection, seeing only committed data (WAL snapshots).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ from keylife.registry_queries import MAX_PAGE, VIOLATION_KINDS, RegistryReader, 
 __all__ = ["MAX_PAGE", "VIOLATION_KINDS", "RebuildStats", "Registry", "RegistryError", "RegistryReader",
            "rebuild", "ts"]  # fmt: skip
 
+_log = logging.getLogger("keylife.registry")
 SCHEMA_VERSION = 1
 _COPIED_TO_SUCCESSOR = ("algorithm", "key_size", "curve", "purpose", "owner")
 _PLAIN_META = ("algorithm", "key_size", "curve", "purpose", "owner", "predecessor")
@@ -151,7 +153,10 @@ class Registry(RegistryReader):
         self._committed_seq = self._last_seq
         delta, self._delta = self._delta, ProjectionDelta()
         for listener in self.listeners:
-            listener(delta)
+            try:
+                listener(delta)
+            except Exception:  # noqa: BLE001 - the commit stands; a broken view must not undo it
+                _log.exception("a registry listener failed on a committed delta")
 
     def rollback(self) -> None:
         """Forget everything staged since ``begin`` (the cache too: it may hold staged states)."""
