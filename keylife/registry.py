@@ -155,7 +155,7 @@ class Registry(RegistryReader):
         for listener in self.listeners:
             try:
                 listener(delta)
-            except Exception:  # noqa: BLE001 - the commit stands; a broken view must not undo it
+            except Exception:  # the commit stands; a broken view must not undo it
                 _log.exception("a registry listener failed on a committed delta")
 
     def rollback(self) -> None:
