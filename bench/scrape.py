@@ -109,7 +109,7 @@ class Fleet:
 
     def _ev(self, kind: str, key_id: str, t: float, node: str, **extra: Any) -> dict[str, Any]:
         self._n += 1
-        return {"id": f"bench-{self._n}", "type": kind, "key_id": key_id, "occurred_at": _iso(t), "node": node,
+        return {"id": f"bench-{self._n:010d}", "type": kind, "key_id": key_id, "occurred_at": _iso(t), "node": node,
                 "actor": node, **extra}  # fmt: skip
 
     def events(self) -> Iterator[dict[str, Any]]:
@@ -123,7 +123,10 @@ class Fleet:
         if reason == "non_compliant":
             profile = LEGACY[k % 2]
         prefix, algorithm, size, purpose, ops, _share, expires = profile
-        key_id = f"{prefix}-{(k * 0x9E3779B97F4A7C15) % 2**64:016x}"  # 16 hex digits, as DataFold names keys
+        # 16 hex digits, as DataFold names keys; rising with k, so the registry's B-trees grow at
+        # their ends (random ids would make every commit rewrite most of their pages: a build
+        # of hours and a WAL of tens of GB at 1M keys; the exporter does not care about order).
+        key_id = f"{prefix}-{(k << 32) | rng.getrandbits(32):016x}"
         home = (k * 7) % len(self.nodes)
         holders = [self.nodes[(home + j * 13) % len(self.nodes)] for j in range(self.replicas)]
         final = "active" if reason else HEALTHY_STATES[_pick(rng.random(), [s[1] for s in HEALTHY_STATES])][0]

@@ -79,7 +79,9 @@ def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
         demo_thread = _start_demo(rt, base, stop)
     _banner(rt, base, demo_thread is not None)
     if ready_file:
-        ready_file.write_text(json.dumps({"url": base, "pid": _pid()}))
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(json.dumps({"url": base, "pid": _pid()}))
+        tmp.replace(ready_file)  # whole or absent: a watcher never reads half of it
     # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
     # handlers that re-raise returns here, so the journal is checkpointed and closed below.
     for sig in (signal.SIGINT, signal.SIGTERM):
