@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "ack_latency": "bench.ack_latency",
     "verify": "bench.verify_speed",
     "bytes_sealed": "bench.bytes_sealed",
+    "scrape": "bench.scrape",
 }
 CHILD_TIMEOUT = {False: 900.0, True: 50.0}  # seconds; each benchmark also bounds itself
 RESULTS = REPO / "bench" / "results"

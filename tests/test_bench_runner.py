@@ -18,6 +18,7 @@ EXPECTED = {
     "ack_latency": "ack_latency_p99_ms",
     "verify": "verify_entries_per_s",
     "bytes_sealed": "bytes_per_event_sealed",
+    "scrape": "scrape_p50_ms_1m_keys",
 }
 
 
