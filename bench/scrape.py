@@ -250,7 +250,7 @@ def stage_ours(p: dict[str, Any]) -> dict[str, Any]:
 
     from exporter.policy import load_policy
     from exporter.service import Exporter
-    from keylife.serve import tune_gc
+    from keylife.process import tune_gc
 
     before = _status()
     watch = Stopwatch()
@@ -308,7 +308,7 @@ def stage_naive(p: dict[str, Any]) -> dict[str, Any]:
 
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-    from keylife.serve import tune_gc
+    from keylife.process import tune_gc
 
     before = _status()
     watch = Stopwatch()
@@ -449,7 +449,7 @@ def run(quick: bool) -> dict[str, Any]:
             Metric("naive_scrape_time_ratio_1m_keys", top["naive_time_ratio"], "× (naive/ours)", None, 1),
             Metric("naive_exposition_size_ratio_1m_keys", top["naive_size_ratio"], "× (naive/ours)", None, 1),
         ],
-        p | {"core": "one per stage (lowest allowed)", "headline_keys": top["keys"], "gc": "keylife.serve.tune_gc"},
+        p | {"core": "one per stage (lowest allowed)", "headline_keys": top["keys"], "gc": "keylife.process.tune_gc"},
         sizes=sizes,
     )
 

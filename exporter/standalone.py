@@ -1,9 +1,12 @@
 """``keylife exporter``: the metrics of an existing registry and journal, from another process.
 
 For deployments that split ingest from exporting. It reloads the fleet index from the
-registry's committed tables every ``refresh`` seconds in the background and swaps it in, so
-a scrape always reads a complete index and never waits for a reload. What only the ingest
-process can know (the propagation-lag histogram, whether its writer is up) is not served here.
+registry's committed tables in the background, at most every ``refresh`` seconds and never
+more than half the time (a reload at a million keys takes tens of seconds). The old index is
+released before the new one is built, so memory holds one index, and scrapes meanwhile get
+the last snapshot (``keylife_fleet_snapshot_timestamp_seconds`` shows its age). What only
+the ingest process can know (the propagation-lag histogram, whether its writer is up) is
+not served here.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from audit_forwarder.journal.reader import journal_size
 from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import FleetIndex
 from exporter.policy import Policy
-from exporter.snapshot import SingleFlight
+from exporter.snapshot import SingleFlight, Snapshot
 from keylife import verify_status
+from keylife.process import tune_gc
 
 log = logging.getLogger("keylife.exporter")
 
@@ -31,11 +35,22 @@ class StandaloneExporter:
     def __init__(self, registry_path: Path, journal_dir: Path, policy: Policy, attention_cap: int) -> None:
         self.registry_path, self.journal_dir, self.policy = registry_path, journal_dir, policy
         self.metrics = CollectorRegistry()
-        self.index = self._load()
-        self.snapshots = SingleFlight(lambda: self.index.snapshot(time.time(), attention_cap))
+        self.index: FleetIndex | None = self._load()
+        self._last: Snapshot | None = None
+        self.attention_cap = attention_cap
+        self.snapshots = SingleFlight(self._snapshot)
         self.metrics.register(FleetCollector(self.snapshots))
         self.metrics.register(PipelineCollector(self.pipeline))
         self._stop = threading.Event()
+
+    def _snapshot(self) -> Snapshot:
+        index = self.index
+        if index is None and self._last is not None:
+            return self._last  # reloading: the previous picture, with its own timestamp
+        if index is None:
+            raise RuntimeError("the fleet index is loading")
+        self._last = index.snapshot(time.time(), self.attention_cap)
+        return self._last
 
     def _load(self) -> FleetIndex:
         index = FleetIndex(self.policy, self.registry_path)
@@ -77,6 +92,7 @@ class StandaloneExporter:
                 log.exception("fleet index reload failed; serving the previous one")
 
     def serve(self, host: str, port: int, refresh: float) -> int:
+        tune_gc()
         server, _thread = start_http_server(port, addr=host, registry=self.metrics)
         bound = server.server_address[1]
         print(f"keylife exporter serving http://{host}:{bound}/metrics (registry {self.registry_path})", flush=True)

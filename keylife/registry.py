@@ -83,11 +83,14 @@ def _new_key(key_id: str, at: str) -> dict[str, Any]:
 class Registry(RegistryReader):
     """One SQLite file: a writer connection for the writer thread, read-only ones per reader thread."""
 
-    def __init__(self, path: Path, *, origin: str | None = None) -> None:
+    def __init__(self, path: Path, *, origin: str | None = None, background_checkpoint: bool = True) -> None:
         super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = q.open_writer(self.path)
-        self._checkpointer = q.WalCheckpointer(self.path)
+        # A server checkpoints beside its writer; a batch job (rebuild) lets SQLite do it inline.
+        self._checkpointer = q.WalCheckpointer(self.path) if background_checkpoint else None
+        if self._checkpointer is None:
+            self._db.execute("PRAGMA wal_autocheckpoint=1000")
         meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
         if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise RegistryError(
@@ -450,7 +453,8 @@ class Registry(RegistryReader):
         """Drop anything uncommitted and close every connection (readers must be idle); idempotent."""
         if self._open:
             self._open = False
-            self._checkpointer.stop()
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             self.rollback()
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
@@ -470,7 +474,7 @@ def rebuild(
     for stale in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm"))):
         stale.unlink(missing_ok=True)
     started = time.monotonic()
-    reg = Registry(tmp, origin=origin)
+    reg = Registry(tmp, origin=origin, background_checkpoint=False)
     entries = 0
     try:
         source = iter(journal_entries)

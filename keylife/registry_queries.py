@@ -134,12 +134,19 @@ class WalCheckpointer:
         self._thread = threading.Thread(target=self._run, name="registry-wal-checkpoint", daemon=True)
         self._thread.start()
 
+    RESTART_ABOVE = 256 * 1024 * 1024
+
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=2.0)
+        wal = Path(f"{self._path}-wal")
         try:
             while not self._stop.wait(self._interval):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    # PASSIVE never blocks the writer; if the WAL still grows past the limit
+                    # (a writer that never pauses), RESTART briefly waits for it so the WAL
+                    # starts over instead of growing without bound.
+                    big = wal.exists() and wal.stat().st_size > self.RESTART_ABOVE
+                    db.execute(f"PRAGMA wal_checkpoint({'RESTART' if big else 'PASSIVE'})")
                 except sqlite3.OperationalError:
                     continue  # busy: the next round catches up
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import json
 import logging
@@ -19,18 +18,10 @@ import uvicorn
 from keylife import logs
 from keylife.api.app import create_app
 from keylife.config import Config
+from keylife.process import tune_gc
 from keylife.runtime import Runtime
 
 log = logging.getLogger("keylife.serve")
-
-
-def tune_gc() -> None:
-    """Ingest allocates a few dicts per event; with CPython's default threshold (700) the cyclic
-    collector runs every few requests and walks the whole heap (measured: ~20% of ingest CPU).
-    Freeze what start-up made and collect young objects far less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
 
 
 def bind(host: str, port: int) -> socket.socket:
