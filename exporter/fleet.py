@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import operator
 import sqlite3
 import threading
 from collections import Counter
@@ -41,6 +42,11 @@ DEFAULT_OPERATIONS = ("encrypt", "decrypt", "sign", "verify")
 ATTENTION_HORIZON = 30 * DAY
 
 
+_SHAPE = operator.itemgetter(
+    "state", "algorithm", "key_size", "curve", "purpose", "created_at", "activated_at", "expires_at", "state_changed_at"
+)
+
+
 def epoch(value: str | None) -> float | None:
     return None if value is None else datetime.fromisoformat(value).timestamp()
 
@@ -56,6 +62,8 @@ class _Key:
     rotation_due: float | None
     max_age: float | None
     static: frozenset[str]
+    shape: tuple[Any, ...] = ()  # the record fields everything above derives from
+    ops_limit: int | None = None
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -187,8 +195,13 @@ class FleetIndex:
 
     def _upsert(self, record: dict[str, Any]) -> None:
         key_id = record["key_id"]
-        old = self._keys.pop(key_id, None)
+        shape = _SHAPE(record)
+        old = self._keys.get(key_id)
+        if old is not None and old.shape == shape:
+            self._usage_only(key_id, old, record["usage_total"] or 0)
+            return
         if old is not None:
+            del self._keys[key_id]
             self._drop(key_id, old)
         facts = self._facts(record)
         usable = facts.state in USABLE
@@ -202,9 +215,21 @@ class FleetIndex:
             rotation_due=self.policy.rotation_due(facts) if facts.state == KeyState.ACTIVE.value else None,
             max_age=self.policy.max_age_deadline(facts) if usable else None,
             static=self.policy.static_violations(facts) if usable else frozenset(),
+            shape=shape,
+            ops_limit=self.policy.operations_limit(facts),
         )
         self._keys[key_id] = key
         self._add(key_id, key)
+
+    def _usage_only(self, key_id: str, key: _Key, usage_total: int) -> None:
+        """The hot path (a key only gained usage): only the operations limit can change."""
+        if key.ops_limit is None or key.state not in USABLE:
+            return
+        over = usage_total >= key.ops_limit
+        if over != ("operations_limit" in key.static):
+            key.static = key.static | {"operations_limit"} if over else key.static - {"operations_limit"}
+            members = self._static.setdefault("operations_limit", set())
+            (members.add if over else members.discard)(key_id)
 
     def _add(self, key_id: str, key: _Key) -> None:
         self._counts[key.labels] += 1

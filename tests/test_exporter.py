@@ -192,3 +192,14 @@ def test_serve_pushes_the_same_metrics_over_otlp(tmp_path: Path) -> None:
         assert metrics["keylife_key_transitions"].sum.is_monotonic  # a counter, without _total
         attention = metrics["keylife_key_attention"].gauge.data_points
         assert {a.value.string_value for p in attention for a in p.attributes if a.key == "key_id"} == {"k-otlp"}
+
+
+def test_a_key_reaching_its_operations_limit_becomes_noncompliant(live: Live) -> None:
+    post(live, *key(1, "k-gcm"))
+    assert value(scrape(live), "keylife_keys_noncompliant", rule="operations_limit") == 0
+    usage = {"id": "u-big", "type": "usage_report", "key_id": "k-gcm", "occurred_at": at(-0.1), "node": "n1",
+             "usage": {"encrypt": 2**32}}  # fmt: skip
+    post(live, usage)  # only usage changed: the index's hot path
+    s = scrape(live)
+    assert value(s, "keylife_keys_noncompliant", rule="operations_limit") == 1
+    assert value(s, "keylife_key_attention", key_id="k-gcm", reason="non_compliant") == 1
