@@ -21,6 +21,7 @@ import operator
 import sqlite3
 import threading
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from exporter.policy import RULES, KeyFacts, Policy
 from exporter.snapshot import AttentionKey, Snapshot
 from keylife.lifecycle import KeyState
 from keylife.registry import ProjectionDelta
+from keylife.registry_queries import open_readonly
 
 DAY = 86400.0
 USABLE = frozenset({KeyState.PRE_ACTIVATION.value, KeyState.ACTIVE.value, KeyState.SUSPENDED.value})
@@ -99,6 +101,15 @@ class FleetIndex:
         self._lag_sum = 0.0
 
     # ----- keeping up ---------------------------------------------------------------------
+    @classmethod
+    def from_registry(cls, policy: Policy, registry_path: Path) -> FleetIndex:
+        """An index loaded from the registry's committed tables (empty when there is no file yet)."""
+        index = cls(policy, registry_path)
+        if registry_path.exists():
+            with closing(open_readonly(registry_path)) as db:
+                index.load(db)
+        return index
+
     def load(self, db: sqlite3.Connection) -> None:
         """Start from the registry's committed tables (one pass; later changes come as deltas)."""
         from keylife.registry_queries import KEY_COLUMNS
@@ -285,8 +296,7 @@ class FleetIndex:
         """A key changed state: every node that holds it must confirm the new state."""
         if self.registry_path is None:
             return
-        db = sqlite3.connect(f"{self.registry_path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        with closing(open_readonly(self.registry_path)) as db:
             for start in range(0, len(key_ids), 500):
                 chunk = key_ids[start : start + 500]
                 sql = (
@@ -297,8 +307,6 @@ class FleetIndex:
                         self._unpend(key_id, node)
                     else:
                         self._pend(key_id, node)
-        finally:
-            db.close()
 
     def _confirm(self, key_id: str, node: str, state: str, at: float | None) -> None:
         key = self._keys.get(key_id)
@@ -318,12 +326,10 @@ class FleetIndex:
 
     def _snapshot(self, now: float, cap: int) -> Snapshot:
         states = [s.value for s in KeyState]
+        if any(labels[0] == "unknown" for labels in self._counts):
+            states.append("unknown")
         pairs = sorted(self._pairs)
-        keys = {
-            (state, a, p): self._counts.get((state, a, p), 0)
-            for a, p in pairs
-            for state in [*states, *(["unknown"] if any(k[0] == "unknown" for k in self._counts) else [])]
-        }
+        keys = {(state, a, p): self._counts.get((state, a, p), 0) for a, p in pairs for state in states}
         expiry = self._bands(self._expiry, now, "expired") | {"never": self._never_expire}
         rotation = self._bands(self._rotation, now, "overdue") | {"none": self._counts_active() - len(self._rotation)}
         overdue_rotation = self._before(self._rotation, now)

@@ -6,7 +6,6 @@ by ``keylife exporter`` (following an existing registry and journal from another
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,13 +35,7 @@ class Exporter:
         clock: Callable[[], float] = time.time,
     ) -> Exporter:
         """Load the index from the registry's committed tables and register the collectors."""
-        index = FleetIndex(policy, registry_path)
-        if registry_path.exists():
-            db = sqlite3.connect(f"{registry_path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                index.load(db)
-            finally:
-                db.close()
+        index = FleetIndex.from_registry(policy, registry_path)
         snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap))
         metrics.register(FleetCollector(snapshots))
         metrics.register(PipelineCollector(pipeline))

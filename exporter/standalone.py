@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -27,6 +28,7 @@ from exporter.policy import Policy
 from exporter.snapshot import SingleFlight, Snapshot
 from keylife import verify_status
 from keylife.process import tune_gc
+from keylife.registry_queries import open_readonly
 
 log = logging.getLogger("keylife.exporter")
 
@@ -53,13 +55,7 @@ class StandaloneExporter:
         return self._last
 
     def _load(self) -> FleetIndex:
-        index = FleetIndex(self.policy, self.registry_path)
-        db = sqlite3.connect(f"{self.registry_path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            index.load(db)
-        finally:
-            db.close()
-        return index
+        return FleetIndex.from_registry(self.policy, self.registry_path)
 
     def pipeline(self) -> dict[str, float]:
         size = journal_size(self.journal_dir)
@@ -72,11 +68,8 @@ class StandaloneExporter:
         except (OSError, ValueError):
             pass
         try:
-            db = sqlite3.connect(f"{self.registry_path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
+            with closing(open_readonly(self.registry_path)) as db:
                 row = db.execute("SELECT value FROM meta WHERE name = 'last_applied_seq'").fetchone()
-            finally:
-                db.close()
             values["keylife_registry_lag_entries"] = float(max(0, size - 1 - int(row[0])))
         except (sqlite3.Error, TypeError, ValueError):
             pass

@@ -183,6 +183,12 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> lis
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a registry file: it can never write, whoever else is writing."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
 class RegistryReader:
     """Read-only queries over a registry file, safe from any number of threads."""
 
@@ -195,8 +201,7 @@ class RegistryReader:
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn = open_readonly(self.path)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -71,7 +72,7 @@ def serve(config: Config, *, demo: bool, ready_file: Path | None = None) -> int:
     _banner(rt, base, demo_thread is not None)
     if ready_file:
         tmp = ready_file.with_name(ready_file.name + ".tmp")
-        tmp.write_text(json.dumps({"url": base, "pid": _pid()}))
+        tmp.write_text(json.dumps({"url": base, "pid": os.getpid()}))
         tmp.replace(ready_file)  # whole or absent: a watcher never reads half of it
     # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
     # handlers that re-raise returns here, so the journal is checkpointed and closed below.
@@ -144,9 +145,3 @@ def _banner(rt: Runtime, base: str, demo: bool) -> None:
     if demo:
         lines.append("  demo network       feeding simulated DataFold nodes into the API")
     print("\n".join(lines), file=sys.stdout, flush=True)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

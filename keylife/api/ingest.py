@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from keylife.events import MAX_EVENT_BYTES, SYSTEM_TYPES, Event, check_not_future
@@ -117,8 +118,6 @@ def _line_errors(number: int, exc: ValidationError, raw: bytes) -> list[LineErro
 
 
 def _peek_id(raw: bytes) -> str | None:
-    import orjson
-
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
