@@ -1,0 +1,1 @@
+"""The shipper: one durable cursor per sink over the journal, batching, retries, quarantine."""
