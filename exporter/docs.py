@@ -9,8 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from audit_forwarder.shipper.contract import REASONS
+from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
 from exporter.metrics_spec import FLEET, PIPELINE, Spec
 from keylife.telemetry import Telemetry
 
@@ -31,9 +34,9 @@ def _specs_table(specs: tuple[Spec, ...]) -> list[str]:
     return rows
 
 
-def _telemetry_table() -> list[str]:
+def _telemetry_table(holder: object) -> list[str]:
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for metric in vars(Telemetry()).values():
+    for metric in vars(holder).values():
         if isinstance(metric, MetricWrapperBase):
             # prometheus_client keeps a metric's label names only on the instrument itself
             rows.append(_row(metric._name, metric._type, metric._labelnames, metric._documentation))
@@ -65,7 +68,15 @@ def render() -> str:
         "",
         "## Ingest and authentication",
         "",
-        *_telemetry_table(),
+        *_telemetry_table(Telemetry()),
+        "",
+        "## Forwarder",
+        "",
+        "One series per configured sink (`forwarder.sinks`), from `keylife serve` and `keylife forward`.",
+        "`reason` is one of a fixed set: " + ", ".join(f"`{r}`" for r in REASONS) + ".",
+        "",
+        *_telemetry_table(ForwardMetrics(CollectorRegistry())),
+        *[_row(name, "gauge", ["sink"], help_text) for name, help_text in GAUGES],
         "",
     ]
     return "\n".join(lines)

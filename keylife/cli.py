@@ -50,6 +50,12 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return exporter.serve(args.host or config.listen.host, args.port if args.port is not None else 8788, args.refresh)
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    from keylife.forward_cli import run_forward
+
+    return run_forward(_config(args), ready_file=args.ready_file, until_caught_up=args.until_caught_up)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from keylife.verify_cli import run_verify
 
@@ -204,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default 8788 (0 picks a free port)")
     p.add_argument("--refresh", type=float, default=30.0, help="seconds between reloads of the registry")
     p.set_defaults(func=cmd_exporter)
+
+    p = sub.add_parser("forward", help="ship the journal to the sinks in forwarder.sinks (no API, no ingest)")
+    p.add_argument("--ready-file", type=Path, help="write {metrics, pid} as JSON here once running")
+    p.add_argument("--until-caught-up", action="store_true", help="exit once every sink acknowledged the whole journal")
+    p.set_defaults(func=cmd_forward)
 
     p = sub.add_parser("verify", help="check a journal end to end, offline")
     p.add_argument("directory", nargs="?", type=Path, help="journal directory (default: from the config)")

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audit_forwarder.shipper.sink_types import SinkConfig
+
 SCOPES = ("ingest", "read", "admin")
 
 
@@ -105,6 +107,28 @@ class DemoSettings(_Section):
     seed: int = 1
 
 
+class ForwarderConfig(_Section):
+    """Where the journal is shipped: several sinks at once, each with its own cursor."""
+
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    state_dir: Path | None = None  # cursors and quarantine files; data_dir/forwarder by default
+    # ``keylife forward`` only: where it journals quarantine notices (the serving keylife's API)
+    # and where it serves its own metrics.
+    report_url: str | None = None  # default: the listen address of this config
+    report_token_file: Path | None = None  # default: the local admin token file
+    report_ca_file: Path | None = None  # verify keylife's HTTPS certificate with this CA
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(8789, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ForwarderConfig:
+        names = [sink.name for sink in self.sinks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"sink names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+
 class Config(_Section):
     data_dir: Path = Path("data")
     listen: Listen = Field(default_factory=Listen)
@@ -114,6 +138,7 @@ class Config(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+    forwarder: ForwarderConfig = Field(default_factory=ForwarderConfig)
 
     @property
     def journal_dir(self) -> Path:

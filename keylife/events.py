@@ -51,6 +51,7 @@ class EventType(StrEnum):
     AUTH_FAILURE = "auth_failure"
     JOURNAL_RECOVERED = "journal_recovered"
     SIGNING_KEY_ROTATED = "signing_key_rotated"
+    FORWARD_QUARANTINED = "forward_quarantined"
 
 
 SYSTEM_TYPES = frozenset(
@@ -60,12 +61,19 @@ SYSTEM_TYPES = frozenset(
         EventType.AUTH_FAILURE,
         EventType.JOURNAL_RECOVERED,
         EventType.SIGNING_KEY_ROTATED,
+        EventType.FORWARD_QUARANTINED,
     }
 )
 STATE_TYPES = frozenset(EventType(t) for t in TARGET_STATE)
 # Events that concern no single key.
 KEYLESS_TYPES = frozenset(
-    {EventType.AUTH_FAILURE, EventType.JOURNAL_RECOVERED, EventType.SIGNING_KEY_ROTATED, EventType.ADMIN_ACTION}
+    {
+        EventType.AUTH_FAILURE,
+        EventType.JOURNAL_RECOVERED,
+        EventType.SIGNING_KEY_ROTATED,
+        EventType.ADMIN_ACTION,
+        EventType.FORWARD_QUARANTINED,
+    }
 )
 
 _KEYLESS = frozenset(str(t) for t in KEYLESS_TYPES)

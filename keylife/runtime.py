@@ -9,6 +9,7 @@ from pathlib import Path
 
 from audit_forwarder.journal.signing import Signer
 from audit_forwarder.journal.writer import Journal, JournalSettings
+from audit_forwarder.shipper.service import Forwarder
 from exporter.otlp import OtlpMetricsPusher, OtlpSettings
 from exporter.policy import load_policy
 from exporter.service import Exporter
@@ -16,6 +17,7 @@ from keylife import verify_status
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.config import SCOPES, Config, Token
 from keylife.datalock import DataLock
+from keylife.forwarding import LedgerReporter, build_forwarder
 from keylife.ledger import Ledger
 from keylife.registry import Registry
 from keylife.telemetry import Telemetry
@@ -68,6 +70,7 @@ class Runtime:
     exporter: Exporter
     verifier: PeriodicVerify
     pusher: OtlpMetricsPusher | None
+    forwarder: Forwarder | None = None
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -90,7 +93,14 @@ class Runtime:
         _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
         registry = Registry(config.registry_path, origin=config.journal.origin)
         telemetry = Telemetry()
-        ledger = Ledger(journal, registry, on_commit=telemetry.observe_entries)
+        wake: list[Forwarder] = []  # filled once the forwarder exists; the writer wakes it per commit
+
+        def on_commit(entries: list) -> None:
+            telemetry.observe_entries(entries)
+            for forwarder in wake:
+                forwarder.notify()
+
+        ledger = Ledger(journal, registry, on_commit=on_commit)
         exporter = Exporter.over(
             config.registry_path,
             load_policy(config.exporter.policy),
@@ -102,6 +112,12 @@ class Runtime:
         ledger.start()
         verifier = PeriodicVerify(config.journal_dir, [signer.verifier], config.journal.verify_interval_seconds)
         verifier.start()
+        forwarder = build_forwarder(
+            config, telemetry.registry, LedgerReporter(ledger), journal_size_fn=lambda: journal.committed_size
+        )
+        if forwarder is not None:
+            wake.append(forwarder)
+            forwarder.start()
         pusher = _otlp(config, telemetry)
         tokens = list(config.api.tokens)
         local_token = None
@@ -113,13 +129,15 @@ class Runtime:
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, local_token, notes,
+            verifier, pusher, forwarder, local_token, notes,
         )  # fmt: skip
 
     def close(self) -> None:
         if self.pusher is not None:
             self.pusher.shutdown()
         self.verifier.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
         self.ledger.stop()
         self.registry.close()
         self.lock.release()

@@ -16,7 +16,8 @@ event type                                                         syslog  CEF /
 =================================================================  ======  ====
 compromised                                                        2 crit  10
 journal_recovered, security_event                                  3 err    8
-auth_failure, command_refused, policy_violation                    4 warn   6
+auth_failure, command_refused, policy_violation,
+forward_quarantined                                                4 warn   6
 revoked, destroyed, expired, suspended, admin_action,
 signing_key_rotated, and any type not listed here                  5 note   4
 generated, activated, reactivated, deactivated, rotated,
@@ -53,6 +54,7 @@ _SYSLOG_SEVERITY = {
     "security_event": 3,
     "auth_failure": 4,
     "command_refused": 4,
+    "forward_quarantined": 4,
     "policy_violation": 4,
     "generated": 6,
     "activated": 6,

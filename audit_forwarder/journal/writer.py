@@ -262,6 +262,11 @@ class Journal:
         self.size = seq
         return out
 
+    @property
+    def committed_size(self) -> int:
+        """Entries durable on disk (``size`` also counts staged ones)."""
+        return self._committed[0]
+
     def rollback(self) -> None:
         """Forget staged entries (the caller could not use them)."""
         self._pending.clear()

@@ -87,38 +87,34 @@ class SinkGauges(Collector):
         states = self._states()
         size = self._journal_size()
         now = time.time()
-        up = GaugeMetricFamily(
-            "keylife_forward_up", "1 while the sink's last delivery attempt succeeded.", labels=["sink"]
-        )
-        lag = GaugeMetricFamily(
-            "keylife_forward_lag_entries", "Journal entries the sink has not acknowledged yet.", labels=["sink"]
-        )
-        acked = GaugeMetricFamily(
-            "keylife_forward_acknowledged_entries",
-            "Journal entries the sink acknowledged (its durable cursor).",
-            labels=["sink"],
-        )
-        age = GaugeMetricFamily(
-            "keylife_forward_oldest_unshipped_age_seconds",
-            "Age of the oldest journal entry the sink has not acknowledged (0 when caught up).",
-            labels=["sink"],
-        )
-        last = GaugeMetricFamily(
-            "keylife_forward_last_ack_timestamp_seconds",
-            "When the sink last acknowledged a batch (Unix time; 0 before the first).",
-            labels=["sink"],
-        )
-        pending = GaugeMetricFamily(
-            "keylife_forward_quarantine_unjournaled",
-            "Quarantined records whose notice is not yet in the journal (keylife unreachable).",
-            labels=["sink"],
-        )
+        families = {name: GaugeMetricFamily(name, help_text, labels=["sink"]) for name, help_text in GAUGES}
         for state in states:
-            up.add_metric([state.name], 1.0 if state.up else 0.0)
-            lag.add_metric([state.name], float(max(0, size - state.acknowledged)))
-            acked.add_metric([state.name], float(state.acknowledged))
             oldest = state.oldest_unshipped_observed() if size > state.acknowledged else None
-            age.add_metric([state.name], max(0.0, now - oldest) if oldest is not None else 0.0)
-            last.add_metric([state.name], state.last_ack_time)
-            pending.add_metric([state.name], float(state.quarantine_unjournaled))
-        return [up, lag, acked, age, last, pending]
+            values = {
+                "keylife_forward_up": 1.0 if state.up else 0.0,
+                "keylife_forward_lag_entries": float(max(0, size - state.acknowledged)),
+                "keylife_forward_acknowledged_entries": float(state.acknowledged),
+                "keylife_forward_oldest_unshipped_age_seconds": max(0.0, now - oldest) if oldest is not None else 0.0,
+                "keylife_forward_last_ack_timestamp_seconds": state.last_ack_time,
+                "keylife_forward_quarantine_unjournaled": float(state.quarantine_unjournaled),
+            }
+            for name, value in values.items():
+                families[name].add_metric([state.name], value)
+        return list(families.values())
+
+
+# The scrape-time gauges (name, help), one series per sink; docs/metrics.md is generated from this.
+GAUGES = (
+    ("keylife_forward_up", "1 while the sink's last delivery attempt succeeded."),
+    ("keylife_forward_lag_entries", "Journal entries the sink has not acknowledged yet."),
+    ("keylife_forward_acknowledged_entries", "Journal entries the sink acknowledged (its durable cursor)."),
+    (
+        "keylife_forward_oldest_unshipped_age_seconds",
+        "Age of the oldest journal entry the sink has not acknowledged (0 when caught up).",
+    ),
+    ("keylife_forward_last_ack_timestamp_seconds", "When the sink last acknowledged a batch (Unix time; 0 before)."),
+    (
+        "keylife_forward_quarantine_unjournaled",
+        "Quarantined records whose notice is not yet in the journal (keylife unreachable).",
+    ),
+)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Union
 
 from pydantic import Field
 
 from audit_forwarder.shipper.contract import Sink
 from audit_forwarder.sinks import file
 
-SinkConfig = Annotated[file.FileSinkConfig, Field(discriminator="type")]
+# Union[...] rather than X | Y: a discriminated union needs at least two members to be a Union.
+SinkConfig = Annotated[Union[file.FileSinkConfig, file.FileSinkConfig], Field(discriminator="type")]  # noqa: UP007
 
 _BUILDERS = {
     "file": file.build,

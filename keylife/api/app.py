@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
@@ -19,6 +20,7 @@ from keylife.api import ingest
 from keylife.api.auth import Principal
 from keylife.api.problems import JSONBody, Problem, install
 from keylife.events import Event, EventType, format_time
+from keylife.forwarding import validate_notice
 from keylife.ledger import LedgerStopped, Outcome
 from keylife.lifecycle import KeyState
 from keylife.runtime import Runtime
@@ -174,6 +176,19 @@ def create_app(rt: Runtime) -> FastAPI:
         return JSONBody(
             {"status": outcome.status, "id": event_id, "seq": outcome.seq, "state": state.value if state else None}
         )
+
+    @app.post("/v1/forwarder/quarantined", tags=["forwarder"])
+    async def forwarder_quarantined(request: Request, _: Principal = require("ingest")) -> JSONBody:
+        """Journal a quarantine notice from ``keylife forward`` (a separate process)."""
+        body = await request.body()
+        try:
+            event = validate_notice(orjson.loads(body))
+        except (orjson.JSONDecodeError, ValidationError, ValueError, TypeError) as exc:
+            raise Problem(422, "invalid-notice", "Not a forwarder quarantine notice", str(exc)[:1000]) from None
+        (outcome,) = await _submit(rt, [event])
+        if outcome.status not in ("accepted", "duplicate"):
+            raise Problem(409, "notice-refused", "The notice was not journaled", outcome.error or outcome.status)
+        return JSONBody({"status": outcome.status, "id": event.id, "seq": outcome.seq})
 
     @app.get("/v1/journal/checkpoint", tags=["journal"], response_class=PlainTextResponse)
     async def checkpoint(_: Principal = require("read")) -> PlainTextResponse:

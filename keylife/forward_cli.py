@@ -1,0 +1,92 @@
+"""``keylife forward``: the shipper alone over a journal directory, with its own metrics endpoint.
+
+It reads the journal files only (it never writes the journal: a serving keylife owns that),
+so it runs beside ``keylife serve`` on the same host or over a replicated copy of the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from audit_forwarder.journal.reader import journal_size
+from keylife import logs
+from keylife.config import Config
+from keylife.forwarding import ApiReporter, build_forwarder
+
+log = logging.getLogger("keylife.forwarder")
+
+
+def _reporter(config: Config) -> ApiReporter | None:
+    fwd = config.forwarder
+    token_file = fwd.report_token_file or config.token_file
+    if not token_file.exists():
+        log.warning(
+            "no token to journal quarantine notices; they stay pending",
+            extra={"token_file": str(token_file)},
+        )
+        return None
+    scheme = "https" if config.listen.tls_cert else "http"
+    url = fwd.report_url or f"{scheme}://{config.listen.host}:{config.listen.port}"
+    verify: bool | str = str(fwd.report_ca_file) if fwd.report_ca_file else True
+    return ApiReporter(url, token_file.read_text().strip(), verify)
+
+
+def run_forward(config: Config, *, ready_file: Path | None, until_caught_up: bool) -> int:
+    logs.setup(config.logging.level, config.logging.format)
+    if not (config.journal_dir / "journal.json").exists():
+        print(f"keylife forward: no journal at {config.journal_dir}", file=sys.stderr)
+        return 1
+    registry = CollectorRegistry(auto_describe=True)
+    forwarder = build_forwarder(config, registry, _reporter(config))
+    if forwarder is None:
+        print("keylife forward: no enabled sink in forwarder.sinks; nothing to do", file=sys.stderr)
+        return 2
+    server, _thread = start_http_server(config.forwarder.metrics_port, config.forwarder.metrics_host, registry)
+    port = server.server_address[1]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    forwarder.start()
+    metrics_url = f"http://{config.forwarder.metrics_host}:{port}/metrics"
+    if ready_file:
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(json.dumps({"metrics": metrics_url, "pid": os.getpid()}))
+        tmp.replace(ready_file)
+    print(f"keylife forward: shipping {config.journal_dir} to {', '.join(w.name for w in forwarder.workers)}; "
+          f"metrics at {metrics_url}", file=sys.stderr)  # fmt: skip
+    code = 0
+    try:
+        while not stop.wait(0.05):
+            failed = [w for w in forwarder.workers if w.failure]
+            if failed:
+                for worker in failed:
+                    print(f"keylife forward: sink {worker.name} stopped: {worker.failure}", file=sys.stderr)
+                code = 1
+                break
+            if until_caught_up:
+                size = journal_size(config.journal_dir)
+                if all(w.acknowledged >= size and w.quarantine.unjournaled == 0 for w in forwarder.workers):
+                    break
+    finally:
+        forwarder.stop()
+        server.shutdown()
+    return code
+
+
+def wait_ready(path: Path, timeout: float = 30.0) -> dict:
+    """For tests and scripts: the ready file's content once it exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not appear in {timeout} s")
