@@ -104,7 +104,9 @@ def test_forward_alone_catches_up_and_journals_notices_through_the_api(tmp_path)
         assert proc.returncode == 0, err.decode()[-2000:]
         ids = [r["event"]["id"] for r in _lines(archive) if r["event"]["type"] != "checkpoint"]
         assert ids[:30] == [f"e-{n}" for n in range(30)]
-        notices = [e.event for e in iter_entries(live.runtime.journal.directory) if e.event["type"] == "forward_quarantined"]
+        notices = [
+            e.event for e in iter_entries(live.runtime.journal.directory) if e.event["type"] == "forward_quarantined"
+        ]
         assert len(notices) == 1 and notices[0]["attributes"]["sink"] == "alone"
 
 
