@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, str] = {
     "verify": "bench.verify_speed",
     "bytes_sealed": "bench.bytes_sealed",
     "scrape": "bench.scrape",
+    "forward_catchup": "bench.forward_catchup",
 }
 CHILD_TIMEOUT = {False: 900.0, True: 50.0}  # seconds; each benchmark also bounds itself
 RESULTS = REPO / "bench" / "results"

@@ -160,12 +160,14 @@ def test_checkpoint_record_goes_to_the_checkpoint_stream(loki: FakeLoki) -> None
 
 
 def test_prepared_size_is_line_plus_metadata_bytes(loki: FakeLoki) -> None:
-    sink = make_sink(loki.url)
     r = record(7)
-    prepared = sink.prepare(r)
     line = canonical(r.entry.event)
+    prepared = make_sink(loki.url, encoding="json").prepare(r)
     metadata = prepared.payload[3]
-    assert prepared.size == len(line) + sum(len(n) + len(v) for n, v in metadata)
+    named = len(line) + sum(len(n) + len(v) for n, v in metadata)
+    assert prepared.size == named
+    wire = make_sink(loki.url).prepare(r)  # protobuf: the encoded entry, framing included
+    assert wire.size == len(wire.payload[1]) and named < wire.size < named + 64
     assert r.checkpoint is not None
 
 

@@ -27,6 +27,7 @@ propagated, usage_report                                           6 info   2
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -97,6 +98,7 @@ def epoch_millis(value: str) -> int:
     return (parse_time(value) - _EPOCH) // timedelta(milliseconds=1)
 
 
+@functools.cache  # package metadata is read from disk: once per process, not once per record
 def product_version() -> str:
     try:
         return version("datafold-keylife")

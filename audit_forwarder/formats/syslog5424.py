@@ -14,12 +14,18 @@ Choices (RFC 5424 section 6 leaves them to the sender):
   would break newline-framed receivers) are replaced by U+FFFD. Absent values are omitted.
   MSG is the authoritative event: canonical JSON (RFC 8785) after the UTF-8 BOM (6.4), in
   which control characters are JSON-escaped, so a message never holds a raw CR or LF.
+
+Speed: a sink formats every entry it ships (tens of thousands a second), so the common case
+(plain ASCII fields, a timestamp already in the output form) takes regex fast paths that find
+the characters needing work, and only they pay for the slow path. The bytes are the same either
+way (``tests/test_formats.py`` holds them exact and checks the escaping on generated text).
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from audit_forwarder.formats import event_type, parse_time, syslog_severity
@@ -38,14 +44,18 @@ LIMITS = {"hostname": 255, "app_name": 48, "procid": 128, "msgid": 32}
 _PEN_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SD_NAME_FORBIDDEN = frozenset('= ]"')
 _PARAM_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
+_NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
+# Unicode general category Cc is exactly U+0000..U+001F and U+007F..U+009F.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PARAM_WORK = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\]]')
+_UTC_MICROS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 def header_field(value: str | None, limit: int) -> str:
     """A header field as PRINTUSASCII, at most ``limit`` characters, ``-`` when empty."""
     if not value:
         return NILVALUE
-    printable = "".join(ch if 33 <= ord(ch) <= 126 else "_" for ch in value)
-    return printable[:limit]
+    return _NOT_PRINTUSASCII.sub("_", value)[:limit]
 
 
 def check_sd_name(name: str) -> str:
@@ -55,6 +65,7 @@ def check_sd_name(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=64)
 def sd_id(pen: str = EXAMPLE_PEN) -> str:
     if not _PEN_RE.match(pen):
         raise ValueError(f"private enterprise number {pen!r} must be digits (and dots)")
@@ -63,29 +74,38 @@ def sd_id(pen: str = EXAMPLE_PEN) -> str:
 
 def param_value(value: Any) -> str:
     """PARAM-VALUE with ``"``, ``\\`` and ``]`` escaped and control characters replaced."""
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    text = "".join("\ufffd" if unicodedata.category(ch) == "Cc" else ch for ch in text)
-    return text.translate(_PARAM_ESCAPES)
+    text = value if type(value) is str else str(value)  # str() of a str subclass (an enum) may differ
+    if isinstance(value, bool):
+        text = text.lower()
+    if _PARAM_WORK.search(text) is None:
+        return text
+    return _CONTROL.sub("\ufffd", text).translate(_PARAM_ESCAPES)
 
 
 def timestamp(observed_at: str) -> str:
     """RFC 3339 in UTC with microseconds (RFC 5424 allows at most 6 fractional digits)."""
+    if _UTC_MICROS.fullmatch(observed_at):  # already the output form (the journal writes it so)
+        datetime.fromisoformat(observed_at)  # still refuse an impossible date, as the slow path does
+        return observed_at
     return parse_time(observed_at).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+_EVENT_PARAMS = tuple(check_sd_name(name) for name in ("id", "key_id", "node", "actor"))
+
+
 def structured_data(entry: Entry, *, checkpoint: int | None, pen: str = EXAMPLE_PEN) -> str:
+    """``[keylife@PEN seq=.. hash=.. checkpoint=.. id=.. key_id=.. node=.. actor=..]``, absent ones left out."""
     event = entry.event
-    params: list[tuple[str, Any]] = [
-        ("seq", entry.seq),
-        ("hash", entry.hash.hex()),
-        ("checkpoint", checkpoint),
-        ("id", event.get("id")),
-        ("key_id", event.get("key_id")),
-        ("node", event.get("node")),
-        ("actor", event.get("actor")),
-    ]
-    body = "".join(f' {check_sd_name(name)}="{param_value(value)}"' for name, value in params if value is not None)
-    return f"[{sd_id(pen)}{body}]"
+    seq = entry.seq
+    # an int's decimal form never needs escaping (bool, an int subclass, goes through param_value)
+    text = f'[{sd_id(pen)} seq="{seq if type(seq) is int else param_value(seq)}" hash="{entry.hash.hex()}"'
+    if checkpoint is not None:
+        text += f' checkpoint="{checkpoint if type(checkpoint) is int else param_value(checkpoint)}"'
+    for name in _EVENT_PARAMS:
+        value = event.get(name)
+        if value is not None:
+            text += f' {name}="{param_value(value)}"'
+    return text + "]"
 
 
 def format_message(
@@ -99,22 +119,43 @@ def format_message(
     pen: str = EXAMPLE_PEN,
 ) -> bytes:
     """One RFC 5424 message (no framing, no trailing newline)."""
+    sd = structured_data(entry, checkpoint=checkpoint, pen=pen)
+    head = header(entry, hostname=hostname, app_name=app_name, procid=procid, facility=facility, sd=sd)
+    return head.encode() + BOM + canonical(entry.event)
+
+
+def header(
+    entry: Entry,
+    *,
+    hostname: str,
+    app_name: str = "keylife",
+    procid: str = NILVALUE,
+    facility: int = FACILITY_AUTHPRIV,
+    sd: str = NILVALUE,
+) -> str:
+    """``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD`` and the space before MSG.
+
+    Public so a sink can put another MSG (a CEF or LEEF record) behind the same header; ``sd``
+    is taken as it is (``-`` or an already escaped SD-ELEMENT).
+    """
+    start, fields = _fixed_header(event_type(entry.event), facility, hostname, app_name, procid)
+    return f"{start}{timestamp(entry.observed_at)} {fields} {sd} "
+
+
+@lru_cache(maxsize=4096)
+def _fixed_header(kind: str, facility: int, hostname: str, app_name: str, procid: str) -> tuple[str, str]:
+    """``("<PRI>1 ", "HOSTNAME APP-NAME PROCID MSGID")``: all but the timestamp depends only on the
+    event type and the sender's settings, so a sink computes it once per type, not per message."""
     if not 0 <= facility <= 23:
         raise ValueError(f"facility {facility} is outside 0..23")
-    kind = event_type(entry.event)
     pri = facility * 8 + syslog_severity(kind)
-    head = " ".join(
-        (
-            f"<{pri}>1",
-            timestamp(entry.observed_at),
-            header_field(hostname, LIMITS["hostname"]),
-            header_field(app_name, LIMITS["app_name"]),
-            header_field(procid, LIMITS["procid"]),
-            header_field(kind, LIMITS["msgid"]),
-            structured_data(entry, checkpoint=checkpoint, pen=pen),
-        )
+    fields = (
+        header_field(hostname, LIMITS["hostname"]),
+        header_field(app_name, LIMITS["app_name"]),
+        header_field(procid, LIMITS["procid"]),
+        header_field(kind, LIMITS["msgid"]),
     )
-    return head.encode() + b" " + BOM + canonical(entry.event)
+    return f"<{pri}>1 ", " ".join(fields)
 
 
 def frame_octet_counting(message: bytes) -> bytes:

@@ -46,8 +46,10 @@ def format_observed(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 3x to build, and readers build millions
 class Entry:
+    """One committed journal entry; treat it as immutable. ``hash`` is the chain hash after it."""
+
     seq: int
     observed_at: str
     event: dict[str, Any]

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import Field
 
 from audit_forwarder.shipper.contract import Sink
-from audit_forwarder.sinks import file
+from audit_forwarder.sinks import file, loki, otlp_logs, splunk_hec, syslog
 
-# Union[...] rather than X | Y: a discriminated union needs at least two members to be a Union.
-SinkConfig = Annotated[Union[file.FileSinkConfig, file.FileSinkConfig], Field(discriminator="type")]  # noqa: UP007
+SinkConfig = Annotated[
+    file.FileSinkConfig
+    | loki.LokiSinkConfig
+    | syslog.SyslogSinkConfig
+    | splunk_hec.SplunkHecSinkConfig
+    | otlp_logs.OtlpLogsSinkConfig,
+    Field(discriminator="type"),
+]
 
 _BUILDERS = {
     "file": file.build,
+    "loki": loki.build,
+    "syslog": syslog.build,
+    "splunk_hec": splunk_hec.build,
+    "otlp_logs": otlp_logs.build,
 }
 
 

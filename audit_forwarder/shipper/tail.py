@@ -165,21 +165,24 @@ class JournalTail:
             room -= len(self.checkpoints.between(self.next_seq, self.next_seq + room))
         lines = self._lines(room) if room > 0 else []
         sha256 = hashlib.sha256
-        covering = self.checkpoints.covering
+        loads = orjson.loads
+        append = out.append
         head = self.head
         seq = self.next_seq
+        covering = self.checkpoints.covering
+        size = covering(seq)  # the covering checkpoint only changes when one is passed
         for line in lines:
-            value = orjson.loads(line)
-            if value.get("seq") != seq:
-                raise TailError(f"expected seq {seq} in the journal, found {value.get('seq')!r}")
+            value = loads(line)
+            if value["seq"] != seq:
+                raise TailError(f"expected seq {seq} in the journal, found {value['seq']!r}")
             head = sha256(head + line).digest()
-            size = covering(seq)
-            out.append(Record(Entry(seq, value["observed_at"], value["event"], head), size))
+            append(Record(Entry(seq, value["observed_at"], value["event"], head), size))
             seq += 1
             if size == seq:
                 self._check(size, head)
                 if self.publish_checkpoints and size > self.checkpoints_shipped:
-                    out.append(self._checkpoint(size))
+                    append(self._checkpoint(size))
+                size = covering(seq)
         self.head, self.next_seq = head, seq
         return out
 

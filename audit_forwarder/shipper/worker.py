@@ -8,15 +8,19 @@ Guarantees (at least once, in order, per sink):
   nothing is held in memory beyond that batch: the journal is the buffer.
 * A permanent refusal of a batch is narrowed (by the index the destination names, else by
   halving) to the records at fault, which go to quarantine; the rest is delivered.
-* Each sink has its own thread, reader and cursor: a slow or dead sink holds back only itself.
+* Each sink has its own threads, reader and cursor: a slow or dead sink holds back only itself.
+  Its reader prepares up to ``PREFETCH_BATCHES`` batches ahead of the one in flight, so waiting
+  for the destination overlaps with reading the journal; memory stays bounded by that.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -32,10 +36,17 @@ from audit_forwarder.shipper.tail import JournalTail, chain_head, journal_origin
 log = logging.getLogger("keylife.forwarder")
 
 POLL_SECONDS = 0.02  # idle re-read of the journal when no commit notification arrives
+PREFETCH_BATCHES = 2  # batches read and prepared ahead of the one in flight
 
 
 class _Stopped(Exception):
     pass
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[Record]  # every record read: all of them move the cursor once acknowledged
+    prepared: list[Prepared]  # the ones to send (the rest went to quarantine in prepare)
 
 
 class SinkWorker:
@@ -62,8 +73,9 @@ class SinkWorker:
         self.last_ack_time = 0.0
         self.last_error: str | None = None
         self.failure: str | None = None  # why the worker stopped for good (a damaged journal)
-        self._oldest: float | None = None
-        self._stop = threading.Event()
+        self._unacked: deque[float | None] = deque()  # per batch read ahead: its oldest entry's time
+        self._start: Position | None = None
+        self._halt = threading.Event()  # stop, or the sending side failed: the reader stops too
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._refusals_in_row = 0
@@ -76,7 +88,7 @@ class SinkWorker:
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
+        self._halt.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -91,7 +103,10 @@ class SinkWorker:
         return self.quarantine.unjournaled
 
     def oldest_unshipped_observed(self) -> float | None:
-        return self._oldest
+        for oldest in list(self._unacked):  # batches read but not acknowledged, oldest first
+            if oldest is not None:
+                return oldest
+        return None
 
     # ----- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -100,20 +115,50 @@ class SinkWorker:
         except Exception as exc:
             self._fail(f"cannot open the journal: {exc}")
             return
+        batches: queue.Queue[_Batch | BaseException] = queue.Queue(maxsize=PREFETCH_BATCHES)
+        reader = threading.Thread(
+            target=self._read_ahead, args=(tail, batches), name=f"forward-{self.name}-read", daemon=True
+        )
+        reader.start()
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 self.quarantine.journal_pending()
-                records, prepared = self._next_batch(tail)
-                if not records:
+                try:
+                    item = batches.get(timeout=0.25)
+                except queue.Empty:
                     continue
-                self._deliver(prepared)
-                self._acknowledge(records, tail)
+                if isinstance(item, BaseException):
+                    raise item
+                self._deliver(item.prepared)
+                self._acknowledge(item)
         except _Stopped:
             pass
         except Exception as exc:
             self._fail(str(exc))
         finally:
+            self._halt.set()
+            reader.join()
             tail.close()
+
+    def _read_ahead(self, tail: JournalTail, batches: queue.Queue[_Batch | BaseException]) -> None:
+        """Read and prepare the next batches while the current one is in flight: the destination's
+        time to answer (and the cursor's fsync) overlaps with our reading, not adds to it."""
+        try:
+            while not self._halt.is_set():
+                records, prepared = self._next_batch(tail)
+                if not records:
+                    continue
+                oldest = next((_epoch(r.entry.observed_at) for r in records if not r.is_checkpoint), None)
+                batch = _Batch(records, prepared)
+                self._unacked.append(oldest)
+                while not self._halt.is_set():
+                    try:
+                        batches.put(batch, timeout=0.25)
+                        break
+                    except queue.Full:
+                        continue
+        except Exception as exc:
+            batches.put(exc)
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
@@ -128,6 +173,7 @@ class SinkWorker:
             if start:
                 self.cursor.save(position)
         self.acknowledged = position.next_seq
+        self._start = position
         return JournalTail(
             self.journal_dir,
             position.next_seq,
@@ -143,12 +189,10 @@ class SinkWorker:
         prepared: list[Prepared] = []
         size = 0
         deadline: float | None = None
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             room = settings.batch_max_records - len(prepared)
             fresh = tail.read(room) if room > 0 and size < settings.batch_max_bytes else []
             for record in fresh:
-                if self._oldest is None and not record.is_checkpoint:
-                    self._oldest = _epoch(record.entry.observed_at)
                 records.append(record)
                 try:
                     item = self.sink.prepare(record)
@@ -241,20 +285,23 @@ class SinkWorker:
         self.metrics.quarantined.labels(self.name, reason).inc()
 
     def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
+        if self._halt.wait(seconds):
             raise _Stopped
 
-    def _acknowledge(self, records: list[Record], tail: JournalTail) -> None:
-        entries = [record for record in records if not record.is_checkpoint]
-        shipped = max((r.checkpoint or 0 for r in records if r.is_checkpoint), default=0)
-        previous = self.cursor.position
-        next_seq = entries[-1].seq + 1 if entries else (previous.next_seq if previous else tail.next_seq)
-        head = entries[-1].entry.hash if entries else (previous.head if previous else tail.head)
-        shipped = max(shipped, previous.checkpoints_shipped if previous else 0)
-        self.cursor.save(Position(next_seq, head, shipped))
-        self.acknowledged = next_seq
+    def _acknowledge(self, batch: _Batch) -> None:
+        entries = [record for record in batch.records if not record.is_checkpoint]
+        previous = self.cursor.position or self._start
+        assert previous is not None
+        shipped = max((r.checkpoint or 0 for r in batch.records if r.is_checkpoint), default=0)
+        position = Position(
+            entries[-1].seq + 1 if entries else previous.next_seq,
+            entries[-1].entry.hash if entries else previous.head,
+            max(shipped, previous.checkpoints_shipped),
+        )
+        self.cursor.save(position)
+        self.acknowledged = position.next_seq
         self.last_ack_time = time.time()
-        self._oldest = None
+        self._unacked.popleft()
 
 
 def _epoch(observed_at: str) -> float:

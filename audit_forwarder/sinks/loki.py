@@ -37,7 +37,8 @@ harmless because Loki's ingester drops an entry identical (timestamp and line) t
 still holds in memory, which a resend seconds later is. The reason is ``too_old`` when every error
 is "has timestamp too old", ``too_large`` when every error is a line or structured-metadata size
 limit, ``invalid`` otherwise. 413: ``Rejected("too_large")``; 408: ``Retryable("timeout")``; 404
-and 405 (a wrong URL): ``Retryable("http_4xx")``; other 4xx: ``Rejected("http_4xx")``; 1xx/3xx (redirects are not followed): ``Retryable("protocol")``.
+and 405 (a wrong URL): ``Retryable("http_4xx")``; other 4xx: ``Rejected("http_4xx")``; 1xx/3xx
+(redirects are not followed): ``Retryable("protocol")``.
 No answer: ``Retryable`` ``connect``, ``timeout`` or ``tls``. Proxies, ``.netrc`` and CA bundles
 from the environment are ignored (``trust_env=False``): the config says everything.
 
@@ -66,7 +67,7 @@ from audit_forwarder.formats import event_type, product_version, syslog_severity
 from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Rejected, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
-from audit_forwarder.sinks.loki_push_pb2 import PushRequest
+from audit_forwarder.sinks import loki_wire
 
 PUSH_PATH = "/loki/api/v1/push"
 MAX_STRUCTURED_METADATA_BYTES = 64 * 1024  # Loki's max_structured_metadata_size default
@@ -223,6 +224,7 @@ class LokiSink:
         self._label_sets: dict[str, dict[str, str]] = {}  # label string -> labels (JSON encoding)
         self._content_type = "application/x-protobuf" if config.encoding == "protobuf" else "application/json"
         self._encode = self._protobuf if config.encoding == "protobuf" else self._json
+        self._wire = config.encoding == "protobuf"
         headers = {"User-Agent": f"keylife/{product_version()}", "Content-Type": self._content_type}
         if config.tenant is not None:
             headers["X-Scope-OrgID"] = config.tenant
@@ -278,10 +280,15 @@ class LokiSink:
             value = event.get(field)
             if value is not None:
                 metadata.append((name, value if value.__class__ is str else str(value)))
-        metadata_bytes = len("".join(map("".join, metadata)).encode())  # names and values, UTF-8
+        if self._wire:  # protobuf: the entry's final bytes now, so a batch is only concatenation
+            encoded = loki_wire.entry(ts_ns, line_bytes, metadata)
+            metadata_bytes = len(encoded) - len(line_bytes)  # an upper bound of names + values
+            payload: tuple = (self._labels_for(kind), encoded)
+        else:
+            metadata_bytes = len("".join(map("".join, metadata)).encode())  # names and values, UTF-8
+            payload = (self._labels_for(kind), ts_ns, line_bytes.decode(), metadata)
         if metadata_bytes > MAX_STRUCTURED_METADATA_BYTES:
             raise Refused("too_large", f"structured metadata is {metadata_bytes} bytes; Loki takes 64KB")
-        payload = (self._labels_for(kind), ts_ns, line_bytes.decode(), metadata)
         return Prepared(record, payload, len(line_bytes) + metadata_bytes)
 
     # -- send --------------------------------------------------------------------------------
@@ -296,22 +303,9 @@ class LokiSink:
         return streams
 
     def _protobuf(self, batch: list[Prepared]) -> bytes:
-        """A snappy-block-compressed PushRequest, built with ``add()`` on the repeated fields: with
-        upb that measured ~4 us a record against ~10 us for nested constructors and ~7.5 us for
-        encoding the wire format by hand in Python."""
-        request = PushRequest()
-        for labels, payloads in self._by_stream(batch).items():
-            stream = request.streams.add()
-            stream.labels = labels
-            add_entry = stream.entries.add
-            for _, ts_ns, line, metadata in payloads:
-                entry = add_entry(line=line)
-                timestamp = entry.timestamp
-                timestamp.seconds, timestamp.nanos = divmod(ts_ns, 1_000_000_000)
-                add_pair = entry.structuredMetadata.add
-                for name, value in metadata:
-                    add_pair(name=name, value=value)
-        return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+        """A snappy-block-compressed PushRequest from the entries ``prepare`` encoded."""
+        streams = [(labels, [p[1] for p in payloads]) for labels, payloads in self._by_stream(batch).items()]
+        return bytes(cramjam.snappy.compress_raw(loki_wire.push_request(streams)))
 
     def _json(self, batch: list[Prepared]) -> bytes:
         streams = [
