@@ -41,11 +41,12 @@ TARGET = ">= 50000"
 
 
 @contextmanager
-def loki_receiver(tmp: Path, core: int) -> Iterator[str]:
+def loki_receiver(tmp: Path, core: int, record_arrivals: bool = False) -> Iterator[str]:
     ready = tmp / "loki.ready"
     ready.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.loki_receiver", "--ready-file", str(ready)],
+        [sys.executable, "-m", "bench.loki_receiver", "--ready-file", str(ready)]
+        + (["--record-arrivals"] if record_arrivals else []),
         cwd=REPO,
         preexec_fn=lambda: os.sched_setaffinity(0, {core}),
     )

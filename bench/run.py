@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "bytes_sealed": "bench.bytes_sealed",
     "scrape": "bench.scrape",
     "forward_catchup": "bench.forward_catchup",
+    "forward_latency": "bench.forward_latency",
 }
 CHILD_TIMEOUT = {False: 900.0, True: 50.0}  # seconds; each benchmark also bounds itself
 RESULTS = REPO / "bench" / "results"

@@ -50,7 +50,9 @@ def _preexec(core: int | None) -> Callable[[], None]:
     return setup
 
 
-def write_config(tmp: Path, token: str, journal: dict[str, Any] | None = None) -> Path:
+def write_config(
+    tmp: Path, token: str, journal: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """A config for a fresh data dir: port 0, one ingest+read token, quiet logs."""
     from keylife.api.auth import hash_token
 
@@ -64,18 +66,21 @@ def write_config(tmp: Path, token: str, journal: dict[str, Any] | None = None) -
                 "api": {"tokens": [{"name": "bench", "sha256": hash_token(token), "scopes": ["ingest", "read"]}]},
                 "logging": {"level": "WARNING"},
             }
+            | (extra or {})
         )
     )
     return config
 
 
 @contextmanager
-def running(tmp: Path, core: int | None, journal: dict[str, Any] | None = None) -> Iterator[Server]:
+def running(
+    tmp: Path, core: int | None, journal: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> Iterator[Server]:
     """A started server (ready: /readyz answers 200); stopped with SIGTERM on exit."""
     from keylife.api.auth import new_token
 
     token = new_token()
-    config = write_config(tmp, token, journal)
+    config = write_config(tmp, token, journal, extra)
     ready = tmp / "ready.json"
     stderr = open(tmp / "server.stderr", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
