@@ -140,9 +140,9 @@ def run(quick: bool) -> dict[str, Any]:
             log(f"{NAME}: {kind}: {figures[kind]}")
     metrics = [
         Metric(
-            f"forward catch-up to {kind.replace('_', ' ')} (one core)",
+            f"forward_catchup_{kind}_events_per_s",
             f["events_per_s"],
-            "events/s",
+            "events/s (1 core)",
             TARGET if kind in ("loki_protobuf", "syslog_tls") else None,
         )
         for kind, f in figures.items()
