@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ def _reporter(config: Config) -> ApiReporter | None:
         return None
     scheme = "https" if config.listen.tls_cert else "http"
     url = fwd.report_url or f"{scheme}://{config.listen.host}:{config.listen.port}"
-    verify: bool | str = str(fwd.report_ca_file) if fwd.report_ca_file else True
+    verify = ssl.create_default_context(cafile=str(fwd.report_ca_file)) if fwd.report_ca_file else True
     return ApiReporter(url, token_file.read_text().strip(), verify)
 
 
@@ -46,7 +47,8 @@ def run_forward(config: Config, *, ready_file: Path | None, until_caught_up: boo
         print(f"keylife forward: no journal at {config.journal_dir}", file=sys.stderr)
         return 1
     registry = CollectorRegistry(auto_describe=True)
-    forwarder = build_forwarder(config, registry, _reporter(config))
+    reporter = _reporter(config)
+    forwarder = build_forwarder(config, registry, reporter)
     if forwarder is None:
         print("keylife forward: no enabled sink in forwarder.sinks; nothing to do", file=sys.stderr)
         return 2
@@ -74,7 +76,11 @@ def run_forward(config: Config, *, ready_file: Path | None, until_caught_up: boo
                 break
             if until_caught_up:
                 size = journal_size(config.journal_dir)
-                if all(w.acknowledged >= size and w.quarantine.unjournaled == 0 for w in forwarder.workers):
+                # Notices wait for keylife's API; without a reporter they can only stay pending.
+                if all(
+                    w.acknowledged >= size and (reporter is None or w.quarantine.unjournaled == 0)
+                    for w in forwarder.workers
+                ):
                     break
     finally:
         forwarder.stop()

@@ -8,6 +8,7 @@ stay pending in the sink's quarantine state and ``keylife_forward_quarantine_unj
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class LedgerReporter:
 class ApiReporter:
     """Another process: the notice goes through keylife's API, authenticated, TLS verified."""
 
-    def __init__(self, base_url: str, token: str, verify: bool | str = True) -> None:
+    def __init__(self, base_url: str, token: str, verify: bool | ssl.SSLContext = True) -> None:
         self.url = base_url.rstrip("/") + "/v1/forwarder/quarantined"
         self.client = httpx.Client(timeout=NOTICE_TIMEOUT, verify=verify, headers={"Authorization": f"Bearer {token}"})
 

@@ -218,3 +218,47 @@ def test_lag_and_oldest_age_gauges(tmp_path):
         assert registry.get_sample_value("keylife_forward_lag_entries", {"sink": "scripted"}) == 30
     finally:
         worker.stop()
+
+
+class FlakyReporter(ListReporter):
+    """keylife unreachable for the first ``failures`` notices."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def report(self, notice: dict) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("keylife is down")
+        super().report(notice)
+
+
+def test_a_notice_that_cannot_be_journaled_stays_pending_and_survives_a_restart(tmp_path, monkeypatch):
+    from audit_forwarder.shipper import quarantine as quarantine_module
+    from audit_forwarder.shipper.metrics import SinkGauges
+
+    monkeypatch.setattr(quarantine_module, "REPORT_RETRY_SECONDS", 0.05)
+    journal = open_journal(tmp_path)
+    fill(journal, 20)
+    sink = ScriptedSink()
+    sink.too_large = {5, 6}
+    down = FlakyReporter(failures=10**6)  # keylife stays down for this whole run
+    worker, _, registry = _worker(tmp_path, sink, down)
+    registry.register(SinkGauges(lambda: [worker], lambda: journal.size))
+    worker.start()
+    try:
+        _wait(lambda: worker.acknowledged == 20)
+        _wait(lambda: registry.get_sample_value("keylife_forward_quarantine_unjournaled", {"sink": "scripted"}) == 2)
+    finally:
+        worker.stop()
+    assert down.notices == []
+    back = FlakyReporter(failures=1)  # after a restart keylife answers (once it is back)
+    worker, _, _ = _worker(tmp_path, ScriptedSink(), back)
+    worker.start()
+    try:
+        _wait(lambda: len(back.notices) == 2)
+    finally:
+        worker.stop()
+    assert sorted(n["attributes"]["seq"] for n in back.notices) == ["5", "6"]
+    assert worker.quarantine.unjournaled == 0

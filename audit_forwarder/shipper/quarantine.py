@@ -28,6 +28,7 @@ from audit_forwarder.shipper.contract import Record
 log = logging.getLogger("keylife.forwarder")
 
 NOTICE_TYPE = "forward_quarantined"
+REPORT_RETRY_SECONDS = 5.0  # a reporter that failed (keylife unreachable) is tried again after this
 
 
 class Reporter(Protocol):
@@ -71,6 +72,7 @@ class Quarantine:
         self._lines = self._read_lines()
         self._journaled = self._read_mark()
         self.last_error: str | None = None
+        self._retry_at = 0.0  # after a failed report, wait before trying again
 
     @property
     def count(self) -> int:
@@ -113,6 +115,8 @@ class Quarantine:
         with self._lock:
             if self.reporter is None or self._journaled >= len(self._lines):
                 return self._journaled >= len(self._lines)
+            if time.monotonic() < self._retry_at:
+                return False
             while self._journaled < len(self._lines):
                 line = self._lines[self._journaled]
                 if line["event"].get("type") != NOTICE_TYPE:

@@ -56,5 +56,7 @@ class Forwarder:
             worker.notify()
 
     def stop(self) -> None:
+        for worker in self.workers:  # all at once: sinks stuck in a send wait in parallel
+            worker.request_stop()
         for worker in self.workers:
             worker.stop()

@@ -87,9 +87,13 @@ class SinkWorker:
         self._thread = threading.Thread(target=self._run, name=f"forward-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the threads to stop after the current send (which ``timeout_seconds`` bounds)."""
         self._halt.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
         self.sink.close()
