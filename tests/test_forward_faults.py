@@ -188,3 +188,29 @@ def test_429_retry_after_is_honoured(tmp_path):
     assert times[1] - times[0] >= 2.0
     assert registry.get_sample_value("keylife_forward_failures_total", {"sink": "loki", "reason": "http_429"}) == 1
     assert registry.get_sample_value("keylife_forward_retries_total", {"sink": "loki"}) == 1
+
+
+def test_a_dead_sink_holds_back_only_itself(tmp_path):
+    from audit_forwarder.sinks.file import FileSinkConfig
+
+    journal = open_journal(tmp_path)
+    fill(journal, 800)
+    dead = FakeLoki()
+    dead.up()
+    dead.down()
+    archive = tmp_path / "archive.ndjson"
+    registry = CollectorRegistry()
+    sinks = [
+        LokiSinkConfig(type="loki", name="loki", url=dead.url, retry_initial_seconds=0.05, retry_max_seconds=0.2),
+        FileSinkConfig(type="file", name="archive", path=archive),
+    ]
+    forwarder = Forwarder(tmp_path / "journal", tmp_path / "state", sinks, registry)
+    forwarder.start()
+    try:
+        _wait(lambda: registry.get_sample_value("keylife_forward_lag_entries", {"sink": "archive"}) == 0)
+        assert registry.get_sample_value("keylife_forward_lag_entries", {"sink": "loki"}) == 800
+        assert registry.get_sample_value("keylife_forward_up", {"sink": "loki"}) == 0
+    finally:
+        forwarder.stop()
+    lines = [orjson.loads(line) for line in archive.read_bytes().splitlines()]
+    assert [x["seq"] for x in lines if x["event"]["type"] != "checkpoint"] == list(range(800))

@@ -372,3 +372,25 @@ def test_tls_alert_after_the_handshake_is_a_refusal(pki: Pki) -> None:
     # What the server had not read yet: the client's Finished record (one record, 5 + 69 bytes with
     # SHA-384), then EOF; our message would need a record longer than the message itself.
     assert len(received) == 1 and received[0][:1] == b"\x17" and len(received[0]) < prepared.size
+
+
+def test_ecs_documents_over_tls_carry_the_entry(tmp_path: Path, pki: Pki) -> None:
+    batch = records(0, 20)
+    with RsyslogServer(tmp_path, tls="anon", pki=pki) as server:
+        sink = build(
+            SyslogSinkConfig(
+                type="syslog", name="ecs", host="127.0.0.1", port=server.port, format="ecs",
+                hostname=HOST, tls={"ca_file": str(pki.ca)},
+            )
+        )  # fmt: skip
+        try:
+            sink.send([sink.prepare(r) for r in batch])
+        finally:
+            sink.close()
+        lines = server.wait_for_lines(len(batch))
+    for line, rec in zip(lines, batch, strict=True):
+        parsed = parse_5424(line)
+        assert parsed.sd == [] and parsed.msg.startswith(BOM)
+        document = json.loads(parsed.msg[3:])
+        assert document["keylife"]["seq"] == rec.seq and document["keylife"]["hash"] == rec.entry.hash.hex()
+        assert document["keylife"]["event"] == rec.entry.event and document["event"]["action"] == "usage_report"

@@ -30,6 +30,8 @@ has no BOM (it is MSG-ANY: parsers look for ``CEF:`` / ``LEEF:`` at its first by
 STRUCTURED-DATA is ``-`` (the record itself carries seq, chain hash and checkpoint). LEEF's
 default delimiter is a tab, which relays that escape control characters (rsyslog's default)
 turn into ``#011``; set ``leef_delimiter`` (e.g. ``^``) when such a relay is in the path.
+``ecs``: the ECS document (``formats/ecs.py``) as MSG after a BOM, STRUCTURED-DATA ``-``, for
+an Elastic Agent or Logstash syslog input that decodes JSON messages.
 
 Size. ``max_message_bytes`` (8192 by default) bounds one message, framing excluded; ``prepare``
 refuses a longer one (``too_large``, to quarantine). 8192 is rsyslog's default
@@ -57,7 +59,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from audit_forwarder.formats import cef, leef, product_version, syslog5424
+from audit_forwarder.formats import cef, ecs, leef, product_version, syslog5424
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
 
@@ -75,7 +77,7 @@ class SyslogSinkConfig(SinkSettings):
     port: int = Field(ge=1, le=65535)  # 6514 is RFC 5425's port for TLS, 601/514 usual for TCP
     transport: Literal["tcp", "tls"] = "tls"
     tls: TlsClientSettings = TlsClientSettings()  # verification always on; mTLS with cert_file/key_file
-    format: Literal["rfc5424", "cef", "leef"] = "rfc5424"
+    format: Literal["rfc5424", "cef", "leef", "ecs"] = "rfc5424"
     hostname: str = Field(default_factory=socket.gethostname)  # HOSTNAME field, CEF dvchost
     app_name: str = "keylife"
     facility: int = Field(syslog5424.FACILITY_AUTHPRIV, ge=0, le=23)
@@ -117,6 +119,7 @@ class SyslogSink:
             "rfc5424": self._rfc5424,
             "cef": self._cef,
             "leef": self._leef,
+            "ecs": self._ecs,
         }[config.format]
 
     # -- formatting (pure) -------------------------------------------------------------------
@@ -152,6 +155,11 @@ class SyslogSink:
             device_version=self._version,
         )
         return self._header(record) + body
+
+    def _ecs(self, record: Record) -> bytes:
+        """An ECS document as MSG (BOM + JSON), for an Elastic Agent or Logstash syslog input."""
+        document = ecs.format_document(record.entry, checkpoint=record.checkpoint, hostname=self.config.hostname)
+        return self._header(record) + syslog5424.BOM + document
 
     def prepare(self, record: Record) -> Prepared:
         """The framed message (``MSG-LEN SP SYSLOG-MSG``), or ``Refused("too_large")``."""
