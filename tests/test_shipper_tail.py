@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.writer import Entry
 from audit_forwarder.shipper.tail import JournalTail, TailError, chain_head
 from tests.journal_helpers import fill, open_journal, usage_event
@@ -38,6 +39,7 @@ def test_reads_sealed_and_open_segments_with_writer_hashes_and_checkpoints(tmp_p
     assert [r.seq for r in entries] == list(range(1000))
     assert [r.entry.hash for r in entries] == [e.hash for e in written]
     assert [r.entry.event for r in entries] == [e.event for e in written]
+    assert all(r.event_json == canonical(r.entry.event) for r in entries)  # sliced from the line, exact
     # each checkpoint follows the last entry it covers, and entries name the checkpoint covering them
     sizes = [r.checkpoint for r in records if r.is_checkpoint]
     assert sizes == sorted(set(sizes)) and sizes[-1] == 1000 and 100 in sizes

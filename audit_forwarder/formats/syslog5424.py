@@ -117,11 +117,13 @@ def format_message(
     facility: int = FACILITY_AUTHPRIV,
     checkpoint: int | None = None,
     pen: str = EXAMPLE_PEN,
+    event_json: bytes | None = None,
 ) -> bytes:
-    """One RFC 5424 message (no framing, no trailing newline)."""
+    """One RFC 5424 message (no framing, no trailing newline). ``event_json``: the event's
+    canonical JSON when the caller already holds it (the journal line has it)."""
     sd = structured_data(entry, checkpoint=checkpoint, pen=pen)
     head = header(entry, hostname=hostname, app_name=app_name, procid=procid, facility=facility, sd=sd)
-    return head.encode() + BOM + canonical(entry.event)
+    return head.encode() + BOM + (canonical(entry.event) if event_json is None else event_json)
 
 
 def header(

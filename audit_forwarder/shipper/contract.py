@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.writer import Entry
 
 CHECKPOINT_TYPE = "checkpoint"
@@ -64,6 +65,7 @@ class Record:
 
     entry: Entry
     checkpoint: int | None
+    event_json: bytes | None = None  # canonical JSON of ``entry.event`` when the reader had it
 
     @property
     def seq(self) -> int:
@@ -72,6 +74,10 @@ class Record:
     @property
     def is_checkpoint(self) -> bool:
         return self.entry.event.get("type") == CHECKPOINT_TYPE
+
+    def event_bytes(self) -> bytes:
+        """The event's canonical JSON (RFC 8785): sliced from the journal line, not re-encoded."""
+        return self.event_json if self.event_json is not None else canonical(self.entry.event)
 
 
 @dataclass(slots=True)

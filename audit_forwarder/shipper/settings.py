@@ -52,7 +52,7 @@ class SinkSettings(BaseModel):
     name: str = Field(pattern=SINK_NAME)  # the metric label and the state directory name
     enabled: bool = True
     start: Literal["beginning", "end"] = "beginning"  # where a sink with no cursor yet begins
-    batch_max_records: int = Field(1000, ge=1, le=100_000)
+    batch_max_records: int = Field(5000, ge=1, le=100_000)  # batch_max_bytes usually binds first
     batch_max_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     batch_wait_seconds: float = Field(0.05, ge=0, le=60)  # how long a partial batch waits to fill
     timeout_seconds: float = Field(10.0, gt=0, le=600)  # one request or acknowledgement

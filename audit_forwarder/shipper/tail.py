@@ -176,7 +176,9 @@ class JournalTail:
             if value["seq"] != seq:
                 raise TailError(f"expected seq {seq} in the journal, found {value['seq']!r}")
             head = sha256(head + line).digest()
-            append(Record(Entry(seq, value["observed_at"], value["event"], head), size))
+            # A line is b'{"event":' + canonical(event) + b',"observed_at":...': its event bytes are a slice.
+            event_json = line[9 : line.rindex(b',"observed_at":"')]
+            append(Record(Entry(seq, value["observed_at"], value["event"], head), size, event_json))
             seq += 1
             if size == seq:
                 self._check(size, head)

@@ -64,7 +64,6 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 
 from audit_forwarder.formats import event_type, product_version, syslog_severity
-from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Rejected, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
 from audit_forwarder.sinks import loki_wire
@@ -258,7 +257,7 @@ class LokiSink:
         entry = record.entry
         event = entry.event
         kind = event_type(event)
-        line_bytes = canonical(event)
+        line_bytes = record.event_bytes()
         if len(line_bytes) > self.config.max_line_bytes:
             raise Refused(
                 "too_large", f"line is {len(line_bytes)} bytes; Loki takes {self.config.max_line_bytes} (max_line_size)"

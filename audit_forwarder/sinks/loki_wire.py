@@ -29,12 +29,20 @@ def _encode_varint(value: int) -> bytes:
 
 
 _SMALL = [_encode_varint(n) for n in range(1 << 14)]  # every 1- and 2-byte varint, looked up
+# The low 14 bits of a larger value: two bytes, both with the continuation bit set.
+_LOW = [bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80)) for n in range(1 << 14)]
 _NAME_PREFIXES: dict[str, bytes] = {}
 
 
 def varint(value: int) -> bytes:
-    """Unsigned base-128 varint; ``value`` >= 0."""
-    return _SMALL[value] if value < 16384 else _encode_varint(value)
+    """Unsigned base-128 varint; ``value`` >= 0. Table lookups up to 2^42 (nanoseconds, seconds)."""
+    if value < 16384:
+        return _SMALL[value]
+    if value < 1 << 28:
+        return _LOW[value & 0x3FFF] + _SMALL[value >> 14]
+    if value < 1 << 42:
+        return _LOW[value & 0x3FFF] + _LOW[(value >> 14) & 0x3FFF] + _SMALL[value >> 28]
+    return _encode_varint(value)
 
 
 def _name_prefix(name: str) -> bytes:

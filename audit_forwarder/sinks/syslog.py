@@ -133,6 +133,7 @@ class SyslogSink:
             facility=c.facility,
             checkpoint=record.checkpoint,
             pen=c.pen,
+            event_json=record.event_json,
         )
 
     def _header(self, record: Record) -> bytes:
