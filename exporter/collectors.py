@@ -71,19 +71,27 @@ def fleet_families(snap: Snapshot) -> Iterator[Metric]:
     attention = family("keylife_key_attention")
     expiry = family("keylife_key_expiry_timestamp_seconds")
     rotation = family("keylife_key_rotation_due_timestamp_seconds")
+    info = family("keylife_key_info")
+    operations = family("keylife_key_operations")
+    limit = family("keylife_key_operations_limit")
     for key in snap.attention:
         for reason in key.reasons:
             attention.add_metric([key.key_id, reason], 1)
         labels = [key.key_id, key.state, key.algorithm, key.purpose]
+        info.add_metric(labels, 1)
+        if key.operations_limit is not None and key.operations is not None:
+            operations.add_metric([key.key_id], key.operations)
+            limit.add_metric([key.key_id], key.operations_limit)
         if key.expires_at is not None:
             expiry.add_metric(labels, key.expires_at)
         if key.rotation_due is not None:
             rotation.add_metric(labels, key.rotation_due)
-    yield from (attention, expiry, rotation)
+    yield from (attention, info, expiry, rotation, operations, limit)
     yield _single("keylife_keys_attention", snap.attention_total)
     yield _single("keylife_keys_attention_omitted", snap.attention_total - len(snap.attention))
     yield _by_label("keylife_node_last_report_timestamp_seconds", snap.node_last_seen)
     yield _by_label("keylife_node_unconfirmed_keys", snap.node_unconfirmed)
+    yield _single("keylife_keys_propagation_pending", snap.propagation_pending)
     lag = family("keylife_propagation_lag_seconds")
     lag.add_metric([], [(_le(b), n) for b, n in snap.lag_buckets] + [("+Inf", snap.lag_count)], snap.lag_sum)
     yield lag

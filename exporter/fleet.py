@@ -66,6 +66,7 @@ class _Key:
     static: frozenset[str]
     shape: tuple[Any, ...] = ()  # the record fields everything above derives from
     ops_limit: int | None = None
+    ops: int = 0  # operations reported so far (usage_total)
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -88,6 +89,7 @@ class FleetIndex:
         self._created_sum = 0.0
         self._usable = 0
         self._static: dict[str, set[str]] = {}
+        self._ops_high: set[str] = set()  # usable keys past OPS_HIGH_FRACTION of their operations limit
         self._compromised: set[str] = set()
         self._conflicting: set[str] = set()
         self._pending: set[tuple[str, str]] = set()  # (key_id, node) not yet confirmed
@@ -228,14 +230,25 @@ class FleetIndex:
             static=self.policy.static_violations(facts) if usable else frozenset(),
             shape=shape,
             ops_limit=self.policy.operations_limit(facts),
+            ops=facts.usage_total,
         )
         self._keys[key_id] = key
         self._add(key_id, key)
+        self._track_ops(key_id, key)
+
+    def _track_ops(self, key_id: str, key: _Key) -> None:
+        """Keys nearing their operations limit get per-key series, so a rule can extrapolate them."""
+        if key.ops_limit is not None and key.state in USABLE and key.ops >= key.ops_limit * OPS_HIGH_FRACTION:
+            self._ops_high.add(key_id)
+        else:
+            self._ops_high.discard(key_id)
 
     def _usage_only(self, key_id: str, key: _Key, usage_total: int) -> None:
         """The hot path (a key only gained usage): only the operations limit can change."""
+        key.ops = usage_total
         if key.ops_limit is None or key.state not in USABLE:
             return
+        self._track_ops(key_id, key)
         over = usage_total >= key.ops_limit
         if over != ("operations_limit" in key.static):
             key.static = key.static | {"operations_limit"} if over else key.static - {"operations_limit"}
@@ -281,6 +294,7 @@ class FleetIndex:
             self._created.discard(key.created)
             self._created_sum -= key.created
         self._compromised.discard(key_id)
+        self._ops_high.discard(key_id)
 
     def _pend(self, key_id: str, node: str) -> None:
         if (key_id, node) not in self._pending:
@@ -363,6 +377,7 @@ class FleetIndex:
             attention_total=attention[1],
             node_last_seen=dict(self._node_seen),
             node_unconfirmed={node: self._pending_by_node.get(node, 0) for node in self._node_seen},
+            propagation_pending=len({key_id for key_id, _node in self._pending}),
             lag_buckets=list(zip(LAG_BUCKETS, _cumulative(self._lag_counts), strict=False)),
             lag_count=sum(self._lag_counts),
             lag_sum=self._lag_sum,
@@ -406,6 +421,8 @@ class FleetIndex:
                 flag(key_id, "rotation_overdue" if rule == "rotation_overdue" else "non_compliant")
         for key_id, _node in self._pending:
             flag(key_id, "propagation_pending")
+        for key_id in self._ops_high:
+            flag(key_id, "operations_high")
         # Only the cap's worth is kept: a partial selection, not a sort of every flagged key.
         ranked = heapq.nsmallest(cap, reasons.items(), key=lambda item: (_severity(item[1]), item[0]))
         chosen = []
@@ -415,12 +432,23 @@ class FleetIndex:
                 continue
             chosen.append(
                 AttentionKey(key_id, tuple(sorted(why)), key.labels[0], key.algorithm, key.purpose,
-                             key.expires, key.rotation_due)
+                             key.expires, key.rotation_due, key.ops if key.ops_limit else None, key.ops_limit)
             )  # fmt: skip
         return chosen, len(reasons)
 
 
-SEVERITY = ("compromised", "conflicting_use", "propagation_pending", "rotation_overdue", "expiring", "non_compliant")
+SEVERITY = (
+    "compromised",
+    "conflicting_use",
+    "propagation_pending",
+    "rotation_overdue",
+    "expiring",
+    "operations_high",
+    "non_compliant",
+)
+# A key past this share of its operations limit (e.g. AES-GCM's 2^32 invocations) gets per-key
+# ``keylife_key_operations`` / ``_limit`` series: enough history for predict_linear before the limit.
+OPS_HIGH_FRACTION = 0.5
 
 
 def _severity(reasons: set[str]) -> int:

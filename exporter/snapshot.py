@@ -20,6 +20,8 @@ class AttentionKey:
     purpose: str
     expires_at: float | None
     rotation_due: float | None
+    operations: int | None = None  # only for keys with an operations limit
+    operations_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Snapshot:
     attention_total: int
     node_last_seen: dict[str, float]
     node_unconfirmed: dict[str, int]
+    propagation_pending: int
     lag_buckets: list[tuple[float, int]]
     lag_count: int
     lag_sum: float

@@ -203,3 +203,21 @@ def test_a_key_reaching_its_operations_limit_becomes_noncompliant(live: Live) ->
     s = scrape(live)
     assert value(s, "keylife_keys_noncompliant", rule="operations_limit") == 1
     assert value(s, "keylife_key_attention", key_id="k-gcm", reason="non_compliant") == 1
+
+
+def test_a_key_past_half_its_operations_limit_gets_operations_series(tmp_path: Path) -> None:
+    with live_server(tmp_path) as live:
+        usage = {"id": "u-1", "type": "usage_report", "key_id": "gcm", "occurred_at": at(), "node": "node-1"}
+        post(live, *key(1, "gcm", algorithm="aes-256-gcm"), *key(2, "calm", algorithm="aes-256-gcm"))
+        post(live, usage | {"usage": {"encrypt": 2**31 + 7}})
+        post(live, usage | {"id": "u-2", "key_id": "calm", "usage": {"encrypt": 1000}})
+        s = scrape(live)
+        assert value(s, "keylife_key_attention", key_id="gcm", reason="operations_high") == 1
+        assert value(s, "keylife_key_operations", key_id="gcm") == 2**31 + 7
+        assert value(s, "keylife_key_operations_limit", key_id="gcm") == 2**32
+        assert (
+            value(s, "keylife_key_info", key_id="gcm", state="active", algorithm="aes-256-gcm", purpose="encryption")
+            == 1
+        )
+        assert not [labels for name, labels in s if name == "keylife_key_operations" and ("key_id", "calm") in labels]
+        assert value(s, "keylife_keys_propagation_pending") == 0
