@@ -1,0 +1,1 @@
+"""Prometheus rules for keylife, rendered from ``config.yaml`` (``python -m alert_rules.render``)."""

@@ -1,0 +1,309 @@
+"""keylife's recording and alerting rules, as data built from the thresholds in ``config.yaml``.
+
+Conventions (``alert_rules/CONTRACT.md``): ``severity`` is critical (pages), warning (tickets)
+or info (nowhere); an escalation pair is one alertname at two severities, and Alertmanager
+inhibits the warning while its critical twin fires for the same job, key, node or sink. Every
+alert has a static ``summary``, a templated ``description`` naming what and how much, a
+``runbook_url`` (a file under ``docs/runbooks/`` that a test checks exists) and a
+``dashboard_url``. Annotations are Go templates, so they are plain strings here, never
+``str.format``: only exprs and durations take values from the config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+USABLE = 'state=~"pre_activation|active|suspended"'
+DAY = 86400
+
+
+def recording_rules(job: str) -> list[dict[str, str]]:
+    sel = f'job="{job}"'
+    return [
+        {"record": "keylife:fleet_compliance_ratio", "expr": f"max by (job) (keylife_fleet_compliance_ratio{{{sel}}})"},
+        {"record": "keylife:keys_usable:sum", "expr": f"sum by (job) (keylife_keys{{{sel}, {USABLE}}})"},
+        {"record": "keylife:keys_noncompliant:sum", "expr": f"sum by (job, rule) (keylife_keys_noncompliant{{{sel}}})"},
+        {
+            "record": "keylife:key_usage_operations:rate5m",
+            "expr": f"sum by (job, operation, algorithm, purpose) (rate(keylife_key_usage_operations_total{{{sel}}}[5m]))",
+        },
+        {
+            "record": "keylife:key_usage_operations:rate5m_avg1d",
+            "expr": f"avg_over_time(keylife:key_usage_operations:rate5m{{{sel}}}[1d])",
+        },
+        {
+            "record": "keylife:propagation_completeness_ratio",
+            "expr": f"1 - max by (job) (keylife_keys_propagation_pending{{{sel}}}) / clamp_min(keylife:keys_usable:sum{{{sel}}}, 1)",
+        },
+        {
+            "record": "keylife:ingest_error_ratio:rate5m",
+            "expr": f'sum by (job) (rate(keylife_ingest_requests_total{{{sel}, code=~"4..|5.."}}[5m]))\n'
+            f"/\nsum by (job) (rate(keylife_ingest_requests_total{{{sel}}}[5m]))",
+        },
+        {
+            "record": "keylife:auth_failures:rate5m",
+            "expr": f"sum by (job) (rate(keylife_auth_failures_total{{{sel}}}[5m]))",
+        },
+    ]
+
+
+class _Alerts:
+    """Builds alert rules with the shared annotations."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.runbooks = config["runbook_base_url"].rstrip("/")
+        self.grafana = config["grafana_url"].rstrip("/")
+        self.rules: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        name: str,
+        severity: str,
+        expr: str,
+        summary: str,
+        description: str,
+        dashboard: str,
+        duration: str | None = None,
+    ) -> None:
+        rule: dict[str, Any] = {"alert": name, "expr": expr}
+        if duration:
+            rule["for"] = duration
+        rule["labels"] = {"severity": severity}
+        rule["annotations"] = {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{self.runbooks}/{name}.md",
+            "dashboard_url": self.grafana + dashboard,
+        }
+        self.rules.append(rule)
+
+
+KEY = "/d/keylife-key?var-job={{ $labels.job }}&var-key_id={{ $labels.key_id }}"
+NODE = "/d/keylife-propagation?var-job={{ $labels.job }}&var-node={{ $labels.node }}"
+SINK = "/d/keylife-pipeline?var-job={{ $labels.job }}&var-sink={{ $labels.sink }}"
+PIPELINE = "/d/keylife-pipeline?var-job={{ $labels.job }}"
+FLEET = "/d/keylife-fleet?var-job={{ $labels.job }}"
+COMPLIANCE = "/d/keylife-compliance?var-job={{ $labels.job }}"
+KEY_DESC = "{{ $labels.key_id }} ({{ $labels.algorithm }}, {{ $labels.purpose }}, {{ $labels.state }})"
+
+
+def key_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
+    sel = f'job="{job}"'
+    expiry = f"keylife_key_expiry_timestamp_seconds{{{sel}, {USABLE}}}"
+    for severity, days in (("warning", t["expiring_warning_days"]), ("critical", t["expiring_critical_days"])):
+        a.add(
+            "KeylifeKeyExpiring", severity, f"({expiry} - time()) < {days * DAY} > 0",
+            f"A usable key expires within {days} days.",
+            f"Key {KEY_DESC} expires in {{{{ $value | humanizeDuration }}}}. Rotate it before then.",
+            KEY, t["expiring_for"],
+        )  # fmt: skip
+    a.add(
+        "KeylifeKeyExpiredStillUsable", "critical", f"(time() - {expiry}) > 0",
+        "A key past its expiry date is still usable.",
+        f"Key {KEY_DESC} expired {{{{ $value | humanizeDuration }}}} ago but is still {{{{ $labels.state }}}}. "
+        "Deactivate or rotate it.",
+        KEY, t["expiring_for"],
+    )  # fmt: skip
+    overdue = f'(time() - keylife_key_rotation_due_timestamp_seconds{{{sel}, state="active"}})'
+    for severity, expr, duration in (
+        ("warning", f"{overdue} > 0", t["rotation_overdue_for"]),
+        ("critical", f"{overdue} > {t['rotation_overdue_critical_days'] * DAY}", None),
+    ):
+        a.add(
+            "KeylifeKeyRotationOverdue", severity, expr,
+            "A key is past its rotation date under the policy." if severity == "warning"
+            else f"A key is more than {t['rotation_overdue_critical_days']} days past its rotation date.",
+            f"Key {KEY_DESC} was due for rotation {{{{ $value | humanizeDuration }}}} ago.",
+            KEY, duration,
+        )  # fmt: skip
+    info = f"on (job, instance, key_id) group_left (state, algorithm, purpose) keylife_key_info{{{sel}}}"
+    a.add(
+        "KeylifeKeyNonCompliant", "warning", f'keylife_key_attention{{{sel}, reason="non_compliant"}} * {info}',
+        "A usable key breaks the key policy.",
+        f"Key {KEY_DESC} breaks a policy rule (banned algorithm, key size, maximum age or operations limit): "
+        "see `keylife keys show {{ $labels.key_id }}`.",
+        KEY, t["noncompliant_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeKeyCompromised", "warning", f'keylife_key_attention{{{sel}, reason="compromised"}} * {info}',
+        "A compromised key has not been destroyed.",
+        f"Key {KEY_DESC} is marked compromised and still exists. Finish the incident: re-protect its data "
+        "under a new key, then destroy it.",
+        KEY, t["compromised_open_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeKeyUsedAfterRevocation", "critical", f'keylife_key_attention{{{sel}, reason="conflicting_use"}} * {info}',
+        "A revoked or compromised key was used.",
+        f"Key {KEY_DESC} was used after it left service (revoked, compromised or destroyed, or deactivated and "
+        "used to protect data). Find the node and the data it touched now.",
+        KEY,
+    )  # fmt: skip
+    pending = f'max by (job, instance, key_id) (keylife_key_attention{{{sel}, reason="propagation_pending"}})'
+    for severity, duration in (("warning", t["propagation_warning_for"]), ("critical", t["propagation_critical_for"])):
+        a.add(
+            "KeylifeKeyStateChangeUnconfirmed", severity, f"{pending} == 1",
+            f"A key's new state is not confirmed by every node after {duration}.",
+            "Key {{ $labels.key_id }}: at least one node holding it has not confirmed its current state "
+            f"for {duration} (a revocation may not be applied network-wide).",
+            KEY, duration,
+        )  # fmt: skip
+
+
+def node_and_usage_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
+    sel = f'job="{job}"'
+    silent = f"(time() - keylife_node_last_report_timestamp_seconds{{{sel}}})"
+    for severity, minutes in (
+        ("warning", t["node_silent_warning_minutes"]),
+        ("critical", t["node_silent_critical_minutes"]),
+    ):
+        a.add(
+            "KeylifeNodeNotReporting", severity, f"{silent} > {minutes * 60}",
+            f"A DataFold node has sent nothing for {minutes} minutes.",
+            "Node {{ $labels.node }} last reported {{ $value | humanizeDuration }} ago; its key states and usage "
+            "are unknown since.",
+            NODE, "1m",
+        )  # fmt: skip
+    rate = f"keylife:key_usage_operations:rate5m{{{sel}}}"
+    a.add(
+        "KeylifeKeyUsageAnomaly", "warning",
+        f"{rate} > {t['usage_anomaly_factor']} * keylife:key_usage_operations:rate5m_avg1d{{{sel}}}\n"
+        f"and {rate} > {t['usage_anomaly_min_ops_per_second']}",
+        "Key usage is far above its own baseline.",
+        "{{ $labels.operation }} with {{ $labels.algorithm }} keys for {{ $labels.purpose }} runs at "
+        f"{{{{ $value | humanize }}}} ops/s, more than {t['usage_anomaly_factor']} times its 1-day average.",
+        COMPLIANCE, t["usage_anomaly_for"],
+    )  # fmt: skip
+    ops = f"keylife_key_operations{{{sel}}}"
+    for severity, days in (("warning", t["operations_warning_days"]), ("critical", t["operations_critical_days"])):
+        a.add(
+            "KeylifeKeyOperationsLimitApproaching", severity,
+            f"predict_linear({ops}[{t['operations_lookback']}], {days * DAY}) >= keylife_key_operations_limit{{{sel}}}",
+            f"A key will reach its operations limit within {days} days.",
+            "Key {{ $labels.key_id }} is on course to pass its operations limit (AES-GCM: 2^32 invocations) "
+            f"within {days} days. Rotate it first.",
+            KEY, "15m",
+        )  # fmt: skip
+
+
+def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
+    sel = f'job="{job}"'
+    a.add(
+        "KeylifeJournalVerificationFailed", "critical", f"keylife_journal_verify_faults{{{sel}}} > 0",
+        "The audit journal failed verification.",
+        "The last end-to-end verification of the journal found {{ $value }} faults: entries were modified, "
+        "deleted or reordered, or a signature does not hold. Run `keylife verify` and start the incident process.",
+        PIPELINE,
+    )  # fmt: skip
+    a.add(
+        "KeylifeForwarderChainMismatch", "critical", f"keylife_forward_chain_mismatches_total{{{sel}}} > 0",
+        "The forwarder read entries that do not match a signed checkpoint.",
+        "Sink {{ $labels.sink }} read {{ $value }} checkpoints whose signed hash differs from the journal on disk. "
+        "Run `keylife verify`.",
+        SINK,
+    )  # fmt: skip
+    unsigned = f"(keylife_journal_entries{{{sel}}} - keylife_journal_checkpoint_entries{{{sel}}})"
+    age = f"(time() - keylife_journal_last_checkpoint_timestamp_seconds{{{sel}}})"
+    for severity, minutes in (
+        ("warning", t["checkpoint_warning_minutes"]),
+        ("critical", t["checkpoint_critical_minutes"]),
+    ):
+        a.add(
+            "KeylifeJournalCheckpointStale", severity, f"{unsigned} > 0 and {age} > {minutes * 60}",
+            f"Journal entries have been waiting for a signed checkpoint for {minutes} minutes.",
+            "{{ $value }} journal entries are not yet covered by a signed checkpoint.",
+            PIPELINE,
+        )  # fmt: skip
+    a.add(
+        "KeylifeJournalNotVerified", "warning",
+        f"(time() - keylife_journal_verify_timestamp_seconds{{{sel}}}) > {t['verify_max_age_hours'] * 3600}",
+        f"The journal has not been verified for {t['verify_max_age_hours']} hours.",
+        "The last end-to-end verification of the journal was {{ $value | humanizeDuration }} ago.",
+        PIPELINE, "15m",
+    )  # fmt: skip
+    lag = f"keylife_forward_oldest_unshipped_age_seconds{{{sel}}}"
+    for severity, minutes in (
+        ("warning", t["forward_lag_warning_minutes"]),
+        ("critical", t["forward_lag_critical_minutes"]),
+    ):
+        a.add(
+            "KeylifeForwarderLagging", severity, f"{lag} > {minutes * 60}",
+            f"An audit sink is more than {minutes} minutes behind the journal.",
+            "Sink {{ $labels.sink }}: the oldest entry not yet delivered is {{ $value | humanizeDuration }} old.",
+            SINK, "2m",
+        )  # fmt: skip
+    window = t["quarantine_window"]
+    a.add(
+        "KeylifeForwarderQuarantining", "warning",
+        f"sum by (job, instance, sink) (increase(keylife_forward_quarantined_total{{{sel}}}[{window}])) > 0",
+        "An audit sink refused records for good.",
+        "Sink {{ $labels.sink }} quarantined {{ $value | humanize }} records in the last " + window
+        + "; they are in its quarantine file and journaled as forward_quarantined.",
+        SINK,
+    )  # fmt: skip
+    a.add(
+        "KeylifeForwarderNoticesUnjournaled", "warning", f"keylife_forward_quarantine_unjournaled{{{sel}}} > 0",
+        "Quarantine notices cannot be journaled.",
+        "Sink {{ $labels.sink }} holds {{ $value }} quarantine notices that keylife's API did not take.",
+        SINK, t["notices_unjournaled_for"],
+    )  # fmt: skip
+    for severity, duration in (("warning", t["sink_down_warning_for"]), ("critical", t["sink_down_critical_for"])):
+        a.add(
+            "KeylifeForwarderSinkDown", severity, f"keylife_forward_up{{{sel}}} == 0",
+            f"An audit sink has been failing for {duration}.",
+            f"Sink {{{{ $labels.sink }}}} has failed every delivery for {duration}; the journal buffers meanwhile.",
+            SINK, duration,
+        )  # fmt: skip
+
+
+def service_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
+    sel = f'job="{job}"'
+    a.add(
+        "KeylifeIngestErrorsHigh", "warning",
+        f"keylife:ingest_error_ratio:rate5m{{{sel}}} > {t['ingest_error_ratio']}",
+        "Many ingest requests are refused.",
+        "{{ $value | humanizePercentage }} of ingest requests were answered 4xx or 5xx over 5 minutes.",
+        PIPELINE, t["ingest_errors_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeAuthFailuresSpiking", "warning", f"keylife:auth_failures:rate5m{{{sel}}} > {t['auth_failures_per_second']}",
+        "Authentication failures are spiking.",
+        "keylife refuses {{ $value | humanize }} requests/s for bad or missing tokens or scopes.",
+        PIPELINE, t["auth_failures_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeDown", "critical", f'up{{{sel}}} == 0 or absent(up{{{sel}}})',
+        "Prometheus cannot scrape keylife.",
+        "keylife ({{ $labels.job }}) has not been scraped for " + t["down_for"]
+        + ": no key lifecycle alert can fire meanwhile.",
+        FLEET, t["down_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeJournalWriterDown", "critical", f"keylife_ingest_writer_up{{{sel}}} == 0",
+        "The journal writer stopped.",
+        "keylife's journal writer no longer accepts events: ingest answers 503 and nothing is recorded.",
+        PIPELINE, t["writer_down_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeAttentionCapReached", "info", f"keylife_keys_attention_omitted{{{sel}}} > 0",
+        "More keys need attention than the per-key series show.",
+        "{{ $value }} keys needing attention are left out of the per-key series (exporter.attention_cap).",
+        FLEET, t["attention_cap_for"],
+    )  # fmt: skip
+
+
+def render_rules(config: dict[str, Any]) -> dict[str, Any]:
+    job, t = config["job"], config["thresholds"]
+    keys, nodes, pipeline, service = (_Alerts(config) for _ in range(4))
+    key_rules(keys, job, t)
+    node_and_usage_rules(nodes, job, t)
+    pipeline_rules(pipeline, job, t)
+    service_rules(service, job, t)
+    return {
+        "groups": [
+            {"name": "keylife.recording", "rules": recording_rules(job)},
+            {"name": "keylife.keys", "rules": keys.rules},
+            {"name": "keylife.nodes-and-usage", "rules": nodes.rules},
+            {"name": "keylife.audit-pipeline", "rules": pipeline.rules},
+            {"name": "keylife.service", "rules": service.rules},
+        ]
+    }
