@@ -127,3 +127,11 @@ def test_a_unit_test_file_fails_when_an_expectation_is_wrong(path, tmp_path):
     copy = tmp_path / path.name
     copy.write_text(wrong.replace("../keylife.rules.yml", str(TARGET)))
     assert _promtool("test", "rules", str(copy)).returncode != 0
+
+
+def test_the_shipped_prometheus_config_loads_the_rules_and_checks_clean():
+    config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    result = _promtool("check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    count = sum(len(group["rules"]) for group in yaml.safe_load(TARGET.read_text())["groups"])
+    assert f"{count} rules found" in result.stdout  # the relative rule_files path reaches the rendered rules
