@@ -7,7 +7,7 @@ VENV_EXTRA=dev . scripts/venv.sh
 
 # Real servers the integration tests start themselves (loopback, random ports, temp dirs).
 # By package name, unpinned: whatever the distribution ships.
-system_packages=(prometheus rsyslog rsyslog-gnutls)
+system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls)
 # Installed only as root on Debian/Ubuntu and only when one is missing, so repeated runs cost
 # one dpkg-query each. Without root the tests that need a binary skip (outside CI) or fail (CI=true).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
