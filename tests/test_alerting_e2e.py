@@ -27,6 +27,7 @@ ALERTMANAGER_YML = ROOT / "alert_rules" / "alertmanager" / "alertmanager.yml"
 RULES = ROOT / "alert_rules" / "keylife.rules.yml"
 NDJSON = {"Content-Type": "application/x-ndjson"}
 KEY = "e2e-payments-key"
+EXPIRING = "e2e-expiring-key"  # active, expiring in 10 days, past half its AES-GCM operations limit
 
 
 def _post(live: Live, events: list[dict]) -> None:
@@ -70,7 +71,13 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
         {"id": "e1", "type": "generated", "key_id": KEY, "occurred_at": _stamp(now - timedelta(hours=2)),
          "algorithm": "aes-256-gcm", "key_size": 256, "purpose": "encryption", "owner": "payments"},
         {"id": "e2", "type": "activated", "key_id": KEY, "occurred_at": _stamp(now - timedelta(hours=2))},
-        {"id": "e3", "type": "usage_report", "key_id": KEY, "node": "node-e2e", "usage": {"encrypt": 2**31 + 100},
+        {"id": "e3", "type": "usage_report", "key_id": KEY, "node": "node-e2e", "usage": {"encrypt": 100},
+         "occurred_at": _stamp(now - timedelta(minutes=30))},
+        {"id": "x1", "type": "generated", "key_id": EXPIRING, "occurred_at": _stamp(now - timedelta(days=300)),
+         "algorithm": "aes-256-gcm", "key_size": 256, "purpose": "encryption",
+         "expires_at": _stamp(now + timedelta(days=10))},
+        {"id": "x2", "type": "activated", "key_id": EXPIRING, "occurred_at": _stamp(now - timedelta(days=300))},
+        {"id": "x3", "type": "usage_report", "key_id": EXPIRING, "node": "node-e2e", "usage": {"encrypt": 2**31 + 100},
          "occurred_at": _stamp(now - timedelta(minutes=30))},
     ]  # fmt: skip
     archive = {"type": "file", "name": "archive", "path": str(tmp_path / "archive.ndjson")}
@@ -79,6 +86,10 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
         live_server(tmp_path, forwarder={"sinks": [archive]}) as live,
     ):
         _post(live, network.history() + setup)
+        with live.client() as client:  # one refused batch and one bad token: the error panels have data
+            assert client.post("/v1/events", content=b"{}\n", headers=NDJSON).status_code == 422
+        with live.client(token=None) as client:
+            assert client.post("/v1/events", content=b"{}\n", headers=NDJSON).status_code == 401
         am_yml = tmp_path / "alertmanager.yml"
         am_yml.write_text(ALERTMANAGER_YML.read_text().replace("127.0.0.1:9095", f"127.0.0.1:{hook.port}"))
         with AlertmanagerServer(tmp_path / "am", config_path=am_yml) as am:
@@ -92,7 +103,9 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
                     assert answer.status_code == 200, answer.text
                 use = {"id": "e4", "type": "usage_report", "key_id": KEY, "node": "node-e2e",
                        "usage": {"decrypt": 3}, "occurred_at": _stamp(datetime.now(UTC))}  # fmt: skip
-                _post(live, [use])  # ... and a node that did not hear of it keeps using it
+                more = {"id": "x4", "type": "usage_report", "key_id": EXPIRING, "node": "node-e2e",
+                        "usage": {"encrypt": 5_000_000}, "occurred_at": _stamp(datetime.now(UTC))}  # fmt: skip
+                _post(live, [use, more])  # ... and a node that did not hear of it keeps using it
                 used_at = time.monotonic()
                 received = hook.wait_for(lambda ns: bool(_pages(ns, "KeylifeKeyUsedAfterRevocation", KEY)), timeout=70)
                 elapsed = time.monotonic() - used_at
@@ -113,22 +126,24 @@ def _every_dashboard_query_has_data(prom: PrometheusServer, network: DemoNetwork
     from dashboards.queries import all_queries, substitute
 
     node = network.scenario_keys().get("lagging_node") or "node-e2e"
-    variables = {"job": "keylife", "key_id": KEY, "node": node, "sink": "archive"}
-    missing: dict[str, str] = {}
+    variables = {"job": "keylife", "key_id": EXPIRING, "node": node, "sink": "archive"}
     deadline = time.monotonic() + 90  # rates and recording rules need a few scrapes and evaluations
     pending = [q for q in all_queries() if q.datasource == "prometheus"]
     assert pending, "no Prometheus query in the dashboards"
+
+    def runnable(query) -> str:  # a template variable's label_values(selector, label) runs as its selector
+        return substitute(query.selector if query.kind == "variable" and query.selector else query.expr, variables)
+
     while pending:
         still = []
         for query in pending:
-            expr = substitute(query.expr, variables)
+            expr = runnable(query)
             if not prom.query(expr):
                 still.append(query)
-                missing[f"{query.dashboard_uid} / {query.panel_title}"] = expr
         pending = still
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(5)
     assert not pending, "dashboard queries without data:\n" + "\n".join(
-        f"{q.dashboard_uid} / {q.panel_title}: {substitute(q.expr, variables)}" for q in pending
+        f"{q.dashboard_uid} / {q.panel_title}: {runnable(q)}" for q in pending
     )

@@ -8,7 +8,6 @@ definitions the collectors use, so a renamed metric fails here before a dashboar
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import promql_parser
@@ -94,9 +93,8 @@ def _dashboard_exprs() -> list[tuple[str, str]]:
     for query in all_queries():
         if query.datasource != "prometheus":
             continue
-        expr = substitute(query.expr, variables)
-        match = re.fullmatch(r"\s*label_values\((.*),\s*\w+\)\s*", expr, re.S)  # a template variable's query
-        out.append((f"{query.dashboard_uid}/{query.panel_title}", match.group(1) if match else expr))
+        source = query.selector if query.kind == "variable" and query.selector else query.expr
+        out.append((f"{query.dashboard_uid}/{query.panel_title}", substitute(source, variables)))
     return out
 
 
