@@ -185,8 +185,9 @@ def node_and_usage_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         )  # fmt: skip
 
 
-def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
+def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) -> None:
     sel = f'job="{job}"'
+    fwd = f'job=~"{job}|{forward_job}"'  # the forwarder in keylife serve, or alone (keylife forward)
     a.add(
         "KeylifeJournalVerificationFailed", "critical", f"keylife_journal_verify_faults{{{sel}}} > 0",
         "The audit journal failed verification.",
@@ -195,7 +196,7 @@ def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         PIPELINE,
     )  # fmt: skip
     a.add(
-        "KeylifeForwarderChainMismatch", "critical", f"keylife_forward_chain_mismatches_total{{{sel}}} > 0",
+        "KeylifeForwarderChainMismatch", "critical", f"keylife_forward_chain_mismatches_total{{{fwd}}} > 0",
         "The forwarder read entries that do not match a signed checkpoint.",
         "Sink {{ $labels.sink }} read {{ $value }} checkpoints whose signed hash differs from the journal on disk. "
         "Run `keylife verify`.",
@@ -220,7 +221,7 @@ def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         "The last end-to-end verification of the journal was {{ $value | humanizeDuration }} ago.",
         PIPELINE, "15m",
     )  # fmt: skip
-    lag = f"keylife_forward_oldest_unshipped_age_seconds{{{sel}}}"
+    lag = f"keylife_forward_oldest_unshipped_age_seconds{{{fwd}}}"
     for severity, minutes in (
         ("warning", t["forward_lag_warning_minutes"]),
         ("critical", t["forward_lag_critical_minutes"]),
@@ -234,29 +235,30 @@ def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
     window = t["quarantine_window"]
     a.add(
         "KeylifeForwarderQuarantining", "warning",
-        f"sum by (job, instance, sink) (increase(keylife_forward_quarantined_total{{{sel}}}[{window}])) > 0",
+        f"sum by (job, instance, sink) (increase(keylife_forward_quarantined_total{{{fwd}}}[{window}])) > 0",
         "An audit sink refused records for good.",
         "Sink {{ $labels.sink }} quarantined {{ $value | humanize }} records in the last " + window
         + "; they are in its quarantine file and journaled as forward_quarantined.",
         SINK,
     )  # fmt: skip
     a.add(
-        "KeylifeForwarderNoticesUnjournaled", "warning", f"keylife_forward_quarantine_unjournaled{{{sel}}} > 0",
+        "KeylifeForwarderNoticesUnjournaled", "warning", f"keylife_forward_quarantine_unjournaled{{{fwd}}} > 0",
         "Quarantine notices cannot be journaled.",
         "Sink {{ $labels.sink }} holds {{ $value }} quarantine notices that keylife's API did not take.",
         SINK, t["notices_unjournaled_for"],
     )  # fmt: skip
     for severity, duration in (("warning", t["sink_down_warning_for"]), ("critical", t["sink_down_critical_for"])):
         a.add(
-            "KeylifeForwarderSinkDown", severity, f"keylife_forward_up{{{sel}}} == 0",
+            "KeylifeForwarderSinkDown", severity, f"keylife_forward_up{{{fwd}}} == 0",
             f"An audit sink has been failing for {duration}.",
             f"Sink {{{{ $labels.sink }}}} has failed every delivery for {duration}; the journal buffers meanwhile.",
             SINK, duration,
         )  # fmt: skip
 
 
-def service_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
+def service_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) -> None:
     sel = f'job="{job}"'
+    fwd = f'job=~"{job}|{forward_job}"'
     a.add(
         "KeylifeIngestErrorsHigh", "warning",
         f"keylife:ingest_error_ratio:rate5m{{{sel}}} > {t['ingest_error_ratio']}",
@@ -271,7 +273,7 @@ def service_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         PIPELINE, t["auth_failures_for"],
     )  # fmt: skip
     a.add(
-        "KeylifeDown", "critical", f'up{{{sel}}} == 0 or absent(up{{{sel}}})',
+        "KeylifeDown", "critical", f"up{{{fwd}}} == 0 or absent(up{{{sel}}})",
         "Prometheus cannot scrape keylife.",
         "keylife ({{ $labels.job }}) has not been scraped for " + t["down_for"]
         + ": no key lifecycle alert can fire meanwhile.",
@@ -280,7 +282,8 @@ def service_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
     a.add(
         "KeylifeJournalWriterDown", "critical", f"keylife_ingest_writer_up{{{sel}}} == 0",
         "The journal writer stopped.",
-        "keylife's journal writer no longer accepts events: ingest answers 503 and nothing is recorded.",
+        "The journal writer of {{ $labels.instance }} no longer accepts events: ingest answers 503 and nothing "
+        "is recorded.",
         PIPELINE, t["writer_down_for"],
     )  # fmt: skip
     a.add(
@@ -296,8 +299,8 @@ def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     keys, nodes, pipeline, service = (_Alerts(config) for _ in range(4))
     key_rules(keys, job, t)
     node_and_usage_rules(nodes, job, t)
-    pipeline_rules(pipeline, job, t)
-    service_rules(service, job, t)
+    pipeline_rules(pipeline, job, t, config["forwarder_job"])
+    service_rules(service, job, t, config["forwarder_job"])
     return {
         "groups": [
             {"name": "keylife.recording", "rules": recording_rules(job)},

@@ -79,7 +79,7 @@ def fleet_families(snap: Snapshot) -> Iterator[Metric]:
             attention.add_metric([key.key_id, reason], 1)
         labels = [key.key_id, key.state, key.algorithm, key.purpose]
         info.add_metric(labels, 1)
-        if key.operations_limit is not None and key.operations is not None:
+        if "operations_high" in key.reasons and key.operations_limit is not None and key.operations is not None:
             operations.add_metric([key.key_id], key.operations)
             limit.add_metric([key.key_id], key.operations_limit)
         if key.expires_at is not None:

@@ -134,7 +134,12 @@ class FleetIndex:
             for op, algorithm, purpose, n in db.execute(sql):
                 self.usage[(op, algorithm, purpose)] += n
                 self._operations.add(op)
-            for (key_id,) in db.execute("SELECT DISTINCT key_id FROM violations WHERE kind = 'conflicting_use'"):
+            sql = (  # a use after destruction still counts; uses before it were closed by destroying the key
+                "SELECT DISTINCT v.key_id FROM violations v JOIN keys k USING (key_id) "
+                "WHERE v.kind = 'conflicting_use' AND (k.state != 'destroyed' OR v.seq > coalesce("
+                "(SELECT max(t.seq) FROM transitions t WHERE t.key_id = v.key_id AND t.to_state = 'destroyed'), -1))"
+            )
+            for (key_id,) in db.execute(sql):
                 self._conflicting.add(key_id)
             sql = (
                 "SELECT nk.key_id, nk.node FROM node_keys nk JOIN keys k USING (key_id) "
@@ -235,6 +240,8 @@ class FleetIndex:
         self._keys[key_id] = key
         self._add(key_id, key)
         self._track_ops(key_id, key)
+        if key.state == KeyState.DESTROYED.value:  # destroying the key closes its use-after-revocation incident
+            self._conflicting.discard(key_id)
 
     def _track_ops(self, key_id: str, key: _Key) -> None:
         """Keys nearing their operations limit get per-key series, so a rule can extrapolate them."""

@@ -55,7 +55,7 @@ FLEET = (
          ("key_id",), per_key=True),
     Spec("keylife_keys_attention", "gauge", "Keys needing attention, all of them (the per-key series are capped)."),
     Spec("keylife_keys_attention_omitted", "gauge", "Keys needing attention left out of the per-key series by the cap."),
-    Spec("keylife_node_last_report_timestamp_seconds", "gauge", "Time of the latest event from each node.", ("node",)),
+    Spec("keylife_node_last_report_timestamp_seconds", "gauge", "Time of the latest event from each node (its occurred_at: the node's clock).", ("node",)),
     Spec("keylife_node_unconfirmed_keys", "gauge",
          "Keys whose current state a node that holds them has not confirmed yet.", ("node",)),
     Spec("keylife_keys_propagation_pending", "gauge",

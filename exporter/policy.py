@@ -224,7 +224,7 @@ class Policy:
 
     def describe(self) -> dict[str, Any]:
         """The effective policy as a policy file (durations in seconds) plus its source: what
-        /v1/policy serves, and valid input for load_policy (``source`` is ignored there)."""
+        a future /v1/policy could serve, and valid input for load_policy (``source`` is ignored there)."""
         doc = self._doc
         return {
             "version": doc.version,

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataDirBusy, PolicyError) as exc:
+    except (ConfigError, DataDirBusy, PolicyError, PermissionError) as exc:  # named problems, no traceback
         print(f"keylife: {exc}", file=sys.stderr)
         return 2
 

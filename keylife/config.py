@@ -163,6 +163,8 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
         if not name.startswith("KEYLIFE_") or name in ("KEYLIFE_CONFIG",):
             continue
         path = name[len("KEYLIFE_") :].lower().split("__")
+        if len(path) == 1 and path[0] not in Config.model_fields:
+            continue  # not a setting (KEYLIFE_TOKEN is the CLI's token); KEYLIFE_TYPO__X still fails loudly
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})

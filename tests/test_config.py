@@ -51,3 +51,13 @@ def test_the_annotated_example_is_valid() -> None:
     config = load(example, env={})
     assert config.journal.origin == "keylife.example.com/journal"
     assert [t.name for t in config.api.tokens] == ["datafold-nodes", "grafana"]
+
+
+def test_keylife_variables_that_are_not_settings_are_left_alone() -> None:
+    config = load(None, env={"KEYLIFE_TOKEN": "kl_secret", "KEYLIFE_LISTEN__PORT": "9001"})
+    assert config.listen.port == 9001
+
+
+def test_a_misspelt_section_in_an_override_is_still_an_error() -> None:
+    with pytest.raises(ConfigError, match="listn"):
+        load(None, env={"KEYLIFE_LISTN__PORT": "9001"})

@@ -221,3 +221,24 @@ def test_a_key_past_half_its_operations_limit_gets_operations_series(tmp_path: P
         )
         assert not [labels for name, labels in s if name == "keylife_key_operations" and ("key_id", "calm") in labels]
         assert value(s, "keylife_keys_propagation_pending") == 0
+
+
+def test_destroying_a_key_closes_its_use_after_revocation_flag_and_a_restart_agrees(tmp_path: Path) -> None:
+    def flagged(s: dict, key_id: str) -> bool:
+        return (("key_id", key_id), ("reason", "conflicting_use")) in {
+            tuple(sorted(labels)) for name, labels in s if name == "keylife_key_attention"
+        }
+
+    use = {"type": "usage_report", "node": "node-1", "occurred_at": at(), "usage": {"decrypt": 1}}
+    with live_server(tmp_path) as live:
+        post(live, *key(1, "gone"), *key(2, "kept"))
+        post(live, {"id": "c1", "type": "compromised", "key_id": "gone", "occurred_at": at()},
+             {"id": "c2", "type": "compromised", "key_id": "kept", "occurred_at": at()})  # fmt: skip
+        post(live, use | {"id": "u1", "key_id": "gone"}, use | {"id": "u2", "key_id": "kept"})
+        assert flagged(scrape(live), "gone") and flagged(scrape(live), "kept")
+        post(live, {"id": "d1", "type": "destroyed", "key_id": "gone", "occurred_at": at()})
+        s = scrape(live)
+        assert not flagged(s, "gone") and flagged(s, "kept")
+    with live_server(tmp_path) as live:  # the index loaded from the registry at start says the same
+        s = scrape(live)
+        assert not flagged(s, "gone") and flagged(s, "kept")
