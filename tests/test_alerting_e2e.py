@@ -110,6 +110,7 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
                 received = hook.wait_for(lambda ns: bool(_pages(ns, "KeylifeKeyUsedAfterRevocation", KEY)), timeout=70)
                 elapsed = time.monotonic() - used_at
                 assert elapsed <= 60, f"the page arrived {elapsed:.1f} s after the use"
+                print(f"page for {KEY} arrived {elapsed:.1f} s after the use")  # shown with pytest -s
                 (page, *_) = _pages(received, "KeylifeKeyUsedAfterRevocation", KEY)
                 labels, notes = page["labels"], page["annotations"]
                 assert labels["severity"] == "critical" and labels["job"] == "keylife"
