@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "scrape": "bench.scrape",
     "forward_catchup": "bench.forward_catchup",
     "forward_latency": "bench.forward_latency",
+    "datafold_ingest": "bench.datafold_ingest",
 }
 CHILD_TIMEOUT = {False: 900.0, True: 50.0}  # seconds; each benchmark also bounds itself
 RESULTS = REPO / "bench" / "results"

@@ -112,10 +112,48 @@ def cmd_keys(args: argparse.Namespace) -> int:
         registry.close()
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from keylife.client import post_ndjson_file
+_DATAFOLD_USAGE = (
+    "keylife ingest datafold --file PATH [--follow] | --sse URL | --poll URL --client ID [--client ID ...]"
+)
 
-    return post_ndjson_file(args.file, args.url, _token(args), batch=args.batch)
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """``keylife ingest FILE.ndjson`` posts events; ``keylife ingest datafold --file/--sse/--poll``
+    reads a DataFold node instead (the word ``datafold`` in FILE's place selects it, so the
+    NDJSON form keeps its shape)."""
+    sources = [name for name in ("df_file", "sse", "poll") if getattr(args, name)]
+    datafold_only = sources or args.follow or args.client or args.node or args.state_dir
+    if str(args.file) != "datafold" or (not datafold_only and args.file.exists()):
+        if datafold_only:
+            print(f"--file, --sse, --poll and their options need 'datafold': {_DATAFOLD_USAGE}", file=sys.stderr)
+            return 2
+        from keylife.client import post_ndjson_file
+
+        return post_ndjson_file(args.file, args.url, _token(args), batch=args.batch)
+    problem = None
+    if len(sources) != 1:
+        problem = "give exactly one of --file, --sse and --poll"
+    elif args.follow and not args.df_file:
+        problem = "--follow goes with --file"
+    elif bool(args.poll) != bool(args.client):
+        problem = "--poll needs at least one --client, and --client needs --poll"
+    if problem:
+        print(f"keylife ingest datafold: {problem}\nusage: {_DATAFOLD_USAGE}", file=sys.stderr)
+        return 2
+    from keylife.datafold.service import run_once_from_cli
+
+    return run_once_from_cli(
+        url=args.url,
+        token=_token(args),
+        file=args.df_file,
+        follow=args.follow,
+        sse=args.sse,
+        poll=args.poll,
+        clients=args.client,
+        node=args.node,
+        state_dir=args.state_dir,
+        interval=args.interval,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -257,8 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "ingest":
-            p.add_argument("file", type=Path)
+            p.add_argument("file", type=Path, help="an NDJSON file of events, or 'datafold' to read a DataFold node")
             p.add_argument("--batch", type=int, default=1000)
+            d = p.add_argument_group("datafold", _DATAFOLD_USAGE)
+            d.add_argument("--file", dest="df_file", type=Path, metavar="PATH", help="a node's log file")
+            d.add_argument("--follow", action="store_true", help="keep following the file (else read to its end)")
+            d.add_argument("--sse", metavar="URL", help="a node's log stream URL (.../api/logs/stream)")
+            d.add_argument("--poll", metavar="URL", help="a node's base URL, to poll key status")
+            d.add_argument("--client", metavar="ID", action="append", default=[], help="client id to poll; repeatable")
+            d.add_argument("--interval", type=float, default=60.0, help="seconds between polls")
+            d.add_argument("--node", help="node name for lines that do not say")
+            d.add_argument(
+                "--state-dir", type=Path, metavar="DIR", help="keep read positions here (else start from the beginning)"
+            )
         else:
             p.add_argument("--nodes", type=int, default=5)
             p.add_argument("--keys", type=int, default=40)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -129,6 +129,45 @@ class ForwarderConfig(_Section):
         return self
 
 
+_NODE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"  # the event model's node name (keylife.events.Name)
+
+
+class DataFoldFile(_Section):
+    path: Path  # a node's log file (env_logger lines), followed across rotation and truncation
+    node: str | None = Field(None, max_length=128, pattern=_NODE)  # for lines that do not name their node
+
+
+class DataFoldSse(_Section):
+    url: str = Field(min_length=1, pattern=r"^https?://")  # a node's GET /api/logs/stream
+    node: str | None = Field(None, max_length=128, pattern=_NODE)
+
+
+class DataFoldPoll(_Section):
+    url: str = Field(min_length=1, pattern=r"^https?://")  # the node's base URL
+    node: str | None = Field(None, max_length=128, pattern=_NODE)
+    clients: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(min_length=1)  # whose key status to ask
+    interval_seconds: float = Field(60.0, gt=0)
+
+
+class DataFoldConfig(_Section):
+    """DataFold nodes whose key events ``keylife serve`` reads itself (the DataFold adapter)."""
+
+    files: list[DataFoldFile] = Field(default_factory=list)
+    sse: list[DataFoldSse] = Field(default_factory=list)
+    poll: list[DataFoldPoll] = Field(default_factory=list)
+    state_dir: Path | None = None  # read positions; data_dir/datafold by default
+    usage_interval_seconds: float = Field(60.0, gt=0)  # usage is reported per key per this interval
+
+    @model_validator(mode="after")
+    def _each_source_once(self) -> DataFoldConfig:
+        """Two readers of one source would race on its saved position."""
+        names = [str(f.path) for f in self.files] + [s.url for s in self.sse] + [p.url for p in self.poll]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each source may be listed once; repeated: {', '.join(repeated)}")
+        return self
+
+
 class Config(_Section):
     data_dir: Path = Path("data")
     listen: Listen = Field(default_factory=Listen)
@@ -139,6 +178,7 @@ class Config(_Section):
     demo: DemoSettings = Field(default_factory=DemoSettings)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     forwarder: ForwarderConfig = Field(default_factory=ForwarderConfig)
+    datafold: DataFoldConfig = Field(default_factory=DataFoldConfig)
 
     @property
     def journal_dir(self) -> Path:
@@ -155,6 +195,10 @@ class Config(_Section):
     @property
     def token_file(self) -> Path:
         return self.api.token_file or self.data_dir / "tokens" / "admin.token"
+
+    @property
+    def datafold_state_dir(self) -> Path:
+        return self.datafold.state_dir or self.data_dir / "datafold"
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from exporter.service import Exporter
 from keylife import verify_status
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.config import SCOPES, Config, Token
+from keylife.datafold.service import DataFoldService, start_datafold
 from keylife.datalock import DataLock
 from keylife.forwarding import LedgerReporter, build_forwarder
 from keylife.ledger import Ledger
@@ -71,6 +72,7 @@ class Runtime:
     verifier: PeriodicVerify
     pusher: OtlpMetricsPusher | None
     forwarder: Forwarder | None = None
+    datafold: DataFoldService | None = None
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -118,6 +120,7 @@ class Runtime:
         if forwarder is not None:
             wake.append(forwarder)
             forwarder.start()
+        datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
         pusher = _otlp(config, telemetry)
         tokens = list(config.api.tokens)
         local_token = None
@@ -129,13 +132,15 @@ class Runtime:
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, forwarder, local_token, notes,
+            verifier, pusher, forwarder, datafold, local_token, notes,
         )  # fmt: skip
 
     def close(self) -> None:
         if self.pusher is not None:
             self.pusher.shutdown()
         self.verifier.stop()
+        if self.datafold is not None:
+            self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:
             self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
         self.ledger.stop()

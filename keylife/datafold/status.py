@@ -1,0 +1,117 @@
+"""Key status answers (``GET /api/crypto/keys/status/{client_id}``) turned into lifecycle changes.
+
+A status answer is a snapshot, polled again and again: only a *change* against the last answer
+seen for that client is an event. The last-seen status lives in a small JSON file so a restart
+does not re-emit everything it already reported.
+
+Why the state is written *before* the events are handed on: a status change has no time of its
+own (the answer says what the status is, not since when), so its event is stamped with the poll
+time and numbered with the client's change counter; written first, a restart can never re-emit
+that change under the same id with another time (a conflict the journal would refuse). The cost
+is at-most-once for a change whose events were lost in a crash between the write and the
+sink's acknowledgement; the next real change re-syncs. The first sight of an active key is
+different: generated + activated at ``registered_at`` are fully determined by the answer, so
+their ids are too, and re-emitting them is harmless (the journal dedupes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from keylife.datafold.build import CLIENT_KEY, make
+from keylife.datafold.shapes import KeyStatus, StatusError
+
+STATUS_URL = re.compile(r"/api/crypto/keys/status/([^/?#\s]+)")  # a poll source names the client asked
+# Known client, same key: the keylife event that brings keylife from the old status to the new one.
+CHANGE = {"revoked": "revoked", "suspended": "suspended", "active": "reactivated"}
+
+
+def key_id_of(public_key_hex: str) -> str:
+    """DataFold names a key by the hex of its public key's first 8 bytes (EVENTS.md, shape 5)."""
+    return public_key_hex[:16].lower()
+
+
+class StatusTracker:
+    """Last-seen status per client, persisted as ``{"clients": {client_id: {...}}}``."""
+
+    def __init__(self, path: Path | None, clock: Callable[[], datetime]) -> None:
+        self.path = path
+        self.clock = clock
+        self.clients: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            self.clients = orjson.loads(path.read_bytes()).get("clients", {})
+
+    def answer(self, record: KeyStatus | StatusError, client: str | None, node: str | None) -> list[dict[str, Any]]:
+        """The events one answer implies; ``client`` is the client id asked about (an error answer
+        does not name it)."""
+        if isinstance(record, StatusError):
+            return self._error(record, client, node)
+        client, key = record.client_id, key_id_of(record.public_key)
+        prev = self.clients.get(client)
+        attrs = {"client_id": client, "registration_id": record.registration_id, "public_key": record.public_key}
+        if record.key_name:
+            attrs["key_name"] = record.key_name
+        base = {"node": node, "actor": client, "attributes": attrs}
+        if prev is not None and prev["key_id"] == key and prev["status"] == record.status:
+            return []
+        out: list[dict[str, Any]] = []
+        if prev is None or prev["key_id"] != key:
+            if prev is not None and prev["status"] == "active":  # the client's active key was replaced
+                out.append(self._change(client, prev["key_id"], "rotated", record, base, successor=key))
+            elif record.status == "active":
+                stem = f"df-status-{record.registration_id}-{key}"
+                at = record.registered_at
+                out.append(make(f"{stem}-0", "generated", key, at, **base, **CLIENT_KEY))
+                out.append(make(f"{stem}-1", "activated", key, at, **base))
+            if record.status != "active":  # first sight (or a new key) already suspended or revoked
+                out.append(self._change(client, key, CHANGE[record.status], record, base))
+        else:
+            out.append(self._change(client, key, CHANGE[record.status], record, base))
+        self._remember(client, key, record.status, record.registration_id)
+        return out
+
+    def _change(
+        self, client: str, key: str, kind: str, record: KeyStatus,
+        base: dict[str, Any], **fields: Any,
+    ) -> dict[str, Any]:  # fmt: skip
+        entry = self.clients.setdefault(client, {"key_id": key, "status": None, "changes": 0})
+        entry["changes"] = n = entry.get("changes", 0) + 1
+        reason = f"key status of client {client} on the node: {record.status}"
+        return make(f"df-status-{record.registration_id}-{key}-c{n}", kind, key, self.clock(), reason=reason,
+                    **base, **fields)  # fmt: skip
+
+    def _error(self, record: StatusError, client: str | None, node: str | None) -> list[dict[str, Any]]:
+        """``CLIENT_NOT_FOUND`` for a client whose key was live: the node removed it (revoked).
+        Other errors say nothing about the key (a failed poll) and change nothing."""
+        prev = self.clients.get(client) if client else None
+        if record.code != "CLIENT_NOT_FOUND" or prev is None or prev["status"] in ("revoked", "removed"):
+            return []
+        n = prev["changes"] = prev.get("changes", 0) + 1
+        key = prev["key_id"]
+        event = make(f"df-status-{prev.get('registration_id', client)}-{key}-c{n}", "revoked", key, self.clock(),
+                     node=node, actor=client, reason=f"key status of client {client}: {record.message}",
+                     attributes={"client_id": client, "error_code": record.code})  # fmt: skip
+        self._remember(client, key, "removed", prev.get("registration_id"))
+        return [event]
+
+    def _remember(self, client: str, key: str, status: str, registration_id: str | None) -> None:
+        entry = self.clients.setdefault(client, {"changes": 0})
+        entry.update(key_id=key, status=status, registration_id=registration_id)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                os.fchmod(fd, 0o640)  # whatever the umask
+                os.write(fd, orjson.dumps({"clients": self.clients}, option=orjson.OPT_SORT_KEYS))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
