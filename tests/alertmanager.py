@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -34,7 +33,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.prometheus import free_port, in_ci
+from tests.prometheus import in_ci
+from tests.server_process import ServerProcess
 
 INSTALL_HINT = "apt-get install prometheus-alertmanager; scripts/test.sh does it as root"
 # Debian installs the server as prometheus-alertmanager; upstream tarballs and images call it alertmanager.
@@ -176,7 +176,7 @@ class WebhookReceiver:
             return list(self.notifications)
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(ServerProcess):
     """A real Alertmanager subprocess for one test, used as a context manager.
 
     Give it a config as a mapping (written to ``alertmanager.yml`` in ``directory``) or the path of
@@ -184,6 +184,8 @@ class AlertmanagerServer:
     output in ``alertmanager.log``; it is ready when ``/-/ready`` answers 200. On exit: SIGTERM,
     then SIGKILL after ``stop_timeout`` seconds.
     """
+
+    name = "alertmanager"
 
     def __init__(
         self,
@@ -197,99 +199,27 @@ class AlertmanagerServer:
     ) -> None:
         if (config is None) == (config_path is None):
             raise ValueError("give exactly one of config and config_path")
-        self.directory = Path(directory)
+        super().__init__(directory, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.config = dict(config) if config is not None else None
         self.config_path = Path(config_path) if config_path is not None else self.directory / "alertmanager.yml"
         self.data_dir = self.directory / "data"
-        self.log_path = self.directory / "alertmanager.log"
         self.extra_args = list(extra_args)
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.port = 0
-        self.url = ""
-        self.process: subprocess.Popen[bytes] | None = None
-        self._client: httpx.Client | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> AlertmanagerServer:
-        """Start and wait until ready. A port taken between picking and binding is retried."""
-        binary = find_alertmanager()
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
         if self.config is not None:
             self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        for _attempt in range(3):
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={self.config_path}",
-                        f"--storage.path={self.data_dir}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--cluster.listen-address=",  # empty: no clustering, no gossip port
-                        *self.extra_args,
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.directory,
-                    start_new_session=True,  # a Ctrl-C in pytest reaches us, not the server directly
-                )
-            if self._wait_ready():
-                self._client = httpx.Client(base_url=self.url, timeout=10)
-                return self
-            if "address already in use" not in self.log_tail():
-                break
-        raise RuntimeError(f"alertmanager did not become ready on {self.url}; log tail:\n{self.log_tail()}")
 
-    def _wait_ready(self) -> bool:
-        """Poll ``/-/ready``; False as soon as the process exits (bad config, port taken) or on timeout."""
-        assert self.process is not None
-        deadline = time.monotonic() + self.start_timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False
-                try:
-                    if client.get(f"{self.url}/-/ready").status_code == 200:
-                        return True
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.stop()
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM (Alertmanager snapshots silences and the notification log), SIGKILL if it hangs."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=self.stop_timeout)
-
-    def __enter__(self) -> AlertmanagerServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The end of the server's log, for failure messages."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+    def command(self, port: int) -> list[str]:
+        return [
+            find_alertmanager(),
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # empty: no clustering, no gossip port
+            *self.extra_args,
+        ]
 
     # -- HTTP API (v2) ---------------------------------------------------------------------
 

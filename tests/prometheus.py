@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import httpx
 import pytest
 import yaml
+
+from tests.server_process import ServerProcess, free_port
+
+__all__ = ["PrometheusServer", "ScrapeJob", "find_binary", "free_port", "in_ci", "promtool_check_metrics"]
 
 Result = list[dict[str, Any]]
 
@@ -47,14 +47,6 @@ def find_binary(name: str) -> str:
     if in_ci():
         pytest.fail(f"{reason}; CI must not skip it", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before we
-    bind it again, so callers that start a server retry on "address already in use"."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def promtool_check_metrics(text: str, timeout: float = 30) -> list[str]:
@@ -131,7 +123,7 @@ def prometheus_config(
     return config
 
 
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     """A real ``prometheus`` subprocess for one test, used as a context manager.
 
     Give it scrape jobs (and optionally rule files and an ``alerting`` section), or a whole
@@ -161,7 +153,7 @@ class PrometheusServer:
     ) -> None:
         if config is not None and (jobs or rule_files or alerting is not None):
             raise ValueError("give either config or jobs/rule_files/alerting, not both")
-        self.directory = Path(directory)
+        super().__init__(directory, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.config: dict[str, Any] = (
             dict(config)
             if config is not None
@@ -175,16 +167,11 @@ class PrometheusServer:
         )
         self.config_path = self.directory / "prometheus.yml"
         self.data_dir = self.directory / "data"
-        self.log_path = self.directory / "prometheus.log"
         self.extra_args = list(extra_args)  # e.g. ["--rules.alert.resend-delay=1s"]
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.port = 0
-        self.url = ""
-        self.process: subprocess.Popen[bytes] | None = None
-        self._client: httpx.Client | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    name = "prometheus"
 
     def write_config(self) -> Path:
         """Write ``prometheus.yml`` (also usable alone, e.g. for ``promtool check config``)."""
@@ -192,82 +179,18 @@ class PrometheusServer:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return self.config_path
 
-    def start(self) -> PrometheusServer:
-        """Start and wait until ready. A port taken between picking and binding is retried."""
-        binary = find_binary("prometheus")
+    def prepare(self) -> None:
         self.write_config()
-        for _attempt in range(3):
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={self.config_path}",
-                        f"--storage.tsdb.path={self.data_dir}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--web.enable-lifecycle",
-                        *self.extra_args,
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.directory,
-                    start_new_session=True,  # a Ctrl-C in pytest reaches us, not the server directly
-                )
-            if self._wait_ready():
-                self._client = httpx.Client(base_url=self.url, timeout=10)
-                return self
-            if "address already in use" not in self.log_tail():
-                break
-        raise RuntimeError(f"prometheus did not become ready on {self.url}; log tail:\n{self.log_tail()}")
 
-    def _wait_ready(self) -> bool:
-        """Poll ``/-/ready``; False as soon as the process exits (bad config, port taken) or on timeout."""
-        assert self.process is not None
-        deadline = time.monotonic() + self.start_timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False
-                try:
-                    if client.get(f"{self.url}/-/ready").status_code == 200:
-                        return True
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.stop()
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM (Prometheus flushes and exits cleanly), SIGKILL if it has not after ``stop_timeout``."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=self.stop_timeout)
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The end of the server's log, for failure messages."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+    def command(self, port: int) -> list[str]:
+        return [
+            find_binary("prometheus"),
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+            *self.extra_args,
+        ]
 
     # -- HTTP API --------------------------------------------------------------------------
 
