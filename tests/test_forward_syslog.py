@@ -17,6 +17,7 @@ from tests.server import live_server
 from tests.test_api import ev, ndjson
 from tests.test_sink_syslog import BOM, parse_5424
 from tests.tls_helpers import Pki, make_pki
+from tests.waiting import wait_until as _wait
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -24,14 +25,6 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-def _wait(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def _sample(text: str, name: str, sink: str, reason: str | None = None) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,20 +14,13 @@ from audit_forwarder.journal.reader import iter_entries
 from keylife.forward_cli import wait_ready
 from tests.server import live_server
 from tests.test_api import ev, ndjson
+from tests.waiting import wait_until as _wait
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 def _lines(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
-
-
-def _wait(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_serve_ships_every_entry_and_journals_a_quarantine_notice(tmp_path):

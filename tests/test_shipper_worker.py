@@ -13,6 +13,7 @@ from audit_forwarder.shipper.metrics import ForwardMetrics
 from audit_forwarder.shipper.settings import SinkSettings
 from audit_forwarder.shipper.worker import SinkWorker
 from tests.journal_helpers import fill, open_journal
+from tests.waiting import wait_until as _wait
 
 
 class ScriptedSink:
@@ -70,14 +71,6 @@ def _worker(tmp_path, sink, reporter=None, **over) -> tuple[SinkWorker, ForwardM
 
 def _entries(sink: ScriptedSink) -> list[int]:
     return [r.seq for r in sink.delivered if not r.is_checkpoint]
-
-
-def _wait(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def test_delivers_everything_in_order_then_follows_new_commits(tmp_path):

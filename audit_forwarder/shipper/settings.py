@@ -7,6 +7,7 @@ and a ``build(config) -> Sink``; ``audit_forwarder.shipper.registry`` gathers th
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SINK_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address: the only place a sink may speak plain text."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class TlsClientSettings(BaseModel):

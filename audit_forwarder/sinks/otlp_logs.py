@@ -34,7 +34,6 @@ Settings left unset may still come from the exporters' own ``OTEL_EXPORTER_OTLP_
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -53,7 +52,7 @@ from pydantic import Field, SecretStr, model_validator
 from audit_forwarder.formats import event_type, field_text, parse_time, product_version, syslog_severity
 from audit_forwarder.formats.ecs import log_level
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Retryable
-from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
+from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings, is_loopback
 
 SCOPE_NAME = "keylife.audit_forwarder"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,17 +76,6 @@ def _host(endpoint: str) -> str | None:
     return urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class OtlpLogsSinkConfig(SinkSettings):
     type: Literal["otlp_logs"]
     endpoint: str = Field(min_length=1)  # gRPC: host:port or http(s)://host:port; http/protobuf: a URL
@@ -105,7 +93,7 @@ class OtlpLogsSinkConfig(SinkSettings):
             raise ValueError(f"OTLP endpoint {self.endpoint!r}: no host")
         if scheme is not None and (scheme == "http") != self.insecure:
             raise ValueError(f"OTLP endpoint {self.endpoint!r}: http:// needs insecure: true, https:// excludes it")
-        if self.insecure and not _is_loopback(_host(self.endpoint)):
+        if self.insecure and not is_loopback(_host(self.endpoint)):
             raise ValueError(f"OTLP endpoint {self.endpoint!r}: insecure (plain text) only to a loopback collector")
         if self.insecure and self.tls is not None:
             raise ValueError("OTLP: insecure and tls exclude each other")

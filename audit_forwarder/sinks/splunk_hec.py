@@ -45,7 +45,6 @@ message, log line or config repr holds it. Plain ``http://`` is accepted for a l
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import math
 import socket
@@ -65,7 +64,7 @@ from pydantic import Field, model_validator
 from audit_forwarder.formats import event_type, field_text, parse_time, product_version
 from audit_forwarder.formats.ecs import ecs_document
 from audit_forwarder.shipper.contract import Prepared, Record, Rejected, Retryable
-from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
+from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +79,6 @@ _CONFIG_CODES = {
     11: "the data channel is not a valid GUID",
     14: "the token has indexer acknowledgement off: set indexer_ack: false",
 }
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class SplunkHecSinkConfig(SinkSettings):
@@ -110,7 +100,7 @@ class SplunkHecSinkConfig(SinkSettings):
             raise ValueError(f"Splunk HEC url {self.url!r}: expected http(s)://host[:port]")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError(f"Splunk HEC url {self.url!r}: no query, fragment or credentials (use token_file)")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(f"Splunk HEC url {self.url!r}: plain http only to a loopback host; use https")
         if parts.scheme == "http" and self.tls is not None:
             raise ValueError(f"Splunk HEC url {self.url!r}: tls settings need an https:// url")
