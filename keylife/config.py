@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from audit_forwarder.shipper.sink_types import SinkConfig
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "admin", "forward")  # forward: journal quarantine notices (keylife forward)
 
 
 class ConfigError(ValueError):
@@ -69,7 +69,7 @@ class RegistryConfig(_Section):
 class Token(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    scopes: list[Literal["ingest", "read", "admin"]] = Field(min_length=1)
+    scopes: list[Literal["ingest", "read", "admin", "forward"]] = Field(min_length=1)
 
 
 class ApiConfig(_Section):

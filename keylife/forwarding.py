@@ -2,8 +2,9 @@
 
 In ``keylife serve`` the notices go straight to the ledger. ``keylife forward`` runs beside a
 serving keylife (the journal has one writer), so it journals them through keylife's API
-(``POST /v1/forwarder/quarantined``, ``ingest`` scope); while that is unreachable the notices
-stay pending in the sink's quarantine state and ``keylife_forward_quarantine_unjournaled`` says so.
+(``POST /v1/forwarder/quarantined``, ``forward`` scope: a producer's ``ingest`` token cannot forge
+one); while that is unreachable the notices stay pending in the sink's quarantine state and
+``keylife_forward_quarantine_unjournaled`` says so.
 """
 
 from __future__ import annotations

@@ -35,8 +35,20 @@ class Live:
 
 
 def test_config(tmp: Path, **sections: dict) -> tuple[Config, dict[str, str]]:
-    tokens = {"all": new_token(), "ingest": new_token(), "read": new_token(), "admin": new_token()}
-    scopes = {"all": ["ingest", "read", "admin"], "ingest": ["ingest"], "read": ["read"], "admin": ["admin", "read"]}
+    tokens = {
+        "all": new_token(),
+        "ingest": new_token(),
+        "read": new_token(),
+        "admin": new_token(),
+        "forward": new_token(),
+    }
+    scopes = {
+        "all": ["ingest", "read", "admin", "forward"],
+        "ingest": ["ingest"],
+        "read": ["read"],
+        "admin": ["admin", "read"],
+        "forward": ["forward"],
+    }
     config = load(None, env={})
     data = config.model_dump() | {
         "data_dir": tmp / "data",

@@ -61,7 +61,7 @@ def test_forward_alone_catches_up_and_journals_notices_through_the_api(tmp_path)
         events = [ev(n) for n in range(30)] + [ev(30, reason="y" * 1024)]
         assert client.post("/v1/events", content=ndjson(*events), headers=NDJSON).status_code == 200
         token = tmp_path / "ingest.token"
-        token.write_text(live.tokens["ingest"])
+        token.write_text(live.tokens["forward"])
         token.chmod(0o600)
         config = tmp_path / "forward.yaml"
         config.write_text(
@@ -136,3 +136,21 @@ def test_forward_without_sinks_says_so(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and b"no enabled sink" in result.stderr
+
+
+def test_only_the_forward_scope_may_journal_a_quarantine_notice(tmp_path):
+    notice = {
+        "id": "keylife-quarantine-x-entry-1",
+        "type": "forward_quarantined",
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "actor": "keylife",
+        "reason": "sink x refused entry seq 1 (invalid): test",
+        "attributes": {"sink": "x", "seq": "1", "reason": "invalid", "entry_hash": "00", "entry_type": "usage_report"},
+    }
+    with live_server(tmp_path) as live:
+        with live.client("ingest") as producer:  # a producer's token cannot forge an audit notice
+            assert producer.post("/v1/forwarder/quarantined", json=notice).status_code == 403
+        with live.client("forward") as forwarder:
+            assert forwarder.post("/v1/forwarder/quarantined", json=notice).status_code == 200
+            refused = forwarder.post("/v1/forwarder/quarantined", json=notice | {"type": "revoked", "key_id": "k"})
+            assert refused.status_code == 422

@@ -178,7 +178,7 @@ def create_app(rt: Runtime) -> FastAPI:
         )
 
     @app.post("/v1/forwarder/quarantined", tags=["forwarder"])
-    async def forwarder_quarantined(request: Request, _: Principal = require("ingest")) -> JSONBody:
+    async def forwarder_quarantined(request: Request, _: Principal = require("forward")) -> JSONBody:
         """Journal a quarantine notice from ``keylife forward`` (a separate process)."""
         body = await request.body()
         try:
