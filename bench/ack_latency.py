@@ -13,6 +13,7 @@ import http.client
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,55 +54,79 @@ def worker(
         conn.close()
 
 
+@dataclass
+class Load:
+    """What an open-loop run measured: per request (latency from due, from sent), and the schedule."""
+
+    samples: list[tuple[float, float]]
+    errors: list[str]
+    t0: float  # perf_counter time request 0 was due
+    late: float  # the most the scheduler itself fell behind (s)
+    wall: float
+
+
+def request_bodies(p: dict[str, Any]) -> tuple[list[tuple[bytes, list[str]]], list[tuple[bytes, list[str]]]]:
+    """(warm-up, timed) NDJSON bodies of ``events_per_request`` demo events, with their event ids."""
+    per = p["events_per_request"]
+    count = int(p["requests_per_s"] * p["seconds"])
+    events = demo_events((count + p["warmup_requests"]) * per, size="default")
+    bodies = [
+        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + per]), [e["id"] for e in events[i : i + per]])
+        for i in range(0, len(events), per)
+    ]
+    return bodies[: p["warmup_requests"]], bodies[p["warmup_requests"] :]
+
+
+def open_loop(url: str, token: str, p: dict[str, Any], warmup: list, timed: list) -> Load:
+    """Warm up on one connection, then send request ``i`` when it is due (``t0 + i / rate``) over
+    ``connections`` connections, whatever the answers do."""
+    split = urlsplit(url)
+    host, port = split.hostname or "127.0.0.1", split.port or 80
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    for body, ids in warmup:
+        if error := post(conn, headers, body, len(ids)):
+            raise RuntimeError(f"warm-up request refused: {error}")
+    conn.close()
+    samples: list[tuple[float, float]] = []
+    errors: list[str] = []
+    jobs: queue.Queue[tuple[float, bytes, int] | None] = queue.Queue()
+    threads = [
+        threading.Thread(target=worker, args=(host, port, headers, jobs, samples, errors), daemon=True)
+        for _ in range(p["connections"])
+    ]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter() + 0.05
+    late = 0.0
+    for i, (body, ids) in enumerate(timed):
+        due = t0 + i / p["requests_per_s"]
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            late = max(late, -wait)
+        jobs.put((due, body, len(ids)))
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join(timeout=60)
+    return Load(samples, errors, t0, late, time.perf_counter() - t0)
+
+
 def run(quick: bool) -> dict[str, Any]:
     p = dict(QUICK if quick else FULL)
     server_core, client_core = cores()
     pin(client_core)
-    count = int(p["requests_per_s"] * p["seconds"])
     per = p["events_per_request"]
-    events = demo_events((count + p["warmup_requests"]) * per, size="default")
-    bodies = [
-        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + per]), len(events[i : i + per]))
-        for i in range(0, len(events), per)
-    ]
-    warmup, timed = bodies[: p["warmup_requests"]], bodies[p["warmup_requests"] :]
+    warmup, timed = request_bodies(p)
     offered = p["requests_per_s"] * per
     log(f"{NAME}: {len(timed)} requests of {per} events at {p['requests_per_s']}/s ({offered} events/s)")
-    samples: list[tuple[float, float]] = []
-    errors: list[str] = []
     with scratch(NAME) as tmp, running(tmp, server_core) as server:
-        split = urlsplit(server.url)
-        host, port = split.hostname or "127.0.0.1", split.port or 80
-        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/x-ndjson"}
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        for body, lines in warmup:
-            if error := post(conn, headers, body, lines):
-                raise RuntimeError(f"warm-up request refused: {error}")
-        conn.close()
-        jobs: queue.Queue[tuple[float, bytes, int] | None] = queue.Queue()
-        threads = [
-            threading.Thread(target=worker, args=(host, port, headers, jobs, samples, errors), daemon=True)
-            for _ in range(p["connections"])
-        ]
-        for t in threads:
-            t.start()
         cpu0 = cpu_seconds(server.pid)
-        t0 = time.perf_counter() + 0.05
-        late = 0.0
-        for i, (body, lines) in enumerate(timed):
-            due = t0 + i / p["requests_per_s"]
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            else:
-                late = max(late, -wait)
-            jobs.put((due, body, lines))
-        for _ in threads:
-            jobs.put(None)
-        for t in threads:
-            t.join(timeout=60)
-        wall = time.perf_counter() - t0
+        load = open_loop(server.url, server.token, p, warmup, timed)
         server_cpu = cpu_seconds(server.pid) - cpu0
+    samples, errors, late, wall = load.samples, load.errors, load.late, load.wall
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
     due_ms = [s[0] * 1000 for s in samples]

@@ -11,18 +11,13 @@ at once: the sink's acknowledgement. Both clocks are this host's wall clock.
 
 from __future__ import annotations
 
-import http.client
-import queue
-import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import orjson
 
-from bench.ack_latency import worker
-from bench.common import Metric, cores, demo_events, log, percentile, pin, result, scratch
+from bench.ack_latency import open_loop, request_bodies
+from bench.common import Metric, cores, log, percentile, pin, result, scratch
 from bench.forward_catchup import loki_receiver
 from bench.server import running
 
@@ -35,51 +30,20 @@ def run(quick: bool) -> dict[str, Any]:
     p = dict(QUICK if quick else FULL)
     server_core, client_core = cores()
     pin(client_core)
-    count = int(p["requests_per_s"] * p["seconds"])
     per = p["events_per_request"]
-    events = demo_events((count + p["warmup_requests"]) * per, size="default")
-    bodies = [
-        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + per]), [e["id"] for e in events[i : i + per]])
-        for i in range(0, len(events), per)
-    ]
-    warmup, timed = bodies[: p["warmup_requests"]], bodies[p["warmup_requests"] :]
+    warmup, timed = request_bodies(p)
     offered = p["requests_per_s"] * per
     log(f"{NAME}: {len(timed)} requests of {per} events at {p['requests_per_s']}/s ({offered} events/s)")
-    samples: list[tuple[float, float]] = []
-    errors: list[str] = []
     due_at: dict[str, float] = {}  # event id -> wall-clock time its request was due
     with scratch(NAME) as tmp, loki_receiver(tmp, client_core, record_arrivals=True) as loki_url:
         sink = {"type": "loki", "name": "loki", "url": loki_url, "batch_wait_seconds": 0.05}
         with running(tmp, server_core, extra={"forwarder": {"sinks": [sink]}}) as server:
-            split = urlsplit(server.url)
-            host, port = split.hostname or "127.0.0.1", split.port or 80
-            headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/x-ndjson"}
-            conn = http.client.HTTPConnection(host, port, timeout=30)
-            for body, _ids in warmup:
-                conn.request("POST", "/v1/events", body=body, headers=headers)
-                conn.getresponse().read()
-            conn.close()
-            jobs: queue.Queue[tuple[float, bytes, int] | None] = queue.Queue()
-            threads = [
-                threading.Thread(target=worker, args=(host, port, headers, jobs, samples, errors), daemon=True)
-                for _ in range(p["connections"])
-            ]
-            for t in threads:
-                t.start()
-            t0 = time.perf_counter() + 0.05
             offset = time.time() - time.perf_counter()  # perf_counter -> wall clock
-            for i, (body, ids) in enumerate(timed):
-                due = t0 + i / p["requests_per_s"]
+            load = open_loop(server.url, server.token, p, warmup, timed)
+            for i, (_body, ids) in enumerate(timed):
                 for event_id in ids:
-                    due_at[event_id] = due + offset
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                jobs.put((due, body, len(ids)))
-            for _ in threads:
-                jobs.put(None)
-            for t in threads:
-                t.join(timeout=60)
+                    due_at[event_id] = load.t0 + i / p["requests_per_s"] + offset
+            samples, errors = load.samples, load.errors
             deadline = time.monotonic() + 30
             while True:  # until every timed event reached the receiver (or give up and report)
                 arrivals = httpx.get(f"{loki_url}/stats", timeout=10).json()["arrivals"]
