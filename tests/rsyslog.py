@@ -18,7 +18,6 @@ is one message.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -29,6 +28,7 @@ from typing import Literal, NoReturn
 import pytest
 
 from tests.prometheus import free_port, in_ci
+from tests.server_process import terminate
 from tests.tls_helpers import Pki
 
 AuthMode = Literal["anon", "x509/certvalid"]
@@ -179,14 +179,7 @@ class RsyslogServer:
     def stop(self) -> None:
         """SIGTERM (rsyslogd drains its queue and closes files), SIGKILL after ``stop_timeout``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=self.stop_timeout)
+        terminate(process, self.stop_timeout)
 
     def restart(self) -> RsyslogServer:
         """Stop, then start again on the same port (a receiver restart as senders see it)."""

@@ -26,6 +26,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM (the servers flush their state and exit), SIGKILL if still running after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 class ServerProcess:
     """Subclasses set ``name`` and ``log_path`` and build their ``command(port)``."""
 
@@ -94,14 +106,7 @@ class ServerProcess:
             self._client.close()
             self._client = None
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=self.stop_timeout)
+        terminate(process, self.stop_timeout)
 
     def __enter__(self) -> Self:
         return self.start()
