@@ -2,6 +2,8 @@
 
 It reads the journal files only (it never writes the journal: a serving keylife owns that),
 so it runs beside ``keylife serve`` on the same host or over a replicated copy of the journal.
+It holds the forwarder's state directory (``forwarder.lock``, ``keylife.datalock``): a second
+forwarder on the same directory, ``keylife serve`` with sinks included, would ship everything twice.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from audit_forwarder.journal.reader import journal_size
 from keylife import logs
 from keylife.config import Config
 from keylife.forwarding import ApiReporter, build_forwarder
+from keylife.secret_files import read_secret_text
+from keylife.telemetry import add_standard_collectors
 
 log = logging.getLogger("keylife.forwarder")
 
@@ -38,7 +42,7 @@ def _reporter(config: Config) -> ApiReporter | None:
     scheme = "https" if config.listen.tls_cert else "http"
     url = fwd.report_url or f"{scheme}://{config.listen.host}:{config.listen.port}"
     verify = ssl.create_default_context(cafile=str(fwd.report_ca_file)) if fwd.report_ca_file else True
-    return ApiReporter(url, token_file.read_text().strip(), verify)
+    return ApiReporter(url, read_secret_text(token_file, "token file"), verify)  # owner-only, or refused
 
 
 def run_forward(config: Config, *, ready_file: Path | None, until_caught_up: bool) -> int:
@@ -46,13 +50,18 @@ def run_forward(config: Config, *, ready_file: Path | None, until_caught_up: boo
     if not (config.journal_dir / "journal.json").exists():
         print(f"keylife forward: no journal at {config.journal_dir}", file=sys.stderr)
         return 1
-    registry = CollectorRegistry(auto_describe=True)
+    registry = add_standard_collectors(CollectorRegistry(auto_describe=True))  # process_*, python_info
     reporter = _reporter(config)
-    forwarder = build_forwarder(config, registry, reporter)
+    # Refused (DataDirBusy: one line naming the holder, exit 2) while another forwarder holds the state directory.
+    forwarder = build_forwarder(config, registry, reporter, purpose="forward")
     if forwarder is None:
         print("keylife forward: no enabled sink in forwarder.sinks; nothing to do", file=sys.stderr)
         return 2
-    server, _thread = start_http_server(config.forwarder.metrics_port, config.forwarder.metrics_host, registry)
+    try:
+        server, _thread = start_http_server(config.forwarder.metrics_port, config.forwarder.metrics_host, registry)
+    except BaseException:
+        forwarder.stop()  # releases the state directory's lock
+        raise
     port = server.server_address[1]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -9,6 +9,7 @@ one); while that is unreachable the notices stay pending in the sink's quarantin
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,12 @@ from prometheus_client import CollectorRegistry
 
 from audit_forwarder.shipper.service import Forwarder
 from keylife.config import Config
+from keylife.datalock import DataDirBusy, DataLock
 from keylife.events import Event, EventType
 from keylife.ledger import Ledger
 
 NOTICE_TIMEOUT = 10.0
+log = logging.getLogger("keylife.forwarder")
 
 
 class NoticeRefused(RuntimeError):
@@ -70,19 +73,50 @@ def state_dir(config: Config) -> Path:
     return config.forwarder.state_dir or config.data_dir / "forwarder"
 
 
+def lock_state_dir(config: Config, purpose: str) -> DataLock:
+    """Take ``<state_dir>/forwarder.lock`` as ``keylife <purpose>``; ``DataDirBusy`` names the holder."""
+    directory = state_dir(config)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o750)  # as Forwarder.start makes it
+    return DataLock(directory, "forwarder.lock", "the forwarder state directory").acquire(purpose)
+
+
 def build_forwarder(
     config: Config,
     registry: CollectorRegistry,
     reporter: Any,
     journal_size_fn: Callable[[], int] | None = None,
+    *,
+    purpose: str = "serve",
 ) -> Forwarder | None:
+    """The forwarder over the configured sinks, holding its state directory's lock (released by
+    ``Forwarder.stop``); None without an enabled sink.
+
+    Another forwarder holding the state directory: ``keylife forward`` (``purpose="forward"``)
+    gets ``DataDirBusy`` and exits 2; ``keylife serve`` logs the refusal and serves without a
+    forwarder (ingest goes on; the other forwarder ships every entry, once).
+    """
     if not any(sink.enabled for sink in config.forwarder.sinks):
         return None
-    return Forwarder(
-        config.journal_dir,
-        state_dir(config),
-        list(config.forwarder.sinks),
-        registry,
-        reporter=reporter,
-        journal_size_fn=journal_size_fn,
-    )
+    try:
+        lock = lock_state_dir(config, purpose)
+    except DataDirBusy as busy:
+        if purpose != "serve":
+            raise
+        log.error(
+            f"forwarder not started: {busy}, or remove forwarder.sinks from one of the two configs",
+            extra={"state_dir": str(state_dir(config))},
+        )
+        return None
+    try:
+        return Forwarder(
+            config.journal_dir,
+            state_dir(config),
+            list(config.forwarder.sinks),
+            registry,
+            reporter=reporter,
+            journal_size_fn=journal_size_fn,
+            lock=lock,
+        )
+    except BaseException:
+        lock.release()
+        raise

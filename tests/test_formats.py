@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit_forwarder.formats import cef, leef, syslog5424, syslog_severity
+from audit_forwarder.formats import cef, ecs, leef, syslog5424, syslog_severity
+from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.writer import Entry
+from audit_forwarder.shipper.contract import Record
+from audit_forwarder.sinks.syslog import SyslogSink, SyslogSinkConfig
 
 HASH = bytes([1]) * 32
 HEX = "01" * 32
@@ -22,6 +25,33 @@ OBSERVED = "2026-11-28T16:04:19.123456Z"
 
 def entry(event: dict | None = None, seq: int = 41) -> Entry:
     return Entry(seq=seq, observed_at=OBSERVED, event=EVENT if event is None else event, hash=HASH)
+
+
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separator
+
+
+def shown(text: str, forms: dict[str, str]) -> str:
+    """``text`` as a format shows it: each control character in ``forms`` as given there, every
+    other one as U+FFFD (a model of the formatters' replacements, independent of their tables)."""
+    return CONTROLS.sub(lambda m: forms.get(m.group(), "\ufffd"), text)
+
+
+def cef_header_text(text: str) -> str:
+    return shown(text, {"\r": " ", "\n": " ", "\t": " "})
+
+
+def cef_value_text(text: str) -> str:
+    """What a CEF parser reads back from an extension value: CR and LF exact, TAB a space."""
+    return shown(text, {"\r": "\r", "\n": "\n", "\t": " "})
+
+
+def leef_value_text(text: str, delimiter: str) -> str:
+    space = "_" if delimiter == " " else " "
+    return shown(text.replace(delimiter, space), {"\r": space, "\n": space, "\t": space})
+
+
+def sd_text(text: str) -> str:
+    return shown(text, {})
 
 
 def split_header(text: str, count: int) -> tuple[list[str], str]:
@@ -152,9 +182,13 @@ def test_syslog_field_limits_severities_and_timestamp():
     assert pri.startswith(b"<38>1 ")
 
 
-text = st.text(max_size=40)
+# Text heavy in what formats must escape: every control character (C0, DEL, C1, U+2028/9), the
+# formats' own delimiters and escape characters, and anything else Unicode has.
+SPECIAL = "".join(map(chr, [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029])) + '\\|="] ^;'
+text = st.text(st.sampled_from(SPECIAL) | st.characters(codec="utf-8"), max_size=40)
 events = st.fixed_dictionaries(
-    {"id": text, "type": text, "key_id": text, "node": text, "actor": text, "reason": text, "note": text}
+    {"id": text, "type": text, "key_id": text, "node": text, "actor": text, "reason": text, "note": text},
+    optional={"attributes": st.dictionaries(text, text, max_size=3)},
 )
 SD_KEYS = ("id", "key_id", "node", "actor")
 FAST = settings(max_examples=300, deadline=None)
@@ -162,38 +196,81 @@ FAST = settings(max_examples=300, deadline=None)
 
 @FAST
 @given(events, text, st.integers(0, 2**53 - 1))
-def test_cef_extension_parses_back(event, host, seq):
+def test_cef_has_no_raw_control_character_and_parses_back(event, host, seq):
     record = cef.format_event(entry(event, seq), hostname=host, checkpoint=seq, device_version=event["note"])
-    assert b"\n" not in record and b"\r" not in record
+    assert CONTROLS.search(record.decode()) is None
     header, ext = parse_cef(record)
-    flat = {k: v.replace("\n", " ").replace("\r", " ") for k, v in event.items()}
-    assert header == ["CEF:0", "DataFold", "keylife", flat["note"], flat["type"] or "unknown", header[5], header[6]]
-    assert ext["dvchost"] == host and ext["externalId"] == event["id"] and ext["suser"] == event["actor"]
-    got = (ext["cs1"], ext["cs3"], ext["msg"], ext["keylifeNote"])
-    assert got == (event["key_id"], event["node"], event["reason"], event["note"])
+    assert header == [
+        "CEF:0", "DataFold", "keylife", cef_header_text(event["note"]), cef_header_text(event["type"]) or "unknown",
+        cef_header_text(event["type"].replace("_", " ")) or "unknown", header[6],
+    ]  # fmt: skip
+    assert ext["dvchost"] == cef_value_text(host) and ext["externalId"] == cef_value_text(event["id"])
+    got = (ext["suser"], ext["cs1"], ext["cs3"], ext["msg"], ext["keylifeNote"])
+    assert got == tuple(cef_value_text(event[k]) for k in ("actor", "key_id", "node", "reason", "note"))
+    if "attributes" in event:
+        assert ext["keylifeAttributes"] == cef_value_text(canonical(event["attributes"]).decode())
     assert ext["cn1"] == str(seq) and ext["cn2"] == str(seq) and ext["cs2"] == HEX
 
 
 @FAST
 @given(events, text)
-def test_syslog_structured_data_parses_back(event, host):
+def test_syslog_has_no_raw_control_character_and_parses_back(event, host):
     msg = syslog5424.format_message(entry(event), hostname=host, checkpoint=7)
-    assert b"\n" not in msg and b"\r" not in msg
+    assert CONTROLS.search(msg.decode()) is None
     head, sd_id, params, parsed = parse_sd(msg)
-    assert sd_id == "keylife@32473" and parsed == event
+    assert sd_id == "keylife@32473" and parsed == event  # MSG: the exact event, escapes and all
     assert all(len(f) >= 1 and all(33 <= ord(c) <= 126 for c in f) for f in head[1:6])
-    unfold = {k: "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in event[k]) for k in event}
-    assert params == {"seq": "41", "hash": HEX, "checkpoint": "7"} | {k: unfold[k] for k in SD_KEYS}
+    assert params == {"seq": "41", "hash": HEX, "checkpoint": "7"} | {k: sd_text(event[k]) for k in SD_KEYS}
+    if CONTROLS.search(canonical(event).decode()) is None:  # nothing to escape: the journal's bytes
+        assert msg.endswith(syslog5424.BOM + canonical(event))
 
 
 @FAST
-@given(events, text, st.sampled_from(["\t", "^", " ", ";"]))
-def test_leef_values_never_hold_the_delimiter(event, host, delimiter):
-    record = leef.format_event(entry(event), hostname=host, delimiter=delimiter, device_version="1")
-    assert b"\n" not in record and b"\r" not in record
-    header, body = split_header(record.decode(), 6)
-    assert header[4] == (event["type"].replace("\n", " ").replace("\r", " ") or "unknown")
+@given(events, text, st.sampled_from(["\t", "^", " ", ";"]), st.sampled_from(["1.0", "2.0"]))
+def test_leef_has_no_raw_control_character_and_parses_back(event, host, delimiter, version):
+    if version == "1.0":
+        delimiter = "\t"
+    record = leef.format_event(entry(event), hostname=host, delimiter=delimiter, version=version, device_version="1")
+    header, body = split_header(record.decode(), 6 if version == "2.0" else 5)
+    assert CONTROLS.search("|".join(header)) is None
+    assert header[4] == (cef_header_text(event["type"]) or "unknown")
     pairs = leef.attributes(entry(event), hostname=host, checkpoint=None)
     parts = body.split(delimiter)
-    assert len(parts) == len(pairs)
-    assert [p.split("=", 1)[0] for p in parts] == [k for k, _ in pairs]
+    assert len(parts) == len(pairs)  # the delimiter is the only control character, between attributes
+    assert all(CONTROLS.search(part) is None for part in parts)
+    assert [p.split("=", 1) for p in parts] == [[k, leef_value_text(v, delimiter)] for k, v in pairs]
+    assert dict(pairs)["reason"] == event["reason"] and dict(pairs)["usrName"] == event["actor"]
+
+
+@FAST
+@given(events, text, st.sampled_from(["rfc5424", "cef", "leef", "ecs"]))
+def test_every_siem_format_on_the_wire_is_free_of_raw_control_characters(event, host, fmt):
+    """Through the syslog sink, framed as it is sent: nothing but the LEEF delimiter is a control
+    character, anywhere in the message (header, structured data, MSG); ECS stays JSON that
+    parses back to the same document."""
+    sink = SyslogSink(
+        SyslogSinkConfig(
+            type="syslog", name="s", host="siem.example", port=6514, transport="tcp", format=fmt, hostname=host
+        )
+    )
+    framed = sink.prepare(Record(entry(event), checkpoint=3)).payload
+    length, _, message = framed.partition(b" ")
+    assert int(length) == len(message)
+    wire = message.decode("utf-8")
+    assert CONTROLS.search(wire.replace("\t", "") if fmt == "leef" else wire) is None
+    if fmt == "ecs":
+        document = json.loads(message.split(syslog5424.BOM, 1)[1])
+        assert document == json.loads(orjson.dumps(ecs.ecs_document(entry(event), checkpoint=3, hostname=host)))
+        assert document["keylife"]["event"] == event
+
+
+def test_the_characters_named_in_the_issue_in_each_format():
+    nasty = {"id": "e", "type": "revoked", "actor": "a\x00b", "reason": "\x07\x1b[2J\x7f\x85\u2028\u2029\x00"}
+    cef_record = cef.format_event(entry(nasty), hostname="h", device_version="1").decode()
+    assert "suser=a\ufffdb " in cef_record and cef_record.endswith("msg=\ufffd\ufffd[2J" + "\ufffd" * 5)
+    leef_record = leef.format_event(entry(nasty), hostname="h", device_version="1").decode()
+    assert "\tusrName=a\ufffdb\t" in leef_record and leef_record.endswith("\treason=\ufffd\ufffd[2J" + "\ufffd" * 5)
+    msg = syslog5424.format_message(entry(nasty), hostname="h")
+    assert b'actor="a\xef\xbf\xbdb"' in msg  # U+FFFD in the PARAM-VALUE
+    assert msg.endswith(b'"reason":"\\u0007\\u001b[2J\\u007f\\u0085\\u2028\\u2029\\u0000","type":"revoked"}')
+    assert ecs.format_document(entry(nasty)).count(b"\\u2028") == 2  # event.reason and keylife.event.reason

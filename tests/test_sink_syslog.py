@@ -229,7 +229,8 @@ def test_cef_and_leef_over_tls(tmp_path: Path, pki: Pki, fmt: str, delimiter: st
             assert header[:5] == ["CEF:0", "DataFold", "keylife", header[3], "usage_report"]
             assert (ext["cn1"], ext["cs2"], ext["cn2"]) == (str(rec.seq), rec.entry.hash.hex(), "1000")
             assert ext["suser"] == event["actor"] and ext["dvchost"] == HOST
-            assert ext.get("msg") == event.get("reason")  # CR, LF, '=' and '\' come back exactly
+            reason = event.get("reason")  # CR, LF, '=' and '\' come back exactly; a TAB as a space
+            assert ext.get("msg") == (None if reason is None else reason.replace("\t", " "))
         else:
             assert delimiter is not None
             header, body = split_header(text, 6)
@@ -394,3 +395,43 @@ def test_ecs_documents_over_tls_carry_the_entry(tmp_path: Path, pki: Pki) -> Non
         document = json.loads(parsed.msg[3:])
         assert document["keylife"]["seq"] == rec.seq and document["keylife"]["hash"] == rec.entry.hash.hex()
         assert document["keylife"]["event"] == rec.entry.event and document["event"]["action"] == "usage_report"
+
+
+CONTROLS = "nul\x00 bel\x07 esc\x1b[31mred\x1b[0m del\x7f nel\x85 ls\u2028ps\u2029 tab\tend"
+
+
+@pytest.mark.parametrize("fmt", ["leef", "cef", "rfc5424"])
+def test_control_characters_in_a_reason_survive_a_real_rsyslog(tmp_path: Path, fmt: str) -> None:
+    """NUL, BEL, ESC sequences, DEL, NEL and U+2028/U+2029 in a reason: rsyslog must receive every
+    LEEF tab-separated attribute (a raw NUL made rsyslog escape the whole message, tabs included,
+    turning the record into one attribute), every CEF extension key, and the exact RFC 5424 event."""
+    batch = [record(0), record(1, reason=CONTROLS, actor="a\x00b\u2028c"), record(2)]
+    cef_reason = "nul\ufffd bel\ufffd esc\ufffd[31mred\ufffd[0m del\ufffd nel\ufffd ls\ufffdps\ufffd tab end"
+    with RsyslogServer(tmp_path) as server:
+        sink = make_sink(server, format=fmt)
+        sent = ship(sink, batch)
+        lines = server.wait_for_lines(len(batch))
+        sink.close()
+    assert lines == sent  # byte for byte: rsyslog escaped nothing, so nothing needed escaping
+    for line, rec in zip(lines, batch, strict=True):
+        parsed = parse_5424(line)
+        text = parsed.msg.decode("utf-8")
+        assert not re.search("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]", text), text
+        if fmt == "leef":
+            header, body = split_header(text, 6)
+            assert header[0] == "LEEF:2.0" and header[5] == "x09"
+            expected = leef.attributes(rec.entry, hostname=HOST, checkpoint=1000)
+            pairs = [part.split("=", 1) for part in body.split("\t")]
+            assert [k for k, _ in pairs] == [k for k, _ in expected]
+            assert dict(pairs)["seq"] == str(rec.seq) and dict(pairs)["chainHash"] == rec.entry.hash.hex()
+        elif fmt == "cef":
+            _, ext = parse_cef(parsed.msg)
+            assert (ext["cn1"], ext["cs2"]) == (str(rec.seq), rec.entry.hash.hex())
+            assert set(ext) >= {"rt", "dvchost", "externalId", "suser", "cs1", "start"}
+            if "reason" in rec.entry.event:
+                assert ext["msg"] == cef_reason and ext["suser"] == "a\ufffdb\ufffdc"
+        else:
+            assert "\t" not in text
+            assert json.loads(parsed.msg[3:]) == rec.entry.event
+    if fmt == "leef":  # the same replacements as CEF's (the reason holds nothing else to escape)
+        assert f"\treason={cef_reason}\t".encode() in lines[1]

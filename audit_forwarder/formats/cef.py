@@ -8,6 +8,11 @@ Escaping, per "Implementing ArcSight Common Event Format":
   so CR and LF become a space there;
 * extension values: ``\\`` -> ``\\\\``, ``=`` -> ``\\=``, LF -> ``\\n``, CR -> ``\\r`` (pipes and
   spaces need no escaping); extension keys are alphanumeric.
+* TAB becomes a space; every other control character (C0, DEL, C1, U+2028, U+2029: see
+  ``audit_forwarder.formats``), for which the spec defines no escape, becomes U+FFFD in the
+  header and in extension values. That is lossy (the exact event is in the journal and the
+  RFC 5424 MSG), but a strict CEF parser reads it, where an invented ``\\uXXXX`` escape could be
+  refused or mangled.
 
 Extension keys come from the CEF dictionary where one fits: ``rt`` (observed_at, ms since the
 epoch), ``dvchost``, ``externalId`` (event id), ``suser`` (actor), ``msg`` (reason), ``start``
@@ -21,11 +26,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from audit_forwarder.formats import PRODUCT, VENDOR, cef_severity, epoch_millis, event_type, field_text, product_version
+from audit_forwarder.formats import (
+    PRODUCT,
+    VENDOR,
+    cef_severity,
+    control_table,
+    epoch_millis,
+    event_type,
+    field_text,
+    product_version,
+)
 from audit_forwarder.journal.writer import Entry
 
-_HEADER_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " "})
-_VALUE_ESCAPES = str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"})
+_HEADER_ESCAPES = control_table() | str.maketrans({"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " ", "\t": " "})
+_VALUE_ESCAPES = control_table() | str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r", "\t": " "})
 _MAPPED = frozenset({"id", "type", "actor", "reason", "key_id", "node", "occurred_at"})
 _KEY_PART = re.compile(r"[A-Za-z0-9]+")
 

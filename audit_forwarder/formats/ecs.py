@@ -55,6 +55,7 @@ from audit_forwarder.formats import (
     cef_severity,
     event_type,
     field_text,
+    json_escape_controls,
     parse_time,
     product_version,
     syslog_severity,
@@ -207,5 +208,6 @@ def ecs_document(entry: Entry, *, checkpoint: int | None = None, hostname: str |
 
 
 def format_document(entry: Entry, *, checkpoint: int | None = None, hostname: str | None = None) -> bytes:
-    """The ECS document as one line of compact JSON (UTF-8, no trailing newline: NDJSON-ready)."""
-    return orjson.dumps(ecs_document(entry, checkpoint=checkpoint, hostname=hostname))
+    """The ECS document as one line of compact JSON (UTF-8, no trailing newline: NDJSON-ready), with no
+    raw control character (DEL, C1 and U+2028 / U+2029 JSON-escaped: ``formats.json_escape_controls``)."""
+    return json_escape_controls(orjson.dumps(ecs_document(entry, checkpoint=checkpoint, hostname=hostname)))

@@ -6,10 +6,13 @@
 Escaping choices (LEEF defines no escape sequence inside attribute values, and QRadar does not
 unescape them):
 
-* header fields: ``\\`` -> ``\\\\`` and ``|`` -> ``\\|``; CR and LF become a space;
-* attribute values: the delimiter, CR and LF are *replaced* by a space (by ``_`` when the
+* header fields: ``\\`` -> ``\\\\`` and ``|`` -> ``\\|``; CR, LF and TAB become a space;
+* attribute values: the delimiter, TAB, CR and LF are *replaced* by a space (by ``_`` when the
   delimiter is itself a space), so a value can never split an attribute or a record. This is
-  lossy by design; the exact event is in the journal and in the syslog / CEF records.
+  lossy by design; the exact event is in the journal and in the RFC 5424 MSG.
+* every other control character (C0, DEL, C1, U+2028, U+2029: see ``audit_forwarder.formats``)
+  becomes U+FFFD, in the header and in values. A raw NUL made rsyslog escape the rest of the
+  message, tabs included, so QRadar saw the whole record as one attribute.
 * attribute keys keep letters, digits, ``_`` and ``.`` only;
 * the delimiter is written as itself when printable ASCII, else as ``xHH`` (tab: ``x09``);
   ``|``, ``=`` and ``\\`` cannot be delimiters.
@@ -23,13 +26,23 @@ field under its own name (lists and objects as canonical JSON).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
-from audit_forwarder.formats import PRODUCT, VENDOR, cef_severity, event_type, field_text, parse_time, product_version
+from audit_forwarder.formats import (
+    PRODUCT,
+    VENDOR,
+    cef_severity,
+    control_table,
+    event_type,
+    field_text,
+    parse_time,
+    product_version,
+)
 from audit_forwarder.journal.writer import Entry
 
 DEV_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"  # Java SimpleDateFormat, as QRadar expects
-_HEADER_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " "})
+_HEADER_ESCAPES = control_table() | str.maketrans({"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " ", "\t": " "})
 _MAPPED = frozenset({"id", "type", "actor", "reason", "key_id", "node"})
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 _FORBIDDEN_DELIMITERS = frozenset("|=\\\r\n")
@@ -40,9 +53,14 @@ def escape_header(value: str) -> str:
 
 
 def clean_value(value: str, delimiter: str) -> str:
-    """``value`` with the delimiter, CR and LF replaced (see the module docstring)."""
+    """``value`` with the delimiter, line breaks and control characters replaced (module docstring)."""
+    return value.translate(_value_table(delimiter))
+
+
+@lru_cache(maxsize=16)
+def _value_table(delimiter: str) -> dict[int, str]:
     replacement = "_" if delimiter == " " else " "
-    return value.translate({ord(delimiter): replacement, ord("\r"): replacement, ord("\n"): replacement})
+    return control_table() | dict.fromkeys(map(ord, (delimiter, "\t", "\r", "\n")), replacement)
 
 
 def delimiter_field(delimiter: str) -> str:

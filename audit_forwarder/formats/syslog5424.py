@@ -10,10 +10,16 @@ Choices (RFC 5424 section 6 leaves them to the sender):
   hostname cannot stop a sink.
 * TIMESTAMP is ``observed_at`` normalised to UTC with exactly 6 fractional digits and ``Z``.
 * The SD-ELEMENT is an index of the entry, not its copy: PARAM-VALUEs escape ``"``, ``\\`` and
-  ``]`` with a backslash (6.3.3), and control characters (which 6.3.3 cannot escape and which
-  would break newline-framed receivers) are replaced by U+FFFD. Absent values are omitted.
-  MSG is the authoritative event: canonical JSON (RFC 8785) after the UTF-8 BOM (6.4), in
-  which control characters are JSON-escaped, so a message never holds a raw CR or LF.
+  ``]`` with a backslash (6.3.3), and control characters (C0, DEL, C1, U+2028, U+2029: which
+  6.3.3 cannot escape and which would break newline-framed receivers) are replaced by U+FFFD.
+  Absent values are omitted.
+* MSG is the authoritative event: canonical JSON (RFC 8785) after the UTF-8 BOM (6.4). JSON
+  escapes U+0000..U+001F itself; DEL, C1 controls and U+2028 / U+2029, which canonical JSON
+  leaves raw, are written as JSON ``\\uXXXX`` escapes too (``json_escape_controls``). RFC 5424
+  8.2 lets a receiver rewrite control characters in MSG (rsyslog's ``#NNN``); a MSG without any
+  gives it nothing to rewrite, and it parses back to exactly the journal's event. Only an event
+  with such a character differs from the journal's bytes: re-canonicalise the parsed event to
+  recompute its chain hash.
 
 Speed: a sink formats every entry it ships (tens of thousands a second), so the common case
 (plain ASCII fields, a timestamp already in the output form) takes regex fast paths that find
@@ -28,7 +34,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from audit_forwarder.formats import event_type, parse_time, syslog_severity
+from audit_forwarder.formats import event_type, json_escape_controls, parse_time, syslog_severity
 from audit_forwarder.journal.canonical import canonical
 from audit_forwarder.journal.writer import Entry
 
@@ -41,13 +47,13 @@ NILVALUE = "-"
 FACILITY_AUTHPRIV = 10
 LIMITS = {"hostname": 255, "app_name": 48, "procid": 128, "msgid": 32}
 
-_PEN_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_PEN_RE = re.compile(r"[0-9]+(\.[0-9]+)*\Z")  # \Z: "$" would accept a trailing newline
 _SD_NAME_FORBIDDEN = frozenset('= ]"')
 _PARAM_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
-# Unicode general category Cc is exactly U+0000..U+001F and U+007F..U+009F.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_PARAM_WORK = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\]]')
+# Unicode general category Cc is exactly U+0000..U+001F and U+007F..U+009F; U+2028/9 break lines too.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PARAM_WORK = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029"\\\\\\]]')
 _UTC_MICROS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
@@ -123,7 +129,7 @@ def format_message(
     canonical JSON when the caller already holds it (the journal line has it)."""
     sd = structured_data(entry, checkpoint=checkpoint, pen=pen)
     head = header(entry, hostname=hostname, app_name=app_name, procid=procid, facility=facility, sd=sd)
-    return head.encode() + BOM + (canonical(entry.event) if event_json is None else event_json)
+    return head.encode() + BOM + json_escape_controls(canonical(entry.event) if event_json is None else event_json)
 
 
 def header(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -17,6 +18,12 @@ from audit_forwarder.shipper.worker import SinkWorker
 log = logging.getLogger("keylife.forwarder")
 
 
+class Lock(Protocol):
+    """What holds the state directory for this forwarder alone (``keylife.datalock.DataLock``)."""
+
+    def release(self) -> None: ...
+
+
 class Forwarder:
     def __init__(
         self,
@@ -27,9 +34,11 @@ class Forwarder:
         *,
         reporter: Reporter | None = None,
         journal_size_fn: Callable[[], int] | None = None,
+        lock: Lock | None = None,
     ) -> None:
         self.journal_dir = Path(journal_dir)
         self.state_dir = Path(state_dir)
+        self.lock = lock  # released by stop(), once no worker can move a cursor any more
         self.metrics = ForwardMetrics(registry)
         names = [sink.name for sink in sinks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -60,3 +69,8 @@ class Forwarder:
             worker.request_stop()
         for worker in self.workers:
             worker.stop()
+        if self.lock is not None and not any(worker.running for worker in self.workers):
+            # A worker stuck past its join timeout keeps the lock until the process exits (the
+            # kernel drops it then), so a second forwarder cannot start beside it.
+            self.lock.release()
+            self.lock = None

@@ -72,6 +72,7 @@ class SinkWorker:
         self.acknowledged = 0
         self.last_ack_time = 0.0
         self.last_error: str | None = None
+        self.next_retry_at: float | None = None  # when a failed batch is resent (time.time())
         self.failure: str | None = None  # why the worker stopped for good (a damaged journal)
         self._unacked: deque[float | None] = deque()  # per batch read ahead: its oldest entry's time
         self._start: Position | None = None
@@ -97,6 +98,10 @@ class SinkWorker:
         if self._thread is not None:
             self._thread.join(timeout)
         self.sink.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def notify(self) -> None:
         """New entries are committed: read now rather than at the next poll."""
@@ -237,9 +242,10 @@ class SinkWorker:
                     self.metrics.retries.labels(self.name).inc()
                 self.sink.send(part)
             except Retryable as exc:
-                self._failed(exc.reason, str(exc))
+                delay = backoff.next_delay(exc.retry_after)  # Retry-After honoured, at most 1 h
+                self._failed(exc.reason, str(exc), retry_in=delay)
                 first_try = False
-                self._sleep(backoff.next_delay(exc.retry_after))
+                self._sleep(delay)
                 continue
             except Rejected as exc:
                 self._failed(exc.reason, str(exc))
@@ -278,11 +284,17 @@ class SinkWorker:
             rest = [part[:half], part[half:]]
         parts.extendleft(reversed(rest))
 
-    def _failed(self, reason: str, message: str) -> None:
+    def _failed(self, reason: str, message: str, *, retry_in: float | None = None) -> None:
+        """Count and log a failed send; ``retry_in``: the wait before the batch is resent (logged,
+        and kept as ``next_retry_at``, the wall-clock time of the next attempt)."""
         self.up = False
         self.last_error = message
         self.metrics.failures.labels(self.name, reason).inc()
-        log.warning("delivery failed", extra={"sink": self.name, "reason": reason, "error": message[:500]})
+        extra: dict[str, object] = {"sink": self.name, "reason": reason, "error": message[:500]}
+        if retry_in is not None:
+            self.next_retry_at = time.time() + retry_in
+            extra["retry_in_seconds"] = round(retry_in, 3)
+        log.warning("delivery failed", extra=extra)
 
     def _quarantine(self, record: Record, reason: str, detail: str) -> None:
         self.quarantine.add(record, reason, detail)
