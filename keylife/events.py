@@ -80,7 +80,10 @@ _KEYLESS = frozenset(str(t) for t in KEYLESS_TYPES)
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
-_ATTR_KEY_RE = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
+# Python's ``$`` also matches before a trailing newline, so every Python-side guard is a
+# ``fullmatch``; the ``pattern=`` constraints run in pydantic-core's Rust regex, where ``$`` is
+# the end of the text (tests/test_ingest_validation.py proves both with a trailing "\n").
+_ATTR_KEY_RE = re.compile(r"[a-z][a-z0-9_.]{0,62}")
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_ID_RE)]
 KeyId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID_RE)]
@@ -91,17 +94,32 @@ Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
 Operation = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
+def _utc_representable(value: datetime) -> datetime:
+    """Refuse a time that leaves years 0001-9999 once converted to UTC
+    (``9999-12-31T23:59:59-01:00``): ``payload`` could not write it, and the writer would fail
+    on it instead of the producer getting a 422 naming the field. Only years 1 and 9999 can
+    overflow, so the common case is one comparison."""
+    if (value.year == 1 or value.year == 9999) and value.utcoffset():
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                f"{value.isoformat()} is outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999Z in UTC"
+            ) from None
+    return value
+
+
 # Any offset is accepted; ``payload`` writes every time in UTC (normalising here, per field,
-# would cost a Python call per datetime on the ingest hot path).
-UtcTime = AwareDatetime
+# would cost a conversion per datetime on the ingest hot path; the range check above is cheap).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 
 def _check_attributes(value: dict[str, str] | None) -> dict[str, str] | None:
     if value is None:
         return None
     for key, item in value.items():
-        if not _ATTR_KEY_RE.match(key):
-            raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY_RE.pattern}")
+        if not _ATTR_KEY_RE.fullmatch(key):
+            raise ValueError(f"attribute name {key!r} must match ^{_ATTR_KEY_RE.pattern}$")
         if len(item) > 256:
             raise ValueError(f"attribute {key!r} is {len(item)} characters long; at most 256")
     return value

@@ -31,7 +31,7 @@ from audit_forwarder.journal.writer import Entry
 from keylife import registry_queries as q
 from keylife.events import event_digest
 from keylife.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
-from keylife.registry_queries import MAX_PAGE, VIOLATION_KINDS, RegistryReader, ts
+from keylife.registry_queries import MAX_COUNT, MAX_PAGE, VIOLATION_KINDS, RegistryReader, ts
 
 __all__ = ["MAX_PAGE", "VIOLATION_KINDS", "RebuildStats", "Registry", "RegistryError", "RegistryReader",
            "rebuild", "ts"]  # fmt: skip
@@ -149,7 +149,7 @@ class Registry(RegistryReader):
         """Write everything staged and commit; readers see it from now on."""
         if not self._in_txn:
             raise RegistryError("commit without begin")
-        self._flush()
+        self._flush_or_name()
         self._db.execute("UPDATE meta SET value = ? WHERE name = 'last_applied_seq'", (self._last_seq,))
         self._db.execute("COMMIT")
         self._in_txn = False
@@ -243,7 +243,19 @@ class Registry(RegistryReader):
             return
         if seq != self._last_seq + 1:
             raise RegistryError(f"entry seq {seq} does not follow {self._last_seq}; replay the missing entries")
-        ev = entry.event
+        try:
+            self._project(entry.event, seq, digest)
+        except Exception as exc:  # validation makes this unreachable; if not, say which entry
+            raise RegistryError(
+                f"journal entry seq {seq} cannot be projected ({type(exc).__name__}: {exc}); "
+                "the registry stays at the last committed entry"
+            ) from exc
+        self._last_seq = seq
+        self._pending += 1
+        if self._pending >= _FLUSH_AT:
+            self._flush_or_name()
+
+    def _project(self, ev: dict[str, Any], seq: int, digest: bytes | None) -> None:
         kind = ev["type"]
         at = ts(ev["occurred_at"])
         key_id: str | None = ev.get("key_id")
@@ -270,10 +282,6 @@ class Registry(RegistryReader):
                 record = self._touch(key_id, seq, None)
                 if kind == "policy_violation":
                     self._violation(record, key_id, seq, "policy_breach", ev["violation"], at)
-        self._last_seq = seq
-        self._pending += 1
-        if self._pending >= _FLUSH_AT:
-            self._flush()
 
     # ----- projection rules ---------------------------------------------------------------------
     def _load(self, key_id: str) -> dict[str, Any] | None:
@@ -384,10 +392,10 @@ class Registry(RegistryReader):
         usage = self._usage
         total = 0
         for op, count in counts.items():
-            usage[(key_id, op)] = usage.get((key_id, op), 0) + count
+            usage[(key_id, op)] = min(usage.get((key_id, op), 0) + count, MAX_COUNT)
             total += count
         if total:
-            record["usage_total"] += total
+            record["usage_total"] = min(record["usage_total"] + total, MAX_COUNT)
             end = ts(ev["interval_end"]) if "interval_end" in ev else at
             if record["last_used_at"] is None or end > record["last_used_at"]:
                 record["last_used_at"] = end
@@ -409,6 +417,16 @@ class Registry(RegistryReader):
             record["data_instances"] = list(ev["data_instances"])
         if "attributes" in ev:
             record["attributes"] = {**(record["attributes"] or {}), **ev["attributes"]}
+
+    def _flush_or_name(self) -> None:
+        """``_flush``, naming the journal entries whose rows could not be written, if it fails."""
+        try:
+            self._flush()
+        except Exception as exc:
+            raise RegistryError(
+                f"the projection of journal entries {self._committed_seq + 1}..{self._last_seq} cannot be "
+                f"written ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def _flush(self) -> None:
         """Write the staged rows (same transaction); the key cache stays valid afterwards."""

@@ -22,6 +22,10 @@ import orjson
 from keylife.lifecycle import KeyState
 
 MAX_PAGE = 1000
+# Counters saturate here instead of overflowing SQLite's INTEGER: each reported count is at most
+# 2^53, but a key's sum of them may pass 2^63, and an overflow at projection would stop the
+# registry (and start-up) on a journal that verifies. docs/registry.md says so.
+MAX_COUNT = 2**63 - 1
 VIOLATION_KINDS = ("conflicting_use", "skipped_transition", "unknown_key", "policy_breach")
 # The column holding when the key first entered each state.
 STATE_AT = {s.value: "activated_at" if s == KeyState.ACTIVE else f"{s.value}_at" for s in KeyState}
@@ -80,7 +84,8 @@ FLUSH_SQL = {
     "key_events": "INSERT OR IGNORE INTO key_events (key_id, seq) VALUES (?, ?)",
     "transitions": "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)",
     "violations": "INSERT OR IGNORE INTO violations VALUES (?, ?, ?, ?, ?)",
-    "usage": "INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count",
+    "usage": "INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET count = "
+    f"CASE WHEN count > {MAX_COUNT} - excluded.count THEN {MAX_COUNT} ELSE count + excluded.count END",
     "nodes": "INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
     "last_seen_at = max(last_seen_at, excluded.last_seen_at), events = events + excluded.events",
     "node_keys": "INSERT INTO node_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
@@ -164,8 +169,19 @@ def ts(value: str) -> str:
     if len(value) == 20 and value[19] == "Z":
         return value[:19] + ".000000Z"
     parsed = datetime.fromisoformat(value)
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    # isoformat, not strftime: glibc's %Y writes year 1 as "1", not "0001" (not fixed width).
+    return parsed.isoformat(timespec="microseconds") + "Z"
+
+
+def sum_exact(conn: sqlite3.Connection, column: str, table_sql: str, params: Sequence[Any] = ()) -> int:
+    """``sum(column)`` without SQLite's "integer overflow" error: the high and low 32 bits are
+    summed apart (neither sum can overflow below 2^31 rows) and joined in Python."""
+    row = conn.execute(
+        f"SELECT coalesce(sum({column} >> 32), 0), coalesce(sum({column} & 4294967295), 0) {table_sql}", params
+    ).fetchone()
+    return (row[0] << 32) + row[1]
 
 
 @contextmanager
@@ -295,7 +311,7 @@ class RegistryReader:
             by_kind = dict.fromkeys(VIOLATION_KINDS, 0)
             for kind, n in conn.execute("SELECT kind, count(*) FROM violations GROUP BY kind"):
                 by_kind[kind] = n
-            usage_total = conn.execute("SELECT coalesce(sum(usage_total), 0) FROM keys").fetchone()[0]
+            usage_total = sum_exact(conn, "usage_total", "FROM keys")  # may pass 2^63 across keys
             nodes = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
             last = conn.execute("SELECT value FROM meta WHERE name = 'last_applied_seq'").fetchone()
         return {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from keylife.events import MAX_EVENT_BYTES, SYSTEM_TYPES, Event, check_not_future
 
@@ -43,27 +43,15 @@ def split_body(body: bytes, ndjson: bool) -> list[tuple[int, bytes]]:
     return [(n, raw) for n, raw in enumerate(body.split(b"\n"), start=1) if raw.strip()]
 
 
-_BATCH = TypeAdapter(list[Event])
-
-
 def parse_lines(lines: list[tuple[int, bytes]], now: datetime | None = None) -> tuple[list[Event], list[LineError]]:
-    """Validate every line. The common case (all good) is one call into pydantic-core for the
-    whole batch; any problem falls back to line by line, which names each bad line."""
+    """Validate every line on its own, so each result is exactly what that line alone says.
+
+    Lines are never joined into one JSON array first: a string left open on one line and closed
+    on the next (``{"reason":"}`` / ``{", ...}``) would shift the object boundaries and turn lines
+    that are each invalid into valid events with the wrong line numbers. One pydantic-core call
+    per line costs about 10% more parsing time than one call for the joined batch.
+    """
     now = now or datetime.now(UTC)
-    # Joining lines with commas is only safe when each line is one object: a line that closes
-    # and reopens objects would shift the boundaries (and then the counts differ, or the nested
-    # objects fail the schema, which has no objects inside arrays): both fall back.
-    if all(len(raw) <= MAX_EVENT_BYTES and raw.strip()[:1] == b"{" and raw.strip()[-1:] == b"}" for _, raw in lines):
-        try:
-            parsed = _BATCH.validate_json(b"[" + b",".join(raw for _, raw in lines) + b"]")
-        except ValidationError:
-            parsed = []
-        if len(parsed) == len(lines):
-            return _check_rules(list(zip((n for n, _ in lines), parsed, strict=True)), now)
-    return _parse_each(lines, now)
-
-
-def _parse_each(lines: list[tuple[int, bytes]], now: datetime) -> tuple[list[Event], list[LineError]]:
     parsed: list[tuple[int, Event]] = []
     errors: list[LineError] = []
     validate = Event.model_validate_json
@@ -76,6 +64,8 @@ def _parse_each(lines: list[tuple[int, bytes]], now: datetime) -> tuple[list[Eve
         except ValidationError as exc:
             errors += _line_errors(number, exc, raw)
     events, rule_errors = _check_rules(parsed, now)
+    if not errors:
+        return events, rule_errors
     return events, sorted(errors + rule_errors, key=lambda e: e.line)
 
 

@@ -176,6 +176,11 @@ def parse_time(text: str, where: str) -> datetime:
         raise Reject(f"{where} is not an RFC 3339 time: {text[:60]!r}") from None
     if value.tzinfo is None:
         raise Reject(f"{where} has no UTC offset: {text[:60]!r}")
+    if value.year == 1 or value.year == 9999:  # only these can leave the range once in UTC
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise Reject(f"{where} is outside years 0001-9999 in UTC: {text[:60]!r}") from None
     return value
 
 
@@ -239,8 +244,8 @@ def crypto_audit(obj: Any) -> CryptoAudit:
         when = datetime.fromisoformat(ts)
     except ValueError:
         when = parse_time(ts, "timestamp")  # raises, naming the field
-    if when.tzinfo is None:
-        parse_time(ts, "timestamp")
+    if when.tzinfo is None or when.year == 1 or when.year == 9999:
+        when = parse_time(ts, "timestamp")
     if type(dur) is dict and type(secs := dur.get("secs")) is int and type(nanos := dur.get("nanos")) is int:
         seconds: float | None = secs + nanos / 1e9
     else:
