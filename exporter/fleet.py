@@ -127,12 +127,12 @@ class FleetIndex:
                 self.transitions[kind] += n
             for kind, n in db.execute("SELECT kind, count(*) FROM violations GROUP BY 1"):
                 self.violations[kind] += n
-            sql = (
-                "SELECT u.operation, coalesce(k.algorithm, 'unknown'), coalesce(k.purpose, 'unknown'), sum(u.count) "
-                "FROM usage u JOIN keys k USING (key_id) GROUP BY 1, 2, 3"
+            sql = (  # high and low halves summed apart: sum() over many keys' counts may pass 2^63
+                "SELECT u.operation, coalesce(k.algorithm, 'unknown'), coalesce(k.purpose, 'unknown'), "
+                "sum(u.count >> 32), sum(u.count & 4294967295) FROM usage u JOIN keys k USING (key_id) GROUP BY 1, 2, 3"
             )
-            for op, algorithm, purpose, n in db.execute(sql):
-                self.usage[(op, algorithm, purpose)] += n
+            for op, algorithm, purpose, high, low in db.execute(sql):
+                self.usage[(op, algorithm, purpose)] += (high << 32) + low
                 self._operations.add(op)
             sql = (  # a use after destruction still counts; uses before it were closed by destroying the key
                 "SELECT DISTINCT v.key_id FROM violations v JOIN keys k USING (key_id) "
@@ -431,7 +431,7 @@ class FleetIndex:
         for key_id in self._ops_high:
             flag(key_id, "operations_high")
         # Only the cap's worth is kept: a partial selection, not a sort of every flagged key.
-        ranked = heapq.nsmallest(cap, reasons.items(), key=lambda item: (_severity(item[1]), item[0]))
+        ranked = heapq.nsmallest(cap, reasons.items(), key=lambda item: self._rank(item[0], item[1], now))
         chosen = []
         for key_id, why in ranked:
             key = self._keys.get(key_id)
@@ -443,23 +443,49 @@ class FleetIndex:
             )  # fmt: skip
         return chosen, len(reasons)
 
+    def _rank(self, key_id: str, reasons: set[str], now: float) -> tuple[int, float, str]:
+        """Where a flagged key stands for the cap (smaller is kept first): its most severe reason in
+        ``RANKING``, then that reason's deadline (the soonest expiry or rotation, the oldest unconfirmed
+        change, the largest share of the operations limit), then its key id, so the choice is stable."""
+        top = min(map(_RANK.__getitem__, reasons))
+        key = self._keys.get(key_id)
+        if key is None or top < _EXPIRED:
+            return top, 0.0, key_id
+        if key.expires is not None and key.expires <= now and "expiring" in reasons:
+            top = _EXPIRED
+        reason = RANKING[top]
+        if reason == "expired" or reason == "expiring":
+            deadline = key.expires
+        elif reason == "rotation_overdue":
+            deadline = key.rotation_due
+        elif reason == "propagation_pending":
+            deadline = key.changed
+        elif reason == "operations_high" and key.ops_limit:
+            deadline = -key.ops / key.ops_limit
+        else:
+            deadline = None
+        return top, 0.0 if deadline is None else deadline, key_id
 
-SEVERITY = (
-    "compromised",
+
+# The order in which the attention cap keeps keys, most severe first, as the alerts they feed rank
+# them: a key in use after revocation or compromise (KeylifeKeyUsedAfterRevocation, critical), a
+# compromised key, an expired key still usable (KeylifeKeyExpiredStillUsable, critical; "expired"
+# is a rank, its reason label stays "expiring"), then the warnings that turn critical with time.
+RANKING = (
     "conflicting_use",
+    "compromised",
+    "expired",
     "propagation_pending",
     "rotation_overdue",
     "expiring",
     "operations_high",
     "non_compliant",
 )
+_RANK = {reason: n for n, reason in enumerate(RANKING)}
+_EXPIRED = _RANK["expired"]
 # A key past this share of its operations limit (e.g. AES-GCM's 2^32 invocations) gets per-key
 # ``keylife_key_operations`` / ``_limit`` series: enough history for predict_linear before the limit.
 OPS_HIGH_FRACTION = 0.5
-
-
-def _severity(reasons: set[str]) -> int:
-    return min(SEVERITY.index(r) for r in reasons)
 
 
 def _cumulative(counts: list[int]) -> list[int]:

@@ -4,8 +4,7 @@ Why real binaries: routing, inhibition and time-based muting are judged by what 
 itself does with ``alert_rules/alertmanager/*.yml``; a re-implementation in Python would only
 agree with our own reading of its docs. The binaries come from Debian's ``prometheus-alertmanager``
 package (``scripts/test.sh`` installs it as root; the package's service is never used). When one
-is missing the test is skipped on a developer's machine but fails when ``CI`` is set, as in
-``tests/prometheus.py``.
+is missing the test is skipped on a developer's machine but fails under CI (``tests/ci.py``).
 
 Every server runs on 127.0.0.1 on a port picked at run time, with clustering off
 (``--cluster.listen-address=``: no gossip port, no waiting for peers) and its own storage
@@ -27,13 +26,12 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
-import pytest
 import yaml
 
-from tests.prometheus import in_ci
+from tests.ci import require_binary, unavailable
 from tests.server_process import ServerProcess
 
 INSTALL_HINT = "apt-get install prometheus-alertmanager; scripts/test.sh does it as root"
@@ -41,29 +39,18 @@ INSTALL_HINT = "apt-get install prometheus-alertmanager; scripts/test.sh does it
 SERVER_NAMES = ("prometheus-alertmanager", "alertmanager")
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip the calling test, or fail it in CI (a skipped integration test there would hide that
-    nothing was tested)."""
-    if in_ci():
-        pytest.fail(f"{reason}; CI must not skip it", pytrace=False)
-    pytest.skip(reason)
-
-
 def find_alertmanager() -> str:
-    """The Alertmanager server binary under either of its names; skip or, in CI, fail."""
+    """The Alertmanager server binary under either of its names; skip or, under CI, fail."""
     for name in SERVER_NAMES:
-        path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
+        path = shutil.which(name) or shutil.which(name, path="/usr/bin")
         if path:
             return path
     unavailable(f"none of {', '.join(SERVER_NAMES)} found ({INSTALL_HINT})")
 
 
 def find_amtool() -> str:
-    """amtool's path (same package as the server); skip or, in CI, fail."""
-    path = shutil.which("amtool") or ("/usr/bin/amtool" if Path("/usr/bin/amtool").is_file() else None)
-    if path is None:
-        unavailable(f"amtool not found ({INSTALL_HINT})")
-    return path
+    """amtool's path (same package as the server); skip or, under CI, fail."""
+    return require_binary("amtool", INSTALL_HINT, "/usr/bin")
 
 
 def amtool(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -1,27 +1,16 @@
-"""Where the DataFold sample lines are: ``shared/datafold/samples`` beside the repository (CI
-clones the repo with a copy of shared/ beside it), else the workplace's copy."""
+"""Where the DataFold sample lines are: ``shared/datafold/samples`` beside the repository root
+(``../shared/``: CI clones the repository with a copy of ``shared/`` beside it). There is no
+machine-specific fallback; without them a test skips locally and fails under CI (``tests/ci.py``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
+from tests.ci import REPO, require
 
-_CANDIDATES = (
-    Path(__file__).resolve().parents[2] / "shared" / "datafold" / "samples",
-    Path("/work/shared/datafold/samples"),
-)
+SAMPLES = REPO.parent / "shared" / "datafold" / "samples"
 
 
 def samples_dir() -> Path:
-    for candidate in _CANDIDATES:
-        if candidate.is_dir():
-            return candidate
-    if os.environ.get("CI") == "true":
-        raise AssertionError(f"DataFold samples not found in {[str(c) for c in _CANDIDATES]}")
-    pytest.skip("shared/datafold/samples is not beside this checkout")
-    raise AssertionError("unreachable")
-
-
-SAMPLES = next((c for c in _CANDIDATES if c.is_dir()), _CANDIDATES[0])
+    """The samples directory, or skip (fail under CI) saying where it was looked for."""
+    return require(SAMPLES, f"DataFold samples not found at {SAMPLES}: put shared/ beside the repository")

@@ -3,8 +3,8 @@
 Why real binaries: the exporter is judged by Prometheus's own standards, and alert rules by what
 Prometheus actually evaluates; a fake would only agree with our own reading of the spec. The
 binaries come from the distribution (``scripts/test.sh`` installs them as root). When one is
-missing the test is skipped on a developer's machine, but fails when ``CI`` is set, so CI can
-never pass by skipping.
+missing the test is skipped on a developer's machine, but fails under CI, so CI can never pass
+by skipping (the one rule of ``tests/ci.py``).
 
 Every server runs on 127.0.0.1, on a port picked at run time, with its own config and TSDB in the
 test's directory: nothing is shared with a packaged ``prometheus`` service (``:9090``,
@@ -13,8 +13,6 @@ test's directory: nothing is shared with a packaged ``prometheus`` service (``:9
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from tests.ci import in_ci, require_binary
 from tests.server_process import ServerProcess, free_port
 
 __all__ = ["PrometheusServer", "ScrapeJob", "find_binary", "free_port", "in_ci", "promtool_check_metrics"]
@@ -32,21 +30,9 @@ __all__ = ["PrometheusServer", "ScrapeJob", "find_binary", "free_port", "in_ci",
 Result = list[dict[str, Any]]
 
 
-def in_ci() -> bool:
-    """True when the environment says CI (``CI=true``, as GitHub, GitLab and most runners set)."""
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
 def find_binary(name: str) -> str:
-    """The path of ``name`` on PATH; skips the calling test when it is missing, or fails it in CI
-    (a skipped integration test there would hide that nothing was tested)."""
-    path = shutil.which(name)
-    if path:
-        return path
-    reason = f"{name} not found on PATH (Debian: apt-get install prometheus; scripts/test.sh does it as root)"
-    if in_ci():
-        pytest.fail(f"{reason}; CI must not skip it", pytrace=False)
-    pytest.skip(reason)
+    """The path of ``name`` on PATH; skips the calling test when it is missing, or fails it under CI."""
+    return require_binary(name, "Debian: apt-get install prometheus; scripts/test.sh does it as root")
 
 
 def promtool_check_metrics(text: str, timeout: float = 30) -> list[str]:

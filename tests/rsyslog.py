@@ -4,7 +4,7 @@ Why the real daemon: the sink's framing, TLS and refusal handling are judged by 
 production receiver does with them (rsyslog is the reference syslog implementation and a
 common SIEM relay), not by our own reading of RFC 5425. ``scripts/test.sh`` installs
 ``rsyslog`` and ``rsyslog-gnutls`` as root; when rsyslogd is missing the test is skipped on a
-developer's machine but fails when ``CI`` is set (as ``tests/prometheus.py`` does).
+developer's machine but fails under CI (``tests/ci.py``).
 
 Each server runs with its own config, work directory, pid file and output file under the
 test's directory, listens on 127.0.0.1 on a port picked at run time, and loads ``imtcp`` only:
@@ -17,17 +17,15 @@ is one message.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, NoReturn
+from typing import Literal
 
-import pytest
-
-from tests.prometheus import free_port, in_ci
+from tests.ci import require_binary, unavailable
+from tests.prometheus import free_port
 from tests.server_process import terminate
 from tests.tls_helpers import Pki
 
@@ -37,19 +35,8 @@ _BIND_FAILED = "Could not create tcp listener"
 
 
 def find_rsyslogd() -> str:
-    """rsyslogd's path (it lives in /usr/sbin, often not on a user's PATH); skip or, in CI, fail."""
-    path = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").is_file() else None)
-    if path is None:
-        unavailable(f"rsyslogd not found ({INSTALL_HINT})")
-    return path
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip the calling test, or fail it in CI (a skipped integration test there would hide that
-    nothing was tested)."""
-    if in_ci():
-        pytest.fail(f"{reason}; CI must not skip it", pytrace=False)
-    pytest.skip(reason)
+    """rsyslogd's path (it lives in /usr/sbin, often not on a user's PATH); skip or, under CI, fail."""
+    return require_binary("rsyslogd", INSTALL_HINT, "/usr/sbin")
 
 
 def _quote(value: object) -> str:

@@ -1,14 +1,18 @@
 """End to end, with the shipped files: keylife -> Prometheus (deploy/prometheus/prometheus.yml and the
 rendered rules) -> Alertmanager (alert_rules/alertmanager/alertmanager.yml) -> the pager webhook.
 
-The configs are used as shipped; only ports and the rule file path are replaced. The scenario is
-the demo network's day of history plus one key compromised and then used by a node while the
-stack runs: the page must arrive within 60 s of that use. While everything is up, every dashboard
-query is run against this Prometheus and must return data.
+The configs are used as shipped; only ports, the rule file path and (for a quick run) the scrape
+and evaluation intervals are replaced. The scenario is the demo network's day of history plus one
+key compromised and then used by a node while the stack runs: the page must arrive, within 60 s of
+that use. That 60 s is the promise of the shipped intervals, which a loaded machine cannot time
+honestly: ``test_the_shipped_configs_page_within_60_seconds_by_construction`` adds up their worst
+case instead. While everything is up, every dashboard query is run against this Prometheus and must
+return data.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +31,8 @@ ALERTMANAGER_YML = ROOT / "alert_rules" / "alertmanager" / "alertmanager.yml"
 RULES = ROOT / "alert_rules" / "keylife.rules.yml"
 NDJSON = {"Content-Type": "application/x-ndjson"}
 KEY = "e2e-payments-key"
+PAGE_SLO = 60.0  # seconds from a compromised key's use to the page, with the shipped configs
+TEST_INTERVAL = "2s"  # scrape and rule evaluation in the run below: the wiring is the same, the wait shorter
 EXPIRING = "e2e-expiring-key"  # active, expiring in 10 days, past half its AES-GCM operations limit
 
 
@@ -49,7 +55,44 @@ def _prometheus_config(keylife: str, alertmanager: str) -> dict:
     text = text.replace("127.0.0.1:8789", f"127.0.0.1:{free_port()}")  # no standalone forwarder here
     config = yaml.safe_load(text)
     config["rule_files"] = [str(RULES)]
+    config["global"] |= {"scrape_interval": TEST_INTERVAL, "evaluation_interval": TEST_INTERVAL}
     return config
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus duration such as "15s", "1m" or "1m30s" in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def test_the_shipped_configs_page_within_60_seconds_by_construction() -> None:
+    """The worst case from a use to the page, with the shipped files: the use lands just after a
+    scrape (one scrape interval until it is seen), the rule is evaluated just before that scrape
+    lands (one evaluation interval), its ``for`` (none), then the pager route's group_wait; plus
+    the age of a /metrics body keylife serves again from its scrape cache. At least 15 s must be left for
+    the scrape, the evaluation and the deliveries themselves."""
+    from keylife.config import load
+
+    prometheus = yaml.safe_load(PROMETHEUS_YML.read_text())["global"]
+    [rule] = [
+        r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+        if r.get("alert") == "KeylifeKeyUsedAfterRevocation"
+    ]  # fmt: skip
+    route = yaml.safe_load(ALERTMANAGER_YML.read_text())["route"]
+    [pager] = [r for r in route["routes"] if r.get("receiver") == "pager"]
+    # A /metrics body served again from keylife's scrape cache is up to this old (0 if no such setting).
+    cache_age = float(getattr(load(None, env={}).exporter, "scrape_cache_seconds", 0.0))
+    assert rule["labels"]["severity"] == "critical" and pager["matchers"] == ['severity="critical"']
+    worst = (
+        _seconds(prometheus["scrape_interval"])
+        + _seconds(prometheus["evaluation_interval"])
+        + _seconds(rule.get("for", "0s"))
+        + _seconds(pager["group_wait"])
+        + cache_age
+    )
+    assert worst <= PAGE_SLO - 15, f"worst case {worst:.0f} s leaves under 15 s of the {PAGE_SLO:.0f} s page SLO"
 
 
 def _pages(notifications: list[Notification], alertname: str, key_id: str) -> list[dict]:
@@ -107,10 +150,11 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
                         "usage": {"encrypt": 5_000_000}, "occurred_at": _stamp(datetime.now(UTC))}  # fmt: skip
                 _post(live, [use, more])  # ... and a node that did not hear of it keeps using it
                 used_at = time.monotonic()
-                received = hook.wait_for(lambda ns: bool(_pages(ns, "KeylifeKeyUsedAfterRevocation", KEY)), timeout=70)
+                # Waiting is generous (a loaded machine); the page must come, and within the SLO.
+                received = hook.wait_for(lambda ns: bool(_pages(ns, "KeylifeKeyUsedAfterRevocation", KEY)), timeout=180)
                 elapsed = time.monotonic() - used_at
-                assert elapsed <= 60, f"the page arrived {elapsed:.1f} s after the use"
                 print(f"page for {KEY} arrived {elapsed:.1f} s after the use")  # shown with pytest -s
+                assert elapsed <= PAGE_SLO, f"the page arrived {elapsed:.1f} s after the use"
                 (page, *_) = _pages(received, "KeylifeKeyUsedAfterRevocation", KEY)
                 labels, notes = page["labels"], page["annotations"]
                 assert labels["severity"] == "critical" and labels["job"] == "keylife"
@@ -128,7 +172,7 @@ def _every_dashboard_query_has_data(prom: PrometheusServer, network: DemoNetwork
 
     node = network.scenario_keys().get("lagging_node") or "node-e2e"
     variables = {"job": "keylife", "key_id": EXPIRING, "node": node, "sink": "archive"}
-    deadline = time.monotonic() + 90  # rates and recording rules need a few scrapes and evaluations
+    deadline = time.monotonic() + 180  # rates and recording rules need a few scrapes and evaluations
     pending = [q for q in all_queries() if q.datasource == "prometheus"]
     assert pending, "no Prometheus query in the dashboards"
 
@@ -144,7 +188,7 @@ def _every_dashboard_query_has_data(prom: PrometheusServer, network: DemoNetwork
         pending = still
         if not pending or time.monotonic() > deadline:
             break
-        time.sleep(5)
+        time.sleep(1)
     assert not pending, "dashboard queries without data:\n" + "\n".join(
         f"{q.dashboard_uid} / {q.panel_title}: {runnable(q)}" for q in pending
     )

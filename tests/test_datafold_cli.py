@@ -1,11 +1,10 @@
 """``keylife ingest datafold`` against a real keylife, and the pieces under it that talk to real
 servers: the HTTP and ledger sinks (retries, refusals, conflicts), the key status poller, and
-``start_datafold`` as ``keylife serve`` runs it. Tests that need the real mapping
-(``keylife.datafold.mapping``) are skipped until it exists."""
+``start_datafold`` as ``keylife serve`` runs it. Tests that read the DataFold samples skip
+without them, or fail under CI (``tests/ci.py``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import signal
@@ -29,17 +28,11 @@ from keylife.datafold.poll import KeyStatusPoller
 from keylife.datafold.runner import run_file
 from keylife.datafold.service import start_datafold
 from keylife.datafold.sinks import HttpEventSink, LedgerEventSink, SinkRejected, SinkUnavailable
-from tests.datafold_samples import SAMPLES as _SAMPLES
+from tests.datafold_samples import samples_dir
 from tests.server import Live, live_server
 from tests.test_datafold_follow import wait_for
 
-SAMPLES = _SAMPLES
 NOW = "2026-11-28T10:00:00Z"
-needs_mapping = pytest.mark.skipif(
-    importlib.util.find_spec("keylife.datafold.mapping") is None,
-    reason="needs the real adapter, keylife.datafold.mapping (written in parallel)",
-)
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"needs the DataFold samples in {SAMPLES}")
 
 
 def keylife(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,18 +59,17 @@ def live(tmp_path: Path) -> Iterator[Live]:
 @pytest.fixture
 def token_file(live: Live, tmp_path: Path) -> Path:
     path = tmp_path / "token"
+    path.touch(mode=0o600)  # a secret file: keylife refuses one that others can read
     path.write_text(live.tokens["ingest"])
     return path
 
 
 # ----- the command --------------------------------------------------------------------------------
-@needs_mapping
-@needs_samples
 def test_ingest_datafold_file_reads_to_the_end_and_twice_adds_nothing(
     live: Live, token_file: Path, tmp_path: Path
 ) -> None:
     log = tmp_path / "node.log"
-    shutil.copy(SAMPLES / "node-log.log", log)
+    shutil.copy(samples_dir() / "node-log.log", log)
     args = ["ingest", "datafold", "--file", str(log), "--node", "node-a", "--url", live.url]
     first = keylife(*args, "--token-file", str(token_file))
     summary = orjson.loads(first.stdout.splitlines()[-1])
@@ -121,8 +113,6 @@ def test_the_ndjson_form_still_works_and_datafold_options_are_checked(
     assert missing.returncode == 1 and "no such file" in missing.stderr
 
 
-@needs_mapping
-@needs_samples
 def test_ingest_datafold_poll_runs_until_sigterm(live: Live, token_file: Path, tmp_path: Path) -> None:
     with node_api() as node:
         proc = subprocess.Popen(
@@ -269,6 +259,7 @@ class _Server(ThreadingHTTPServer):
         self.asked: list[str] = []
         self.bodies: list[bytes] = []
         self.answers: list[tuple[int, dict[str, str]]] = []
+        self.samples = Path()  # the DataFold samples directory, for the node API
 
     @property
     def url(self) -> str:
@@ -309,7 +300,7 @@ class _NodeApi(_Quiet):
     def do_GET(self) -> None:
         client = self.path.rsplit("/", 1)[-1]
         self.server.asked.append(client)
-        samples = json.loads((SAMPLES / "key-status.json").read_text()) if SAMPLES.is_dir() else []
+        samples = json.loads((self.server.samples / "key-status.json").read_text())
         known = {s["data"]["client_id"]: s for s in samples if s.get("success")}
         if client in known:
             self.answer(200, orjson.dumps(known[client]))
@@ -336,9 +327,9 @@ class _FlakyKeylife(_Quiet):
 
 @contextmanager
 def node_api() -> Iterator[_Server]:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"needs the DataFold samples in {SAMPLES}")
+    samples = samples_dir()  # here, not in the handler's thread, where a skip or failure would be lost
     with _serving(_Server(_NodeApi)) as server:
+        server.samples = samples
         yield server
 
 

@@ -177,7 +177,7 @@ def test_safe_position_holds_the_persisted_position_back(tmp_path: Path) -> None
     first, sink = FakeAdapter(), FakeSink()
     with following(log, first, sink, state):
         wait_for(lambda: sink.texts == ["x1", "x3"])
-        time.sleep(0.05)
+        wait_for(lambda: state.exists() and state_of(state)["offset"] == 3)
     assert state_of(state)["offset"] == 3  # u2 (at 3) is still held in an aggregate: not past it
 
     second = FakeAdapter()  # the aggregate died with the first run: its line is read again
@@ -199,8 +199,8 @@ def test_a_position_held_in_a_rotated_file_resumes_there(tmp_path: Path) -> None
         os.rename(log, tmp_path / "node.log.1")
         log.write_text("y1\ny2\n")
         wait_for(lambda: len(first.seen) == 5)
-        time.sleep(0.05)
-    old = os.stat(tmp_path / "node.log.1")
+        old = os.stat(tmp_path / "node.log.1")
+        wait_for(lambda: state.exists() and (state_of(state)["inode"], state_of(state)["offset"]) == (old.st_ino, 3))
     assert (state_of(state)["inode"], state_of(state)["offset"]) == (old.st_ino, 3)
     second = FakeAdapter()
     run_file(log, second, sink, state, False, **FAST)

@@ -1,4 +1,4 @@
-"""The DataFold adapter against every sample line the node emits (/work/shared/datafold/samples).
+"""The DataFold adapter against every sample line the node emits (``../shared/datafold/samples``).
 
 Each sample line is fed as a source would hand it over, and the keylife events that come out are
 compared whole (every field: type, key, successor, node, state, usage, interval, actor,
@@ -9,7 +9,6 @@ attributes, time, id) and validated with keylife's own ``Event`` model, which is
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -17,28 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from keylife.datafold.contract import Line
 from keylife.datafold.mapping import Adapter
 from keylife.events import Event, check_not_future
+from tests.datafold_samples import samples_dir
 
-SAMPLES = Path(__file__).parents[2] / "shared" / "datafold" / "samples"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)  # the adapter's clock: stamps key status changes
 NODE = "node-a"
 ROTATION = "0813e30b-9cdc-415d-b3cd-0645ea508097"
 OLD, NEW = "378892e9ecc387ab", "edd38fc7ef24f8e0"
 MASTER = f"datafold-master:{NODE}"
 SSE = "sse:http://node-a:9001/api/logs/stream"
-
-
-def samples_dir() -> Path:
-    """The shared samples; in CI they must be there (the repo is cloned with ``shared/`` beside it)."""
-    if not SAMPLES.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"DataFold samples missing at {SAMPLES}: clone shared/ beside the repository")
-        pytest.skip(f"DataFold samples not found at {SAMPLES} (shared/ is not checked out beside the repo)")
-    return SAMPLES
 
 
 def file_lines(name: str, node: str | None = NODE) -> list[Line]:

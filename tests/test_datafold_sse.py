@@ -21,14 +21,13 @@ import orjson
 from keylife.datafold.contract import Line
 from keylife.datafold.runner import sse_runner
 from keylife.datafold.sse import SseClient, SseEvent, SseParser
-from tests.datafold_samples import SAMPLES as _SAMPLES
+from tests.datafold_samples import samples_dir
 from tests.test_datafold_follow import FakeAdapter, FakeSink, wait_for
-
-SAMPLES = _SAMPLES / "web-logs.json"
 
 
 def node_lines(count: int) -> list[str]:
-    lines = json.loads(SAMPLES.read_text()) if SAMPLES.exists() else []
+    """The node's own lines first (skip, or fail under CI, without the samples), then synthetic ones."""
+    lines = json.loads((samples_dir() / "web-logs.json").read_text())
     lines += [f'INFO - {{"n":{n},"note":"café ✓"}}' for n in range(count)]  # UTF-8 split across reads
     return lines[:count]
 

@@ -19,6 +19,7 @@ import pytest
 from keylife.demo import SIZES, DemoConfig, DemoNetwork, run_live
 from keylife.events import SYSTEM_TYPES, Event
 from keylife.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
+from tests.waiting import wait_until
 
 START = datetime(2025, 6, 2, tzinfo=UTC)  # a Monday: two weekdays of history
 CONFIG = DemoConfig(nodes=4, keys=24, seed=7, start=START, history=timedelta(days=2))
@@ -323,7 +324,7 @@ def test_run_live_survives_a_missing_server() -> None:
         kwargs={"stop": stop, "on_error": errors.append},
     )
     thread.start()
-    time.sleep(0.6)
+    wait_until(lambda: errors, 30, "run_live reporting the refused connection")
     stop.set()
     thread.join(10)
     assert not thread.is_alive() and errors and isinstance(errors[0], httpx.TransportError)

@@ -92,11 +92,16 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_at_most_the
     config = tmp_path / "forward.yaml"
     with FakeLoki() as loki:
         handle, in_flight = loki.handle, threading.Event()
+        pushes = {"started": 0, "stored": 0}
 
         def slow_handle(headers, body):  # every push takes 150 ms: there is always a batch in flight
+            pushes["started"] += 1
             in_flight.set()
             time.sleep(0.15)
-            return handle(headers, body)
+            try:
+                return handle(headers, body)
+            finally:
+                pushes["stored"] += 1
 
         loki.handle = slow_handle
         sink = {"type": "loki", "name": "loki", "url": loki.url, "batch_max_records": batch}
@@ -119,7 +124,7 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_at_most_the
         _wait(in_flight.is_set, what="a push in flight")
         os.kill(first.pid, signal.SIGKILL)  # mid-batch: Loki has the batch, the forwarder has no ack
         first.wait()
-        time.sleep(0.3)  # let the fake finish storing the orphaned push
+        _wait(lambda: pushes["stored"] == pushes["started"], what="the orphaned push stored by the fake")
         cursor = orjson.loads((tmp_path / "data/forwarder/loki/cursor.json").read_bytes())
         ready.unlink()
         second = subprocess.Popen([*command[:-2], "--until-caught-up"], stderr=subprocess.PIPE)

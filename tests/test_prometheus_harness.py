@@ -119,7 +119,7 @@ def test_written_config_passes_promtool_check_config(tmp_path: Path) -> None:
 
 
 def test_missing_binary_skips_locally_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prom.shutil, "which", lambda name: None)
+    monkeypatch.setattr("tests.ci.shutil.which", lambda name, path=None: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="promtool not found"):
         prom.find_binary("promtool")
