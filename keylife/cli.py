@@ -1,18 +1,30 @@
-"""The ``keylife`` command. Each subcommand is a thin shell over a module that does the work."""
+"""The ``keylife`` command. Each subcommand is a thin shell over a module that does the work.
+
+Exit codes: 0 done; 1 the command ran and found a problem (a refused batch, a key not found, a
+journal that does not verify); 2 it could not run (bad arguments or config, a port in use, a
+missing file, an unreachable server), said in one line on stderr without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from exporter.policy import PolicyError
-from keylife.config import SCOPES, ConfigError, load
+from keylife import __version__
+from keylife.config import SCOPES, Config, ConfigError, load
 from keylife.datalock import DataDirBusy
+from keylife.lifecycle import KeyState
 
 
-def _config(args: argparse.Namespace):
+class UsageError(Exception):
+    """Something the operator gave cannot be used; printed as one line, exit 2."""
+
+
+def _config(args: argparse.Namespace) -> Config:
     overrides = {}
     if getattr(args, "data_dir", None):
         overrides["KEYLIFE_DATA_DIR"] = str(args.data_dir)
@@ -20,9 +32,10 @@ def _config(args: argparse.Namespace):
         overrides["KEYLIFE_LISTEN__HOST"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["KEYLIFE_LISTEN__PORT"] = str(args.port)
-    import os
-
-    return load(args.config, env={**os.environ, **overrides})
+    config = load(args.config, env={**os.environ, **overrides})
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        raise UsageError(f"data_dir {config.data_dir} is not a directory")
+    return config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -65,15 +78,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_rebuild(args: argparse.Namespace) -> int:
+    from collections.abc import Iterator
+
     from audit_forwarder.journal.reader import iter_entries
+    from audit_forwarder.journal.writer import Entry
     from keylife.datalock import DataLock
+    from keylife.progress import terminal_progress
     from keylife.registry import rebuild
+    from keylife.verify_cli import estimate_entries
 
     config = _config(args)
     target = args.output or config.registry_path
+    if not (config.journal_dir / "journal.json").exists():
+        raise UsageError(f"{config.journal_dir} is not a keylife journal (no journal.json)")
     lock = DataLock(config.data_dir).acquire("registry rebuild")  # refuses while serve runs
     try:
-        stats = rebuild(iter_entries(config.journal_dir), Path(target), origin=config.journal.origin)
+        with terminal_progress("rebuild", estimate_entries(config.journal_dir), unit="entries") as update:
+
+            def counted(entries: Iterator[Entry]) -> Iterator[Entry]:
+                for n, entry in enumerate(entries, start=1):
+                    if n % 1000 == 0:
+                        update(n)
+                    yield entry
+
+            stats = rebuild(counted(iter_entries(config.journal_dir)), Path(target), origin=config.journal.origin)
+            update(stats.entries)
     finally:
         lock.release()
     print(json.dumps({"registry": str(target), "stats": _jsonable(stats)}))
@@ -81,6 +110,8 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    if args.url:
+        return _keys_remote(args)
     from keylife.registry import RegistryReader
 
     config = _config(args)
@@ -112,6 +143,26 @@ def cmd_keys(args: argparse.Namespace) -> int:
         registry.close()
 
 
+def _keys_remote(args: argparse.Namespace) -> int:
+    """``keys list/show --url``: the same answers from a running server's API (a ``read`` token)."""
+    from keylife.client import Reader
+
+    with Reader(args.url, _token(args)) as reader:
+        if args.keys_command == "list":
+            filters = {
+                name: getattr(args, name) for name in ("state", "algorithm", "purpose", "owner", "node", "after")
+            }
+            for item in reader.list_keys(args.limit, **filters):
+                print(json.dumps(item, default=str))
+            return 0
+        key = reader.get_key(args.key_id)
+    if key is None:
+        print(f"key {args.key_id!r} is not in the registry at {args.url}", file=sys.stderr)
+        return 1
+    print(json.dumps(key, indent=2, default=str))
+    return 0
+
+
 _DATAFOLD_USAGE = (
     "keylife ingest datafold --file PATH [--follow] | --sse URL | --poll URL --client ID [--client ID ...]"
 )
@@ -129,7 +180,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return 2
         from keylife.client import post_ndjson_file
 
-        return post_ndjson_file(args.file, args.url, _token(args), batch=args.batch)
+        if not args.file.is_file():
+            raise UsageError(f"{args.file}: no such file" if not args.file.exists() else f"{args.file}: not a file")
+        return post_ndjson_file(args.file, args.url, _token(args), batch=args.batch, retries=args.retries)
     problem = None
     if len(sources) != 1:
         problem = "give exactly one of --file, --sse and --poll"
@@ -171,17 +224,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from keylife.api.auth import hash_token, new_token
+    from keylife.config import Token
 
     token = new_token()
     scopes = sorted(set(args.scopes.split(",")))
     bad = [s for s in scopes if s not in SCOPES]
     if bad:
-        print(f"unknown scope(s) {', '.join(bad)}; choose from {', '.join(SCOPES)}", file=sys.stderr)
+        print(f"keylife: unknown scope(s) {', '.join(bad)}; choose from {', '.join(SCOPES)}", file=sys.stderr)
+        return 2
+    try:  # the same model the config is checked with: what is printed is what serve will accept
+        entry = Token(name=args.name, sha256=hash_token(token), scopes=scopes)
+    except ValidationError as exc:
+        print(f"keylife: --name {args.name!r}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     print(f"token (shown once; store it in a secret manager): {token}", file=sys.stderr)
     print("add to the config under api.tokens:")
-    print(f"  - name: {args.name}\n    sha256: {hash_token(token)}\n    scopes: [{', '.join(scopes)}]")
+    print(f"  - name: {entry.name}\n    sha256: {entry.sha256}\n    scopes: [{', '.join(entry.scopes)}]")
     return 0
 
 
@@ -203,13 +264,17 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> str:
-    if args.token_file:
-        return Path(args.token_file).read_text().strip()
-    import os
+    """The bearer token from --token-file (a secret file: owner-only, or refused) or $KEYLIFE_TOKEN."""
+    from keylife.secret_files import read_secret_text
 
+    if args.token_file:
+        token = read_secret_text(Path(args.token_file), "token file")
+        if not token:
+            raise UsageError(f"token file {args.token_file} is empty")
+        return token
     token = os.environ.get("KEYLIFE_TOKEN")
     if not token:
-        raise SystemExit("give --token-file or set KEYLIFE_TOKEN")
+        raise UsageError("give --token-file or set KEYLIFE_TOKEN")
     return token
 
 
@@ -229,22 +294,37 @@ class _Sub:
         return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]
 
 
+_INGEST_EPILOG = (
+    "exit codes: 0 every event accepted (or already there); 1 a batch was refused (its lines and reasons on "
+    "stderr, nothing after it sent); 2 nothing could be done: a missing file or token, an unreachable server, "
+    "or a server still answering 429/503 after --retries retries (ingest is idempotent: run it again)"
+)
+
+
+def _add_server_options(p: argparse.ArgumentParser, url_help: str, default: str | None) -> None:
+    p.add_argument("--url", default=default, help=url_help)
+    p.add_argument(
+        "--token-file", help="file holding the bearer token, mode 0600 (else $KEYLIFE_TOKEN)", metavar="PATH"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keylife", description="Key lifecycle governance for DataFold networks.")
+    parser.add_argument("--version", action="version", version=f"keylife {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=None, help="YAML config file (default: embedded defaults)")
     common.add_argument("--data-dir", type=Path, default=None, help="override data_dir")
-    sub = _Sub(parser.add_subparsers(dest="command", required=True), common)
+    sub = _Sub(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common)
 
     p = sub.add_parser("serve", help="run ingest, journal, registry and API in one process")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--host", help="address to listen on (overrides listen.host; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (overrides listen.port; 0 picks a free port)")
     p.add_argument("--demo", action="store_true", help="feed a simulated DataFold network into the API")
     p.add_argument("--ready-file", type=Path, help="write {url, pid} as JSON here once listening")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("exporter", help="serve the metrics of an existing registry and journal")
-    p.add_argument("--host")
+    p.add_argument("--host", help="address to listen on (default: listen.host)")
     p.add_argument("--port", type=int, help="default 8788 (0 picks a free port)")
     p.add_argument("--refresh", type=float, default=30.0, help="seconds between reloads of the registry")
     p.set_defaults(func=cmd_exporter)
@@ -273,30 +353,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("registry", help="registry maintenance")
-    rsub = _Sub(p.add_subparsers(dest="registry_command", required=True), common)
-    r = rsub.add_parser("rebuild", help="recreate the registry from the journal alone")
+    rsub = _Sub(p.add_subparsers(dest="registry_command", required=True, metavar="COMMAND"), common)
+    r = rsub.add_parser("rebuild", help="recreate the registry from the journal alone (progress bar on a terminal)")
     r.add_argument("--output", type=Path, help="write here instead of the configured registry path")
     r.set_defaults(func=cmd_registry_rebuild)
 
-    p = sub.add_parser("keys", help="read the local registry")
-    ksub = _Sub(p.add_subparsers(dest="keys_command", required=True), common)
-    k = ksub.add_parser("list")
-    for name in ("state", "algorithm", "purpose", "owner", "node", "after"):
-        k.add_argument(f"--{name}")
-    k.add_argument("--limit", type=int, default=100)
+    p = sub.add_parser("keys", help="read the registry: the local file, or a running server with --url")
+    ksub = _Sub(p.add_subparsers(dest="keys_command", required=True, metavar="COMMAND"), common)
+    remote = "read from the API of a running server at this URL (needs a token with the 'read' scope)"
+    k = ksub.add_parser("list", help="keys in key_id order, one JSON object per line")
+    k.add_argument("--state", choices=[state.value for state in KeyState], help="only keys in this state")
+    k.add_argument("--algorithm", help="only keys of this algorithm (e.g. rsa, ecdsa, ed25519)")
+    k.add_argument("--purpose", help="only keys of this purpose (e.g. signing, encryption)")
+    k.add_argument("--owner", help="only keys of this owner")
+    k.add_argument("--node", help="only keys this node reported holding")
+    k.add_argument("--after", metavar="KEY_ID", help="start after this key_id (pagination)")
+    k.add_argument("--limit", type=int, default=100, help="at most this many keys (default 100)")
+    _add_server_options(k, remote, None)
     k.set_defaults(func=cmd_keys)
-    k = ksub.add_parser("show")
-    k.add_argument("key_id")
+    k = ksub.add_parser("show", help="one key: state, transitions, usage, nodes, violations")
+    k.add_argument("key_id", help="the key's id, as ingested")
+    _add_server_options(k, remote, None)
     k.set_defaults(func=cmd_keys)
 
     for name, func, helptext in (
-        ("ingest", cmd_ingest, "post an NDJSON file of events to a server"),
+        ("ingest", cmd_ingest, "post an NDJSON file of events to a server (progress bar on a terminal)"),
         ("demo", cmd_demo, "run the simulated network against a server"),
     ):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, epilog=_INGEST_EPILOG if name == "ingest" else None)
         if name == "ingest":
             p.add_argument("file", type=Path, help="an NDJSON file of events, or 'datafold' to read a DataFold node")
-            p.add_argument("--batch", type=int, default=1000)
+            p.add_argument("--batch", type=int, default=1000, help="events per request (default 1000)")
+            p.add_argument(
+                "--retries",
+                type=int,
+                default=5,
+                help="times to resend a batch answered 429/503, after its Retry-After (default 5)",
+            )
             d = p.add_argument_group("datafold", _DATAFOLD_USAGE)
             d.add_argument("--file", dest="df_file", type=Path, metavar="PATH", help="a node's log file")
             d.add_argument("--follow", action="store_true", help="keep following the file (else read to its end)")
@@ -309,33 +402,60 @@ def build_parser() -> argparse.ArgumentParser:
                 "--state-dir", type=Path, metavar="DIR", help="keep read positions here (else start from the beginning)"
             )
         else:
-            p.add_argument("--nodes", type=int, default=5)
-            p.add_argument("--keys", type=int, default=40)
-            p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--url", default="http://127.0.0.1:8787")
-        p.add_argument("--token-file", help="file holding the bearer token (else $KEYLIFE_TOKEN)")
+            p.add_argument("--nodes", type=int, default=5, help="simulated DataFold nodes (default 5)")
+            p.add_argument("--keys", type=int, default=40, help="simulated keys (default 40)")
+            p.add_argument("--seed", type=int, default=1, help="random seed, for a repeatable run (default 1)")
+        _add_server_options(p, "the keylife server (default http://127.0.0.1:8787)", "http://127.0.0.1:8787")
         p.set_defaults(func=func)
 
     p = sub.add_parser("token", help="API tokens")
-    tsub = _Sub(p.add_subparsers(dest="token_command", required=True), common)
+    tsub = _Sub(p.add_subparsers(dest="token_command", required=True, metavar="COMMAND"), common)
     t = tsub.add_parser("create", help="make a token and print the config lines holding its hash")
-    t.add_argument("--name", required=True)
+    t.add_argument("--name", required=True, help="the token's name, as journaled in auth failures and commands")
     t.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(SCOPES))
     t.set_defaults(func=cmd_token_create)
 
     p = sub.add_parser("journal", help="journal keys and checkpoints")
-    jsub = _Sub(p.add_subparsers(dest="journal_command", required=True), common)
+    jsub = _Sub(p.add_subparsers(dest="journal_command", required=True, metavar="COMMAND"), common)
     jsub.add_parser("pubkey", help="print the verifier key (public)").set_defaults(func=cmd_journal)
     jsub.add_parser("checkpoint", help="print the latest signed checkpoint").set_defaults(func=cmd_journal)
     return parser
+
+
+def _one_line(exc: BaseException) -> str | None:
+    """The message for an error the operator can fix, or None for a bug (which keeps its traceback)."""
+    from keylife.client import ClientError
+
+    if isinstance(exc, UsageError | ClientError | ConfigError | DataDirBusy | PolicyError):
+        return str(exc)
+    if "httpx" in sys.modules:  # imported only by the commands that talk to a server
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            try:
+                where = f"{exc.request.method} {exc.request.url}"
+            except RuntimeError:
+                where = "the server"
+            return f"cannot reach {where}: {exc or type(exc).__name__}"
+    if isinstance(exc, OSError):  # a missing file, a port in use, a full disk: the system said why
+        if exc.filename is not None and exc.strerror:
+            other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+            return f"{exc.filename}{other}: {exc.strerror}"
+        return exc.strerror if exc.strerror and len(exc.args) == 2 else str(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataDirBusy, PolicyError, PermissionError) as exc:  # named problems, no traceback
-        print(f"keylife: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = _one_line(exc)
+        if message is None:
+            raise
+        print(f"keylife: {message}", file=sys.stderr)
         return 2
 
 

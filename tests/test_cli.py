@@ -52,6 +52,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
         )
     )
     token_file = tmp_path / "token"
+    token_file.touch(mode=0o600)  # a secret file: keylife refuses one that others can read
     token_file.write_text(token)
     return config, token_file
 

@@ -25,6 +25,7 @@ def _with_real_files(node: object, tmp: Path) -> object:
 
 def _touch(tmp: Path, original: str) -> Path:
     path = tmp / Path(original).name
+    path.touch(mode=0o600)  # some are secrets (tokens, keys): keylife refuses those if others can read them
     path.write_text("x\n")
     return path
 

@@ -173,6 +173,7 @@ def test_prepared_size_is_line_plus_metadata_bytes(loki: FakeLoki) -> None:
 
 def test_tenant_header_and_bearer_token_are_sent(tmp_path: Path) -> None:
     token = tmp_path / "token"
+    token.touch(mode=0o600)
     token.write_text(SECRET + "\n")
     with FakeLoki(require_tenant=True, bearer_token=SECRET) as loki:
         sink = make_sink(loki.url, tenant="team-a", bearer_token_file=token)
@@ -186,6 +187,7 @@ def test_tenant_header_and_bearer_token_are_sent(tmp_path: Path) -> None:
 
 def test_basic_auth_is_sent(tmp_path: Path) -> None:
     password = tmp_path / "password"
+    password.touch(mode=0o600)
     password.write_text(SECRET)
     with FakeLoki(basic_auth=("shipper", SECRET)) as loki:
         sink = make_sink(loki.url, basic_user="shipper", basic_password_file=password)
@@ -342,6 +344,7 @@ def test_no_answer_is_retryable_timeout() -> None:
 
 def test_wrong_token_is_retryable_auth_never_leaks_and_a_fixed_file_is_picked_up(tmp_path: Path) -> None:
     token = tmp_path / "token"
+    token.touch(mode=0o600)
     token.write_text("wrong-" + SECRET)
     with FakeLoki(bearer_token=SECRET) as loki:
         sink = make_sink(loki.url, bearer_token_file=token)
@@ -367,6 +370,7 @@ def test_missing_tenant_is_retryable_auth() -> None:
 
 def test_config_errors_do_not_show_secrets(tmp_path: Path) -> None:
     token = tmp_path / "token"
+    token.touch(mode=0o600)
     token.write_text(SECRET)
     with pytest.raises(ValidationError) as caught:
         LokiSinkConfig(name="l", type="loki", url=f"http://u:{SECRET}@127.0.0.1:3100")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from keylife.secret_files import create_secret_file, read_secret_file
 
 ED25519_TYPE = b"\x01"
 
@@ -84,21 +85,13 @@ class Signer:
         """Load the PEM key at ``path``, or create it 0600. Returns (signer, created)."""
         created = False
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, pem)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            create_secret_file(path, pem)
             created = True
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise PermissionError(f"signing key {path} is readable by others (mode {mode:o}); chmod 600 it")
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = read_secret_file(path, "signing key")  # the one rule for secret files: owner-only
+        private = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(private, Ed25519PrivateKey):
             raise ValueError(f"signing key {path} is not an Ed25519 key")
         return cls(name, private), created

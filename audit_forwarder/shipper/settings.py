@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from keylife.secret_files import check_secret_file
+
 SINK_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
 
 
@@ -46,6 +48,8 @@ class TlsClientSettings(BaseModel):
         for path in (self.ca_file, self.cert_file, self.key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a readable file")
+        if self.key_file is not None:
+            check_secret_file(self.key_file, "TLS private key")  # the one rule for secret files
         return self
 
     def context(self) -> ssl.SSLContext:

@@ -67,6 +67,7 @@ from audit_forwarder.formats import event_type, product_version, syslog_severity
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Rejected, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
 from audit_forwarder.sinks import loki_wire
+from keylife.secret_files import SecretFileError, check_secret_file, read_secret_file
 
 PUSH_PATH = "/loki/api/v1/push"
 MAX_STRUCTURED_METADATA_BYTES = 64 * 1024  # Loki's max_structured_metadata_size default
@@ -139,9 +140,11 @@ class LokiSinkConfig(SinkSettings):
             raise ValueError("basic_user and basic_password_file go together")
         if self.basic_user is not None and self.bearer_token_file is not None:
             raise ValueError("give basic_user/basic_password_file or bearer_token_file, not both")
-        for path in (self.basic_password_file, self.bearer_token_file):
+        for path, what in ((self.basic_password_file, "password file"), (self.bearer_token_file, "token file")):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a readable file")
+            if path is not None:
+                check_secret_file(path, what)  # the one rule for secret files
         if self.tls is not None and not self.url.startswith("https://"):
             raise ValueError("tls is set but url is not https://")
         return self
@@ -199,7 +202,9 @@ def _is_tls_failure(exc: BaseException) -> bool:
 def _read_secret(path: Path, what: str) -> str:
     """A secret file's content without its trailing newline; errors name the file, never the secret."""
     try:
-        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+        secret = read_secret_file(path, f"{what} file").decode("utf-8").rstrip("\r\n")
+    except SecretFileError:
+        raise
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read the {what} file {path}: {type(exc).__name__}") from None
     if not secret or any(ch in secret for ch in "\r\n\0"):

@@ -53,6 +53,7 @@ from audit_forwarder.formats import event_type, field_text, parse_time, product_
 from audit_forwarder.formats.ecs import log_level
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings, is_loopback
+from keylife.secret_files import read_secret_file
 
 SCOPE_NAME = "keylife.audit_forwarder"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -146,7 +147,7 @@ def make_exporter(config: OtlpLogsSinkConfig) -> LogRecordExporter:
         if not config.insecure:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=_read(tls.ca_file) if tls else None,
-                private_key=_read(tls.key_file) if tls else None,
+                private_key=read_secret_file(tls.key_file, "TLS private key") if tls and tls.key_file else None,
                 certificate_chain=_read(tls.cert_file) if tls else None,
             )
             if tls is not None and tls.server_name:

@@ -65,6 +65,7 @@ from audit_forwarder.formats import event_type, field_text, parse_time, product_
 from audit_forwarder.formats.ecs import ecs_document
 from audit_forwarder.shipper.contract import Prepared, Record, Rejected, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings, is_loopback
+from keylife.secret_files import check_secret_file, read_secret_text
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class SplunkHecSinkConfig(SinkSettings):
             raise ValueError(f"Splunk HEC url {self.url!r}: tls settings need an https:// url")
         if not self.token_file.is_file():
             raise ValueError(f"token_file {self.token_file} is not a readable file")
+        check_secret_file(self.token_file, "token file")  # the one rule for secret files
         return self
 
 
@@ -318,9 +320,7 @@ class SplunkHecSink:
 
 def build(config: SplunkHecSinkConfig) -> SplunkHecSink:
     """The sink for ``config``: reads the token file (never echoed) and opens the client."""
-    token = config.token_file.read_text(encoding="utf-8").strip()
+    token = read_secret_text(config.token_file, "token file")  # owner-only, or refused
     if not token or any(c.isspace() for c in token):
         raise ValueError(f"token_file {config.token_file} must hold one HEC token on one line")
-    if config.token_file.stat().st_mode & 0o077:
-        log.warning("sink %s: token_file %s is readable by group or others", config.name, config.token_file)
     return SplunkHecSink(config, token)
