@@ -54,6 +54,34 @@ def worker(
         conn.close()
 
 
+def httpx_worker(
+    url: str,
+    headers: dict[str, str],
+    jobs: queue.Queue[tuple[float, bytes, int] | None],
+    samples: list[tuple[float, float]],
+    errors: list[str],
+) -> None:
+    """``worker``, but through one kept-alive ``httpx.Client``: the client ``keylife ingest`` and the
+    demo poster use (headers and body written separately, so Nagle and delayed ACKs show here)."""
+    import httpx
+
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        try:
+            while (job := jobs.get()) is not None:
+                due, body, lines = job
+                sent = time.perf_counter()
+                response = client.post("/v1/events", content=body)
+                done = time.perf_counter()
+                if response.status_code != 200:
+                    errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
+                elif (accepted := response.json()["accepted"]) != lines:
+                    errors.append(f"{accepted} of {lines} accepted")
+                else:
+                    samples.append((done - due, done - sent))
+        except httpx.HTTPError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+
 @dataclass
 class Load:
     """What an open-loop run measured: per request (latency from due, from sent), and the schedule."""
@@ -77,9 +105,10 @@ def request_bodies(p: dict[str, Any]) -> tuple[list[tuple[bytes, list[str]]], li
     return bodies[: p["warmup_requests"]], bodies[p["warmup_requests"] :]
 
 
-def open_loop(url: str, token: str, p: dict[str, Any], warmup: list, timed: list) -> Load:
+def open_loop(url: str, token: str, p: dict[str, Any], warmup: list, timed: list, client: str = "http.client") -> Load:
     """Warm up on one connection, then send request ``i`` when it is due (``t0 + i / rate``) over
-    ``connections`` connections, whatever the answers do."""
+    ``connections`` connections, whatever the answers do. ``client``: ``http.client`` (one
+    ``send`` per request) or ``httpx`` (what keylife's own producers use)."""
     split = urlsplit(url)
     host, port = split.hostname or "127.0.0.1", split.port or 80
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}
@@ -91,10 +120,11 @@ def open_loop(url: str, token: str, p: dict[str, Any], warmup: list, timed: list
     samples: list[tuple[float, float]] = []
     errors: list[str] = []
     jobs: queue.Queue[tuple[float, bytes, int] | None] = queue.Queue()
-    threads = [
-        threading.Thread(target=worker, args=(host, port, headers, jobs, samples, errors), daemon=True)
-        for _ in range(p["connections"])
-    ]
+    if client == "httpx":
+        target, args = httpx_worker, (url, headers, jobs, samples, errors)
+    else:
+        target, args = worker, (host, port, headers, jobs, samples, errors)  # type: ignore[assignment]
+    threads = [threading.Thread(target=target, args=args, daemon=True) for _ in range(p["connections"])]
     for t in threads:
         t.start()
     t0 = time.perf_counter() + 0.05

@@ -15,7 +15,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
 from exporter.metrics_spec import FLEET, PIPELINE, Spec
-from keylife.telemetry import Telemetry
+from keylife.telemetry import STANDARD_COLLECTORS, Telemetry
 
 TARGET = Path(__file__).parents[1] / "docs" / "metrics.md"
 
@@ -40,6 +40,18 @@ def _telemetry_table(holder: object) -> list[str]:
         if isinstance(metric, MetricWrapperBase):
             # prometheus_client keeps a metric's label names only on the instrument itself
             rows.append(_row(metric._name, metric._type, metric._labelnames, metric._documentation))
+    return rows
+
+
+def _standard_table() -> list[str]:
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for collector in STANDARD_COLLECTORS:
+        for family in collector.collect():
+            labels = sorted({label for sample in family.samples for label in sample.labels})
+            name = family.name + ("_total" if family.type == "counter" else "")
+            rows.append(
+                f"| `{name}` | {family.type} | {', '.join(f'`{x}`' for x in labels) or '–'} | {family.documentation} |"
+            )
     return rows
 
 
@@ -69,6 +81,13 @@ def render() -> str:
         "## Ingest and authentication",
         "",
         *_telemetry_table(Telemetry()),
+        "",
+        "## Process and platform",
+        "",
+        "prometheus_client's standard collectors, on every keylife metrics endpoint (`keylife serve`,",
+        "`keylife exporter`, `keylife forward`): about this process, read at scrape time.",
+        "",
+        *_standard_table(),
         "",
         "## Forwarder",
         "",

@@ -75,6 +75,30 @@ PIPELINE = (
     Spec("keylife_journal_verify_ok", "gauge", "1 when the last verification found no fault, 0 when it found some."),
     Spec("keylife_journal_verify_faults", "gauge", "Faults found by the last verification."),
     Spec("keylife_registry_lag_entries", "gauge", "Journal entries not yet committed to the registry."),
-    Spec("keylife_ingest_writer_up", "gauge", "1 while the journal writer accepts events, 0 after a failure."),
+    Spec(
+        "keylife_ingest_writer_up",
+        "gauge",
+        "1 while the journal writer accepts events; 0 while it is degraded (retrying by itself, see "
+        "keylife_ingest_writer_degraded) or failed until restart.",
+    ),
+    Spec(
+        "keylife_ingest_writer_degraded",
+        "gauge",
+        "1 while the journal writer refuses events after an I/O failure and retries by itself, labelled with "
+        'the cause (errno name, e.g. ENOSPC, EMFILE, EIO); 0 with cause "none" otherwise.',
+        ("cause",),
+    ),
+    Spec(
+        "keylife_journal_io_failures",
+        "counter",
+        "I/O failures of the journal writer by operation (open, write, fdatasync, sums, checkpoint, revalidate, "
+        "probe, seal, registry) and errno name; retries count again.",
+        ("operation", "errno"),
+    ),
+    Spec(
+        "keylife_journal_segments_unsealed",
+        "gauge",
+        "Closed journal segments not sealed yet (sealing, or waiting to retry after a failure); normally 0 or 1.",
+    ),
     Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
 )

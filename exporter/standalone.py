@@ -29,6 +29,7 @@ from exporter.snapshot import SingleFlight, Snapshot
 from keylife import verify_status
 from keylife.process import tune_gc
 from keylife.registry_queries import open_readonly
+from keylife.telemetry import add_standard_collectors
 
 log = logging.getLogger("keylife.exporter")
 
@@ -36,7 +37,7 @@ log = logging.getLogger("keylife.exporter")
 class StandaloneExporter:
     def __init__(self, registry_path: Path, journal_dir: Path, policy: Policy, attention_cap: int) -> None:
         self.registry_path, self.journal_dir, self.policy = registry_path, journal_dir, policy
-        self.metrics = CollectorRegistry()
+        self.metrics = add_standard_collectors(CollectorRegistry())  # process_*, python_info
         self.index: FleetIndex | None = self._load()
         self._last: Snapshot | None = None
         self.attention_cap = attention_cap

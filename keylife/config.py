@@ -6,6 +6,7 @@ between levels), e.g. ``KEYLIFE_LISTEN__PORT=9000``. Errors name the setting and
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from audit_forwarder.shipper.sink_types import SinkConfig
+from keylife.secret_files import check_secret_file
 
 SCOPES = ("ingest", "read", "admin", "forward")  # forward: journal quarantine notices (keylife forward)
 
@@ -32,6 +34,24 @@ class Listen(_Section):
     port: int = Field(8787, ge=0, le=65535)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the API speaks HTTPS
     tls_key: Path | None = None
+    # Slow and idle clients must not hold file descriptors (docs/configuration.md#listen).
+    # None: 1000, lowered to leave room under the process's RLIMIT_NOFILE for the journal and registry.
+    max_connections: int | None = Field(None, ge=1)
+    idle_timeout_seconds: float = Field(5.0, gt=0, le=3600)  # a connection waiting for its next request
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)  # first byte to the end of the headers
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)  # end of the headers to the end of the body
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or networks); none by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Listen:
@@ -40,6 +60,8 @@ class Listen(_Section):
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a readable file")
+        if self.tls_key is not None:
+            check_secret_file(self.tls_key, "TLS private key")  # the one rule for secret files
         return self
 
 
@@ -94,10 +116,19 @@ class OtlpConfig(_Section):
     insecure: bool = False  # plain text (never "skip verification"); only for a collector on loopback
 
 
+class MetricsListen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8788, ge=0, le=65535)
+
+
 class ExporterConfig(_Section):
     otlp: OtlpConfig | None = None  # push the same metrics over OTLP when set
     policy: Path | None = None  # YAML policy file; the built-in defaults (docs/policy.md) otherwise
     attention_cap: int = Field(500, ge=0, le=100_000)  # per-key series at most; the rest are counted
+    # A rendered /metrics body younger than this is served again; concurrent scrapes share one render.
+    scrape_cache_seconds: float = Field(1.0, ge=0, le=300)
+    # A separate plain-HTTP listener for /metrics (and /healthz); /metrics then leaves the API listener.
+    metrics_listen: MetricsListen | None = None
 
 
 class DemoSettings(_Section):

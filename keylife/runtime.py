@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +20,10 @@ from keylife.datalock import DataLock
 from keylife.forwarding import LedgerReporter, build_forwarder
 from keylife.ledger import Ledger
 from keylife.registry import Registry
+from keylife.secret_files import create_secret_file, read_secret_text
 from keylife.telemetry import Telemetry
 from keylife.verify_status import PeriodicVerify
+from keylife.writer_metrics import WriterCollector
 
 log = logging.getLogger("keylife.runtime")
 
@@ -42,18 +43,9 @@ def journal_settings(config: Config) -> JournalSettings:
 def ensure_token_file(path: Path) -> tuple[str, bool]:
     """Read the local admin token, creating it (0600) on first start. Returns (token, created)."""
     if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise PermissionError(f"token file {path} is readable by others (mode {mode:o}); chmod 600 it")
-        return path.read_text().strip(), False
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return read_secret_text(path, "token file"), False
     token = new_token()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (token + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    create_secret_file(path, (token + "\n").encode())
     return token, True
 
 
@@ -91,6 +83,13 @@ class Runtime:
         signer, created = Signer.load_or_create(config.signing_key_path, config.journal.origin)
         if created:
             notes.append(f"created journal signing key {config.signing_key_path} (0600)")
+        tokens = list(config.api.tokens)  # before any thread starts: a refused token file stops nothing
+        local_token = None
+        if not tokens:
+            local_token, made = ensure_token_file(config.token_file)
+            tokens = [Token(name="local-admin", sha256=hash_token(local_token), scopes=list(SCOPES))]
+            if made:
+                notes.append(f"created a local admin token in {config.token_file} (0600)")
         journal = Journal(config.journal_dir, signer, journal_settings(config))
         _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
         registry = Registry(config.registry_path, origin=config.journal.origin)
@@ -111,6 +110,7 @@ class Runtime:
             attention_cap=config.exporter.attention_cap,
         )
         registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
+        telemetry.registry.register(WriterCollector(journal, ledger))
         ledger.start()
         verifier = PeriodicVerify(config.journal_dir, [signer.verifier], config.journal.verify_interval_seconds)
         verifier.start()
@@ -122,13 +122,6 @@ class Runtime:
             forwarder.start()
         datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
         pusher = _otlp(config, telemetry)
-        tokens = list(config.api.tokens)
-        local_token = None
-        if not tokens:
-            local_token, made = ensure_token_file(config.token_file)
-            tokens = [Token(name="local-admin", sha256=hash_token(local_token), scopes=list(SCOPES))]
-            if made:
-                notes.append(f"created a local admin token in {config.token_file} (0600)")
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
@@ -172,6 +165,7 @@ def pipeline_values(journal: Journal, registry: Registry, ledger: Ledger) -> dic
         "keylife_journal_checkpoint_entries": float(checkpoint.size if checkpoint else 0),
         "keylife_registry_lag_entries": float(max(0, journal.size - 1 - registry.last_applied_seq())),
         "keylife_ingest_writer_up": 1.0 if ledger.running else 0.0,
+        "keylife_journal_segments_unsealed": float(journal.unsealed),
     }
     if checkpoint is not None:
         values["keylife_journal_last_checkpoint_timestamp_seconds"] = journal.last_checkpoint_time

@@ -5,7 +5,15 @@ Kept on a private CollectorRegistry so several runtimes (tests) never share stat
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
 
 from audit_forwarder.journal.writer import Entry
 
@@ -14,9 +22,21 @@ from audit_forwarder.journal.writer import Entry
 disable_created_metrics()
 
 
+# The standard process (process_start_time_seconds, process_resident_memory_bytes, open fds,
+# CPU), platform (python_info) and GC collectors, on every registry keylife serves.
+STANDARD_COLLECTORS = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+
+
+def add_standard_collectors(registry: CollectorRegistry) -> CollectorRegistry:
+    """Register the process/platform/GC collectors on ``registry`` (they read this process at scrape time)."""
+    for collector in STANDARD_COLLECTORS:
+        registry.register(collector)
+    return registry
+
+
 class Telemetry:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = add_standard_collectors(CollectorRegistry(auto_describe=True))
         self.events = Counter(
             "keylife_ingest_events",
             "Events answered by ingest, by event type and outcome.",
@@ -52,6 +72,20 @@ class Telemetry:
             "keylife_ingest_ack_seconds",
             "Time from receiving an ingest request to its durable answer.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "keylife_http_connections_closed",
+            "Client connections closed by the listener's guards: idle_timeout, header_timeout, body_timeout "
+            "(408), unread_body (answered before its body was read, and the body went on), evicted (to make room "
+            "at listen.max_connections), refused (503: all connections busy).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.log_lines_suppressed = Counter(
+            "keylife_log_lines_suppressed",
+            "Log lines of asyncio and uvicorn held back by the rate limit (the next line says how many).",
+            ["logger"],
             registry=self.registry,
         )
 

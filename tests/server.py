@@ -20,7 +20,7 @@ from keylife.api.app import create_app
 from keylife.api.auth import hash_token, new_token
 from keylife.config import Config, load
 from keylife.runtime import Runtime
-from keylife.serve import bind
+from keylife.serve import bind, uvicorn_config
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Live:
     url: str
     runtime: Runtime
     tokens: dict[str, str]  # name -> token
+    server: uvicorn.Server | None = None  # its connections: server.server_state.connections
 
     def client(self, token: str | None = "all") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[token]}"} if token else {}
@@ -57,6 +58,8 @@ def test_config(tmp: Path, **sections: dict) -> tuple[Config, dict[str, str]]:
         | {"tokens": [{"name": n, "sha256": hash_token(t), "scopes": scopes[n]} for n, t in tokens.items()]},
         "journal": config.journal.model_dump() | {"origin": "test.keylife/api"},
         "logging": {"level": "WARNING", "format": "text"},
+        # read-your-writes on every scrape: tests ingest then scrape at once (the cache has its own tests)
+        "exporter": config.exporter.model_dump() | {"scrape_cache_seconds": 0},
     }
     for name, values in sections.items():
         data[name] = data[name] | values
@@ -69,14 +72,14 @@ def live_server(tmp: Path, **sections: dict) -> Iterator[Live]:
     runtime = Runtime.start(config)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn_config(create_app(runtime), config, runtime.telemetry))  # as serve runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 10
     while not server.started and time.time() < deadline:
         time.sleep(0.01)
     try:
-        yield Live(f"http://127.0.0.1:{port}", runtime, tokens)
+        yield Live(f"http://127.0.0.1:{port}", runtime, tokens, server)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -15,6 +15,7 @@ from keylife.events import Event
 from keylife.ledger import Ledger, LedgerStopped
 from keylife.registry import Registry
 from tests.journal_helpers import fill, open_journal, signer, usage_event
+from tests.waiting import wait_until
 
 
 def make(tmp_path: Path) -> Ledger:
@@ -64,9 +65,12 @@ def test_registry_catches_up_after_a_crash_between_fsync_and_projection(tmp_path
     ledger.stop()
 
 
-def test_a_failed_write_acknowledges_nothing_and_stops_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_acknowledges_nothing_and_degrades_until_it_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = make(tmp_path)
     ledger.submit([Event.model_validate(usage_event(0))]).result(5)
+    wait_until(lambda: ledger.journal.last_checkpoint is not None, 5, "the first checkpoint")
 
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -75,10 +79,13 @@ def test_a_failed_write_acknowledges_nothing_and_stops_ingest(tmp_path: Path, mo
     future = ledger.submit([Event.model_validate(usage_event(1))])
     with pytest.raises(LedgerStopped, match="No space"):
         future.result(5)
-    assert not ledger.running and "No space" in (ledger.failure or "")
-    with pytest.raises(LedgerStopped):
+    assert not ledger.running and ledger.failure is None
+    assert "degraded: ENOSPC on fdatasync" in (ledger.problem or "")
+    with pytest.raises(LedgerStopped, match="ENOSPC"):
         ledger.submit([Event.model_validate(usage_event(2))]).result(5)
-    monkeypatch.undo()
     assert ledger.registry.seen("ev-1") is None  # nothing half-projected either
+    monkeypatch.undo()
+    wait_until(lambda: ledger.running, 10, "recovery once fdatasync works again")
+    ledger.submit([Event.model_validate(usage_event(3))]).result(5)
     ledger.stop()
-    assert [e.event["id"] for e in iter_entries(tmp_path / "journal")] == ["ev-0"]
+    assert [e.event["id"] for e in iter_entries(tmp_path / "journal")] == ["ev-0", "ev-3"]

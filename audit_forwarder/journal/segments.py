@@ -22,7 +22,8 @@ import zstandard
 
 FRAME_ENTRIES = 4096
 SUM_BYTES = 4
-_NAME = re.compile(r"^(\d{20})\.(log|zst|idx|sums)$")
+FILE_MODE = 0o640  # journal files: the owner writes, an auditors' group may read
+_NAME = re.compile(r"(\d{20})\.(log|zst|idx|sums)\Z")  # \Z: "$" would accept a trailing newline
 _SEQ_MARK = b',"seq":'
 
 
@@ -77,55 +78,98 @@ def split_lines(data: bytes) -> list[bytes]:
 
 
 def seal(seg: SegmentFiles, prev_hash: bytes, level: int = 3) -> dict:
-    """Compress a closed ``.log`` into ``.zst`` + ``.idx`` atomically, then remove the ``.log``."""
+    """Compress a closed ``.log`` into ``.zst`` + ``.idx`` atomically, then remove the ``.log``.
+
+    Every step is safe to cut by a crash: the ``.tmp`` files are removed at start-up, a ``.zst``
+    or ``.idx`` beside a ``.log`` is a leftover that start-up removes before sealing again, and a
+    ``.log`` beside both is removed. On an error the ``.tmp`` files are removed here (they would
+    keep a full disk full) and the error is raised for the caller to retry later. Files are
+    created 0640, like the rest of the journal.
+    """
     data = seg.path("log").read_bytes()
     lines = split_lines(data)
     if not lines:
         raise ValueError(f"segment {seg.first_seq} is empty; nothing to seal")
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
-    frames: list[list[int]] = []
-    chain = prev_hash
     tmp_zst = seg.path("zst").with_suffix(".zst.tmp")
-    first_hash = b""
-    with open(tmp_zst, "wb") as out:
-        offset = 0
-        for start in range(0, len(lines), FRAME_ENTRIES):
-            chunk = lines[start : start + FRAME_ENTRIES]
-            for line in chunk:
-                chain = hashlib.sha256(chain + line).digest()
-                if not first_hash:
-                    first_hash = chain
-            blob = compressor.compress(b"".join(line + b"\n" for line in chunk))
-            out.write(blob)
-            frames.append([seg.first_seq + start, offset, len(blob)])
-            offset += len(blob)
-        out.flush()
-        os.fsync(out.fileno())
-    first = orjson.loads(lines[0])
-    last = orjson.loads(lines[-1])
-    index = {
-        "format": 1,
-        "first_seq": seg.first_seq,
-        "last_seq": seg.first_seq + len(lines) - 1,
-        "count": len(lines),
-        "first_observed_at": first["observed_at"],
-        "last_observed_at": last["observed_at"],
-        "prev_hash": prev_hash.hex(),
-        "first_hash": first_hash.hex(),
-        "last_hash": chain.hex(),
-        "frames": frames,
-    }
     tmp_idx = seg.path("idx").with_suffix(".idx.tmp")
-    with open(tmp_idx, "wb") as out:
-        out.write(orjson.dumps(index))
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        frames, first_hash, chain = _write_frames(seg, lines, prev_hash, level, tmp_zst)
+        first = orjson.loads(lines[0])
+        last = orjson.loads(lines[-1])
+        index = {
+            "format": 1,
+            "first_seq": seg.first_seq,
+            "last_seq": seg.first_seq + len(lines) - 1,
+            "count": len(lines),
+            "first_observed_at": first["observed_at"],
+            "last_observed_at": last["observed_at"],
+            "prev_hash": prev_hash.hex(),
+            "first_hash": first_hash.hex(),
+            "last_hash": chain.hex(),
+            "frames": frames,
+        }
+        write_private(tmp_idx, orjson.dumps(index))
+    except BaseException:
+        tmp_zst.unlink(missing_ok=True)
+        tmp_idx.unlink(missing_ok=True)
+        raise
     os.replace(tmp_zst, seg.path("zst"))
     os.replace(tmp_idx, seg.path("idx"))
     fsync_dir(seg.directory)
     seg.path("log").unlink()
     fsync_dir(seg.directory)
     return index
+
+
+def _write_frames(
+    seg: SegmentFiles, lines: list[bytes], prev_hash: bytes, level: int, path: Path
+) -> tuple[list[list[int]], bytes, bytes]:
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    frames: list[list[int]] = []
+    chain = prev_hash
+    first_hash = b""
+    blobs = []
+    offset = 0
+    for start in range(0, len(lines), FRAME_ENTRIES):
+        chunk = lines[start : start + FRAME_ENTRIES]
+        for line in chunk:
+            chain = hashlib.sha256(chain + line).digest()
+            if not first_hash:
+                first_hash = chain
+        blob = compressor.compress(b"".join(line + b"\n" for line in chunk))
+        blobs.append(blob)
+        frames.append([seg.first_seq + start, offset, len(blob)])
+        offset += len(blob)
+    write_private(path, b"".join(blobs))
+    return frames, first_hash, chain
+
+
+def write_private(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Create ``path`` afresh with ``mode`` (a leftover keeps its old mode otherwise), write, fsync."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clear_interrupted_seal(seg: SegmentFiles) -> list[str]:
+    """Remove what an interrupted ``seal`` left beside a segment's ``.log``; returns the names.
+
+    A ``.zst`` without its ``.idx`` (a crash between the two renames) or an ``.idx`` without its
+    ``.zst`` is incomplete; with the ``.log`` still there, sealing simply runs again.
+    """
+    removed = []
+    if seg.path("log").exists() and not seg.sealed:
+        for suffix in ("zst", "idx"):
+            if seg.path(suffix).exists():
+                seg.path(suffix).unlink()
+                removed.append(seg_name(seg.first_seq, suffix))
+    return removed
 
 
 def fsync_dir(directory: Path) -> None:

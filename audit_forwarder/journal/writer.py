@@ -9,13 +9,21 @@ Guarantees (the caller acknowledges an event only after ``commit`` returns):
   every ``checkpoint_interval`` seconds while entries flow (``tick``), and on ``close``.
 * On open, a torn tail (a crash mid-write) is cut back to the last whole valid entry; the cut
   bytes are kept under ``recovered/`` and the report says so, for the caller to journal.
+* An I/O failure (ENOSPC, EMFILE, EIO, ...) raises ``JournalIOError`` naming the step. After a
+  failed write or fdatasync the journal takes no more entries until ``recover`` has re-read the
+  active segment from a fresh descriptor (not the page cache), checked it against the chain,
+  cut everything past the last durable byte and proved with a probe that writes reach the disk
+  again. Checkpoints are retried by ``tick``; a failed seal is retried in the background.
 
 One thread drives a Journal (the ingest pipeline's writer thread); sealing runs on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -32,10 +40,38 @@ from audit_forwarder.journal.note import Checkpoint, parse, sign_checkpoint
 from audit_forwarder.journal.signing import Signer
 
 FORMAT = 1
+SEAL_RETRY_FIRST = 1.0  # seconds before a failed seal is tried again; doubles up to SEAL_RETRY_MAX
+SEAL_RETRY_MAX = 60.0
+PROBE_BYTES = 65536  # at least; after a failed write, at least that write's size (no flapping)
+
+log = logging.getLogger("keylife.journal")
 
 
 class JournalCorrupt(RuntimeError):
     """The journal is damaged beyond a torn tail; start-up stops and says where."""
+
+
+class JournalIOError(OSError):
+    """An I/O step of the journal failed; ``operation`` says which (open, write, fdatasync,
+    sums, checkpoint, revalidate, probe, seal) and ``errno`` what the system answered."""
+
+    operation: str = "io"
+
+
+def cause_name(exc: BaseException) -> str:
+    """The errno name of an OSError (``ENOSPC``), else the exception's type name."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int):
+        return errno.errorcode.get(code, f"errno{code}")
+    return type(exc).__name__
+
+
+def _io_error(operation: str, exc: OSError) -> JournalIOError:
+    if isinstance(exc, JournalIOError):
+        return exc
+    err = JournalIOError(exc.errno, f"{operation}: {exc.strerror or exc}")
+    err.operation = operation
+    return err
 
 
 def genesis_hash(origin: str) -> bytes:
@@ -101,7 +137,17 @@ class Journal:
         self._active_prev = b""
         self._recovered_offsets: list[int] = []
         self._recovered_bytes = 0
-        self._sealing: list[threading.Thread] = []
+        self._tail_suspect = False  # a write or fdatasync failed: recover() before writing again
+        self._sums_stale = False  # the .sums append failed after a durable commit: recover() rebuilds it
+        self.io_failures: dict[tuple[str, str], int] = {}  # (operation, errno name) -> count
+        self.last_io_error: JournalIOError | None = None
+        self._probe_bytes = PROBE_BYTES
+        self._seal_lock = threading.Lock()
+        self._unsealed: list[tuple[segs.SegmentFiles, bytes]] = []  # closed, waiting to be sealed
+        self._seal_thread: threading.Thread | None = None
+        self._seal_retry_at = 0.0
+        self._seal_backoff = SEAL_RETRY_FIRST
+        self.seal_failure: tuple[str, float] | None = None  # (cause, since) while sealing fails
         self.lock = threading.RLock()  # readers of the active segment take it briefly
         self.recovery = self._open()
 
@@ -119,13 +165,16 @@ class Journal:
                 )
         else:
             _atomic_write(meta_path, orjson.dumps({"format": FORMAT, "origin": self.origin}))
-        for stale in self.seg_dir.glob("*.tmp"):
+        for stale in (*self.seg_dir.glob("*.tmp"), *self.directory.glob("*.tmp")):
             stale.unlink()
+        (self.directory / ".probe").unlink(missing_ok=True)
         report = Recovery()
         seg_list = segs.list_segments(self.seg_dir)
         for seg in seg_list:
             if seg.sealed and seg.path("log").exists():
                 seg.path("log").unlink()  # sealing finished; only the removal was interrupted
+            elif segs.clear_interrupted_seal(seg):
+                segs.fsync_dir(self.seg_dir)
         for position, seg in enumerate(seg_list):
             is_last = position == len(seg_list) - 1
             if seg.sealed:
@@ -138,11 +187,16 @@ class Journal:
             prev = self.head
             self._recover_log(seg, report)
             if not is_last:
-                segs.seal(seg, prev, self.settings.compress_level)
-                report.sealed_on_start.append(seg.first_seq)
+                try:
+                    segs.seal(seg, prev, self.settings.compress_level)
+                    report.sealed_on_start.append(seg.first_seq)
+                except OSError as exc:  # the entries are safe in the .log; sealing is retried
+                    self._note_failure("seal", exc)
+                    self._unsealed.append((seg, prev))
             else:
                 self._reopen_active(seg, prev)
         self._committed = (self.size, self.head)
+        self._repair_checkpoint_log()
         self._load_last_checkpoint()
         if self.last_checkpoint and self.last_checkpoint.size > self.size:
             raise JournalCorrupt(
@@ -219,19 +273,134 @@ class Journal:
         )
 
     def _reopen_active(self, seg: segs.SegmentFiles, prev: bytes) -> None:
+        self._open_fds(seg)
         self._active = seg
         self._active_prev = prev
-        self._fd = os.open(seg.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._sums_fd = os.open(seg.path("sums"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._active_bytes = self._recovered_bytes
         self._active_offsets = self._recovered_offsets
         self._active_opened = time.time()
+
+    def _open_fds(self, seg: segs.SegmentFiles) -> None:
+        """Open the segment's log and sums for appending: both or neither (no fd leaks on EMFILE)."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        fd = os.open(seg.path("log"), flags, segs.FILE_MODE)
+        try:
+            sums_fd = os.open(seg.path("sums"), flags, segs.FILE_MODE)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._sums_fd = fd, sums_fd
+
+    def _close_fds(self) -> None:
+        """Close the active descriptors; a close error (EIO) changes nothing: what is durable was
+        fsynced, and what is not is cut by ``recover``."""
+        for fd in (self._fd, self._sums_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._sums_fd = -1
 
     def _load_last_checkpoint(self) -> None:
         latest = self.directory / "checkpoint"
         if latest.exists():
             self.last_checkpoint = parse(latest.read_text())
             self.last_checkpoint_time = latest.stat().st_mtime
+
+    def _repair_checkpoint_log(self) -> None:
+        """Cut a torn last line of ``checkpoints.log`` (a crash or a full disk mid-append): it is an
+        unsigned fragment, and the next checkpoint must start on a line of its own."""
+        path = self.directory / "checkpoints.log"
+        if path.exists():
+            fd = os.open(path, os.O_RDWR)
+            try:
+                _cut_partial_line(fd)
+            finally:
+                os.close(fd)
+
+    # ----- failures and recovery ------------------------------------------------------------
+    def _note_failure(self, operation: str, exc: OSError) -> JournalIOError:
+        """Count an I/O failure by step and errno (for the metric) and name the step."""
+        err = _io_error(operation, exc)
+        key = (err.operation, cause_name(err))
+        self.io_failures[key] = self.io_failures.get(key, 0) + 1
+        self.last_io_error = err
+        return err
+
+    @property
+    def needs_recovery(self) -> bool:
+        """True after a failed write or fdatasync (or .sums append): ``recover`` must succeed first."""
+        return self._tail_suspect or self._sums_stale
+
+    def recover(self) -> None:
+        """Make the journal writable again after an I/O failure, or raise (``JournalIOError`` while the
+        cause lasts, ``JournalCorrupt`` if durable entries are gone).
+
+        After a failed fdatasync the page cache may hold bytes the disk does not (Linux marks the
+        pages clean), so the active segment is reopened, cut back to the last durable byte,
+        synced, dropped from the cache and read back from the disk: it must hold exactly the
+        durable entries, chained to the durable head. ``.sums`` is rebuilt from them. Then a
+        probe file is written and fdatasynced, so a full disk or a dead device is found here
+        and not by the next producer.
+        """
+        with self.lock:
+            if self.needs_recovery:
+                try:
+                    self._revalidate_active()
+                except OSError as exc:
+                    raise self._note_failure("revalidate", exc) from exc
+            try:
+                self._probe()
+            except OSError as exc:
+                raise self._note_failure("probe", exc) from exc
+            self._probe_bytes = PROBE_BYTES
+
+    def _revalidate_active(self) -> None:
+        seg = self._active
+        self._close_fds()
+        if seg is None:
+            self._tail_suspect = self._sums_stale = False
+            return
+        durable = self._active_bytes
+        fd = os.open(seg.path("log"), os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size > durable:
+                os.ftruncate(fd, durable)  # never acknowledged: the failed group's bytes
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # read back from the disk, not the cache
+            data = os.pread(fd, durable, 0) if durable else b""
+            while len(data) < durable:
+                more = os.pread(fd, durable - len(data), len(data))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
+        lines = segs.split_lines(data)
+        head = self._active_prev
+        for line in lines:
+            head = hashlib.sha256(head + line).digest()
+        if len(data) != durable or len(lines) != len(self._active_offsets) or head != self._committed[1]:
+            raise JournalCorrupt(
+                f"segment {seg.first_seq}: after an I/O failure the disk holds {len(data)} bytes "
+                f"({len(lines)} entries) that do not match the {durable} durable bytes "
+                f"({len(self._active_offsets)} entries) of the chain; run keylife verify"
+            )
+        _atomic_write(seg.path("sums"), b"".join(segs.entry_sum(line) for line in lines))
+        self._open_fds(seg)
+        self._tail_suspect = self._sums_stale = False
+
+    def _probe(self) -> None:
+        path = self.directory / ".probe"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, bytes(self._probe_bytes))
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     # ----- writing --------------------------------------------------------------------------
     def append(self, events: list[dict[str, Any]], observed_at: float | None = None) -> list[Entry]:
@@ -275,45 +444,84 @@ class Journal:
         self._pending_sums.clear()
         self.size, self.head = self._committed
 
-    def commit(self) -> None:
-        """Write staged entries and fdatasync; on failure cut the file back and re-raise."""
+    def commit(self, *, maintain: bool = True) -> None:
+        """Write staged entries and fdatasync; on failure cut the file back and raise ``JournalIOError``.
+
+        After a failure it first runs ``recover`` (and raises if that fails). When it returns, the
+        entries are durable (an error after the fdatasync, in the ``.sums``
+        hint, only sets ``needs_recovery``). ``maintain=False`` leaves checkpoints and rolls to
+        ``tick``, so a caller can acknowledge first and a checkpoint failure never fails durable
+        entries.
+        """
         if not self._pending:
             return
+        if self.needs_recovery:
+            try:
+                self.recover()  # never append after a failure before the tail is re-checked
+            except BaseException:
+                self.rollback()
+                raise
         with self.lock:
             if self._active is None:
-                self._start_segment(self._committed[0])
+                try:
+                    self._start_segment(self._committed[0])
+                except OSError as exc:
+                    self.rollback()
+                    raise self._note_failure("open", exc) from exc
             data = b"".join(line + b"\n" for line in self._pending)
             start = self._active_bytes
+            step = "write"
             try:
                 _write_all(self._fd, data)
+                step = "fdatasync"
                 os.fdatasync(self._fd)
-            except OSError:
-                try:
+            except OSError as exc:
+                self._tail_suspect = True
+                self._probe_bytes = max(PROBE_BYTES, len(data))
+                with contextlib.suppress(OSError):  # recover() cuts it from a fresh descriptor
                     os.ftruncate(self._fd, start)
-                finally:
-                    self.rollback()
-                raise
-            _write_all(self._sums_fd, b"".join(self._pending_sums))
+                self.rollback()
+                raise self._note_failure(step, exc) from exc
             offset = start
             for line in self._pending:
                 self._active_offsets.append(offset)
                 offset += len(line) + 1
             self._active_bytes = offset
+            sums = b"".join(self._pending_sums)
             self._pending.clear()
             self._pending_sums.clear()
             self._committed = (self.size, self.head)
-        if self.size - (self.last_checkpoint.size if self.last_checkpoint else 0) >= self.settings.checkpoint_every:
-            self.checkpoint()
-        if self._active_bytes >= self.settings.segment_max_bytes:
-            self.roll()
+            try:
+                _write_all(self._sums_fd, sums)
+            except OSError as exc:
+                self._sums_stale = True
+                self._note_failure("sums", exc)
+        if maintain:
+            self._maintain(time.time(), by_time=False)
 
     def tick(self, now: float | None = None) -> None:
-        """Called about every second by the writer thread: time-based checkpoints and rolls."""
-        now = time.time() if now is None else now
+        """Checkpoints and rolls that are due (by count, time, age or size); retries a failed seal.
+
+        Called after each group and about every second by the writer thread. Raises
+        ``JournalIOError`` when a checkpoint or roll fails; calling it again retries.
+        """
+        self._maintain(time.time() if now is None else now, by_time=True)
+
+    def _maintain(self, now: float, *, by_time: bool) -> None:
+        self._retry_seal(now)
+        if self.needs_recovery:
+            return
         covered = self.last_checkpoint.size if self.last_checkpoint else 0
-        if self._committed[0] > covered and now - self.last_checkpoint_time >= self.settings.checkpoint_interval:
+        due = self._committed[0] - covered >= self.settings.checkpoint_every
+        if by_time:
+            due = due or now - self.last_checkpoint_time >= self.settings.checkpoint_interval
+        if self._committed[0] > covered and due:
             self.checkpoint()
-        if self._active and self._active_bytes and now - self._active_opened >= self.settings.segment_max_age:
+        if not self._active or not self._active_bytes:
+            return
+        if self._active_bytes >= self.settings.segment_max_bytes or (
+            by_time and now - self._active_opened >= self.settings.segment_max_age
+        ):
             self.roll()
 
     def checkpoint(self) -> Checkpoint:
@@ -321,13 +529,22 @@ class Journal:
         cp = sign_checkpoint(self.signer, self.origin, size, head)
         note = cp.render()
         record = orjson.dumps({"note": note}) + b"\n"  # everything in it is signed
-        fd = os.open(self.directory / "checkpoints.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            _write_all(fd, record)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        _atomic_write(self.directory / "checkpoint", note.encode())
+            fd = os.open(self.directory / "checkpoints.log", os.O_RDWR | os.O_APPEND | os.O_CREAT, segs.FILE_MODE)
+            try:
+                start = _cut_partial_line(fd)
+                try:
+                    _write_all(fd, record)
+                    os.fdatasync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):  # else _cut_partial_line cuts it next time
+                        os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
+            _atomic_write(self.directory / "checkpoint", note.encode())
+        except OSError as exc:
+            raise self._note_failure("checkpoint", exc) from exc
         self.last_checkpoint = cp
         self.last_checkpoint_time = time.time()
         return cp
@@ -336,40 +553,103 @@ class Journal:
         seg = segs.SegmentFiles(first_seq, self.seg_dir)
         self._recovered_offsets, self._recovered_bytes = [], 0
         self._reopen_active(seg, self._committed[1])
-        segs.fsync_dir(self.seg_dir)
+        try:
+            segs.fsync_dir(self.seg_dir)  # the new file's name must be durable before entries in it are
+        except OSError:
+            self._close_fds()
+            self._active = None
+            raise
 
     def roll(self) -> None:
         """Close the active segment and seal it (in the background unless configured not to)."""
         with self.lock:
-            if self._active is None or not self._active_bytes:
+            if self._active is None or not self._active_bytes or self.needs_recovery:
                 return
             seg, prev = self._active, self._active_prev
-            os.close(self._fd)
-            os.close(self._sums_fd)
-            self._active, self._fd, self._sums_fd = None, -1, -1
+            self._close_fds()
+            self._active = None
             self._active_bytes = 0
             self._active_offsets = []
+        with self._seal_lock:
+            self._unsealed.append((seg, prev))
+            self._seal_retry_at = 0.0
+        self._retry_seal(time.time())
+
+    # ----- sealing (retried until it succeeds; the .log stays readable meanwhile) ----------
+    @property
+    def unsealed(self) -> int:
+        """Closed segments not sealed yet (sealing, or waiting for a retry after a failure)."""
+        return len(self._unsealed)
+
+    def _retry_seal(self, now: float) -> None:
+        if not self._unsealed or now < self._seal_retry_at:
+            return
+        if self._seal_thread is not None and self._seal_thread.is_alive():
+            return
         if self.settings.seal_in_background:
-            thread = threading.Thread(target=segs.seal, args=(seg, prev, self.settings.compress_level), daemon=True)
-            thread.start()
-            self._sealing = [t for t in self._sealing if t.is_alive()] + [thread]
+            self._seal_thread = threading.Thread(target=self._seal_pending, name="keylife-seal", daemon=True)
+            self._seal_thread.start()
         else:
-            segs.seal(seg, prev, self.settings.compress_level)
+            self._seal_pending()
+
+    def _seal_pending(self) -> None:
+        while True:
+            with self._seal_lock:
+                if not self._unsealed:
+                    break
+                seg, prev = self._unsealed[0]
+            try:
+                segs.seal(seg, prev, self.settings.compress_level)
+            except OSError as exc:
+                err = self._note_failure("seal", exc)
+                with self._seal_lock:
+                    self._seal_retry_at = time.time() + self._seal_backoff
+                    self._seal_backoff = min(self._seal_backoff * 2, SEAL_RETRY_MAX)
+                if self.seal_failure is None:
+                    self.seal_failure = (cause_name(err), time.time())
+                    log.warning(
+                        f"sealing segment {seg.first_seq} failed with {cause_name(err)}; its entries stay "
+                        "in the .log and sealing is retried",
+                        extra={"cause": cause_name(err), "segment": seg.first_seq, "reason": str(err)},
+                    )
+                return
+            with self._seal_lock:
+                self._unsealed.pop(0)
+                self._seal_backoff = SEAL_RETRY_FIRST
+            if self.seal_failure is not None:
+                log.warning(f"sealing works again after {self.seal_failure[0]}", extra={"cause": self.seal_failure[0]})
+                self.seal_failure = None
 
     def close(self) -> None:
-        """Checkpoint what is committed, close files and wait for sealing to finish."""
+        """Checkpoint what is committed, close files and wait for sealing to finish.
+
+        A checkpoint that fails here is logged, not raised: everything acknowledged is durable
+        in the segment, and the next start checkpoints it.
+        """
+        if self.needs_recovery:
+            try:
+                self.recover()
+            except (OSError, JournalCorrupt) as exc:
+                log.warning("journal closed without recovering from an I/O failure", extra={"reason": str(exc)})
         if self._committed[0] and (not self.last_checkpoint or self.last_checkpoint.size < self._committed[0]):
-            self.checkpoint()
-        if self._fd >= 0:
-            os.close(self._fd)
-            os.close(self._sums_fd)
-            self._fd = self._sums_fd = -1
-        for thread in self._sealing:
-            thread.join()
+            try:
+                self.checkpoint()
+            except OSError as exc:
+                log.warning("final checkpoint failed; the next start writes it", extra={"reason": str(exc)})
+        self._close_fds()
+        self.wait_sealed()
 
     def wait_sealed(self) -> None:
-        for thread in self._sealing:
-            thread.join()
+        """Wait until every closed segment is sealed, or sealing failed (then it is retried later)."""
+        while True:
+            thread = self._seal_thread
+            if thread is not None:
+                thread.join()
+            with self._seal_lock:
+                if not self._unsealed or self.seal_failure is not None:
+                    return
+                self._seal_retry_at = 0.0  # rolled while the last seal was finishing: seal it now
+            self._retry_seal(time.time())
 
     # ----- reading (the active segment is read under the lock, up to committed bytes) ------
     def active_lines(self, seqs: list[int]) -> dict[int, bytes]:
@@ -395,13 +675,34 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o640) -> None:
+def _cut_partial_line(fd: int) -> int:
+    """Truncate ``fd``'s file after its last newline if it ends mid-line; returns the new size."""
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    block = 65536
+    end = size
+    while end > 0:
+        begin = max(0, end - block)
+        chunk = os.pread(fd, end - begin, begin)
+        at = chunk.rfind(b"\n")
+        if at >= 0:
+            keep = begin + at + 1
+            break
+        end = begin
+    else:
+        keep = 0
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    return keep
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = segs.FILE_MODE) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        segs.write_private(tmp, data, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a leftover would keep a full disk full
+        raise
     segs.fsync_dir(path.parent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -15,13 +16,15 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from audit_forwarder.journal.reader import get_entries
+from exporter.snapshot import ScrapeCache
 from keylife import __version__
 from keylife.api import ingest
 from keylife.api.auth import Principal
+from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
 from keylife.api.problems import JSONBody, Problem, install
 from keylife.events import Event, EventType, format_time
 from keylife.forwarding import validate_notice
-from keylife.ledger import LedgerStopped, Outcome
+from keylife.ledger import EventRejected, LedgerStopped, Outcome
 from keylife.lifecycle import KeyState
 from keylife.runtime import Runtime
 
@@ -38,10 +41,16 @@ COMMANDS: dict[str, EventType] = {
 }
 
 
+COMMAND_MAX_BYTES = 16 * 1024  # a command is a verb, a reason (<= 1024 chars) and an id
+
+
 class CommandRequest(BaseModel):
     command: Literal["activate", "suspend", "reactivate", "deactivate", "revoke", "compromise", "destroy"]
     reason: str = Field(min_length=1, max_length=1024)
     id: str | None = Field(default=None, description="idempotency id; the same id is answered as a duplicate")
+
+
+COMMAND_SCHEMA = CommandRequest.model_json_schema()
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -52,6 +61,7 @@ def create_app(rt: Runtime) -> FastAPI:
         default_response_class=JSONBody,
     )
     install(app)
+    install_disconnect_handler(app)
     app.state.runtime = rt
 
     def require(scope: str) -> Any:
@@ -81,16 +91,13 @@ def create_app(rt: Runtime) -> FastAPI:
                 503,
                 "not-ready",
                 "Not ready",
-                rt.ledger.failure or "journal writer is not running",
+                rt.ledger.problem or "journal writer is not running",
                 {"Retry-After": "5"},
             )
         return {"status": "ready", "journal_size": rt.journal.size, "registry_seq": rt.registry.last_applied_seq()}
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        await _fresh(rt)  # the scrape reports everything acknowledged before it
-        body = await asyncio.to_thread(generate_latest, rt.telemetry.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    if rt.config.exporter.metrics_listen is None:  # else only on the metrics listener (keylife.serve)
+        app.add_api_route("/metrics", metrics_endpoint(rt), methods=["GET"], include_in_schema=False)
 
     @app.post("/v1/events", tags=["ingest"], status_code=200)
     async def post_events(request: Request, principal: Principal = require("ingest")) -> Response:
@@ -128,7 +135,10 @@ def create_app(rt: Runtime) -> FastAPI:
         following = items[-1]["key_id"] if len(items) == limit else None
         return JSONBody({"items": items, "next": following})
 
-    @app.get("/v1/keys/{key_id}", tags=["registry"])
+    # Key ids may hold '/': the ``path`` converter takes the rest of the path, raw or %2F-encoded
+    # (uvicorn decodes before routing). ``/v1/keys/a/b/commands`` is a POST, so it reaches the
+    # commands route below for key ``a/b``; a GET of it is the key ``a/b/commands``.
+    @app.get("/v1/keys/{key_id:path}", tags=["registry"])
     async def get_key(
         key_id: str,
         history: Annotated[int, Query(ge=0, le=1000, description="latest journal entries to include")] = 100,
@@ -142,8 +152,13 @@ def create_app(rt: Runtime) -> FastAPI:
         key["history"] = [{"seq": e.seq, "observed_at": e.observed_at, "event": e.event} for e in entries]
         return JSONBody(key)
 
-    @app.post("/v1/keys/{key_id}/commands", tags=["commands"])
-    async def command(key_id: str, body: CommandRequest, principal: Principal = require("admin")) -> JSONBody:
+    @app.post(
+        "/v1/keys/{key_id:path}/commands",
+        tags=["commands"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": COMMAND_SCHEMA}}}},
+    )
+    async def command(key_id: str, request: Request, principal: Principal = require("admin")) -> JSONBody:
+        body = _command(await read_body(request, COMMAND_MAX_BYTES))  # after auth: see keylife.api.bodies
         event_id = body.id or f"cmd-{time.time_ns()}-{principal.name}"
         try:
             event = Event.model_validate(
@@ -180,7 +195,7 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.post("/v1/forwarder/quarantined", tags=["forwarder"])
     async def forwarder_quarantined(request: Request, _: Principal = require("forward")) -> JSONBody:
         """Journal a quarantine notice from ``keylife forward`` (a separate process)."""
-        body = await request.body()
+        body = await read_body(request, rt.config.api.max_body_bytes)
         try:
             event = validate_notice(orjson.loads(body))
         except (orjson.JSONDecodeError, ValidationError, ValueError, TypeError) as exc:
@@ -201,7 +216,33 @@ def create_app(rt: Runtime) -> FastAPI:
     async def verifier_key() -> PlainTextResponse:
         return PlainTextResponse(rt.signer.verifier.encode() + "\n")
 
+    no_body_parameters(app)
     return app
+
+
+def metrics_endpoint(rt: Runtime) -> Callable[[], Awaitable[Response]]:
+    """GET /metrics over a ``ScrapeCache``: a scrape reports everything acknowledged before the render
+    it is answered with began, at most ``exporter.scrape_cache_seconds`` before the scrape."""
+
+    async def render() -> bytes:
+        await _fresh(rt)
+        return await asyncio.to_thread(generate_latest, rt.telemetry.registry)
+
+    scrapes = ScrapeCache(render, rt.config.exporter.scrape_cache_seconds)
+
+    async def metrics() -> Response:
+        return Response(await scrapes.get(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def _command(raw: bytes) -> CommandRequest:
+    try:
+        return CommandRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Problem(422, "invalid-request", "The request is not valid", summary, errors=errors) from None
 
 
 async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Response:
@@ -214,16 +255,7 @@ async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Respon
             "Unsupported content type",
             f"send application/json (one event) or application/x-ndjson, not {content_type or 'nothing'!r}",
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "body-too-large", "Body too large", f"body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "body-too-large", "Body too large", f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    lines = ingest.split_body(b"".join(chunks), content_type in ingest.NDJSON_TYPES)
+    lines = ingest.split_body(await read_body(request, limit), content_type in ingest.NDJSON_TYPES)
     if not lines:
         raise Problem(400, "empty-body", "Empty body", "the body holds no event")
     if len(lines) > rt.config.api.max_lines:
@@ -282,6 +314,10 @@ async def _submit(rt: Runtime, events: list[Event], command: bool = False) -> li
             "Journal unavailable",
             f"events cannot be made durable now ({exc}); nothing was written, retry later",
             {"Retry-After": "5"},
+        ) from None
+    except EventRejected as exc:  # this request alone; the others of its group were written
+        raise Problem(
+            422, "event-not-journalable", "Event cannot be journaled", f"{exc}; nothing of this request was written"
         ) from None
 
 
