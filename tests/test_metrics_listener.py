@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.snapshot import ScrapeCache
+from keylife.api.scrapes import ScrapeCache
 from tests.server import live_server, start_server
 from tests.server_process import terminate
 from tests.test_http_guard import metric, write_config

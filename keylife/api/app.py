@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from audit_forwarder.journal.reader import get_entries
-from exporter.snapshot import ScrapeCache
 from keylife import __version__
 from keylife.api import ingest
 from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
 from keylife.api.problems import JSONBody, Problem, install
+from keylife.api.scrapes import ScrapeCache
 from keylife.events import Event, EventType, format_time
 from keylife.forwarding import validate_notice
 from keylife.ledger import EventRejected, LedgerStopped, Outcome
