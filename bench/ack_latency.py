@@ -144,39 +144,43 @@ def open_loop(url: str, token: str, p: dict[str, Any], warmup: list, timed: list
     return Load(samples, errors, t0, late, time.perf_counter() - t0)
 
 
-def run(quick: bool) -> dict[str, Any]:
-    p = dict(QUICK if quick else FULL)
+def measure(name: str, p: dict[str, Any], target: str, client: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Run the open loop against a fresh ``keylife serve`` and report ``{name}_p99_ms`` / ``_p50_ms``."""
     server_core, client_core = cores()
     pin(client_core)
     per = p["events_per_request"]
     warmup, timed = request_bodies(p)
     offered = p["requests_per_s"] * per
-    log(f"{NAME}: {len(timed)} requests of {per} events at {p['requests_per_s']}/s ({offered} events/s)")
-    with scratch(NAME) as tmp, running(tmp, server_core) as server:
+    log(f"{name}: {len(timed)} requests of {per} events at {p['requests_per_s']}/s ({offered} events/s), {client}")
+    with scratch(name) as tmp, running(tmp, server_core) as server:
         cpu0 = cpu_seconds(server.pid)
-        load = open_loop(server.url, server.token, p, warmup, timed)
+        load = open_loop(server.url, server.token, p, warmup, timed, client=client)
         server_cpu = cpu_seconds(server.pid) - cpu0
-    samples, errors, late, wall = load.samples, load.errors, load.late, load.wall
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
-    due_ms = [s[0] * 1000 for s in samples]
-    sent_ms = [s[1] * 1000 for s in samples]
+    if load.errors:
+        raise RuntimeError(f"{len(load.errors)} requests failed, e.g. {load.errors[0]}")
+    due_ms = [s[0] * 1000 for s in load.samples]
+    sent_ms = [s[1] * 1000 for s in load.samples]
     p99, p50 = percentile(due_ms, 99), percentile(due_ms, 50)
-    log(f"{NAME}: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(samples)} requests")
+    log(f"{name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(due_ms)} requests")
     return result(
         [
-            Metric("ack_latency_p99_ms", p99, "ms", "<= 20", 2),
-            Metric("ack_latency_p50_ms", p50, "ms", None, 2),
+            Metric(f"{name}_p99_ms", p99, "ms", target, 2),
+            Metric(f"{name}_p50_ms", p50, "ms", None, 2),
         ],
         p
         | {"offered_events_per_s": offered, "server_core": server_core, "client_core": client_core}
-        | {"events_source": "default", "latency_from": "scheduled send time (open loop)"},
-        requests=len(samples),
+        | context
+        | {"latency_from": "scheduled send time (open loop)"},
+        requests=len(due_ms),
         p90_ms=round(percentile(due_ms, 90), 2),
         p999_ms=round(percentile(due_ms, 99.9), 2),
         max_ms=round(max(due_ms), 2),
         service_p50_ms=round(percentile(sent_ms, 50), 2),
         service_p99_ms=round(percentile(sent_ms, 99), 2),
-        scheduler_max_late_ms=round(late * 1000, 2),
-        server_core_utilisation=round(server_cpu / wall, 3),
+        scheduler_max_late_ms=round(load.late * 1000, 2),
+        server_core_utilisation=round(server_cpu / load.wall, 3),
     )
+
+
+def run(quick: bool) -> dict[str, Any]:
+    return measure(NAME, dict(QUICK if quick else FULL), "<= 20", "http.client", {"events_source": "default"})

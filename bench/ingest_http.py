@@ -80,6 +80,23 @@ def connection_loop(host: str, port: int, headers: dict[str, str], feeder: Feede
         conn.close()
 
 
+def drive(
+    host: str, port: int, headers: dict[str, str], timed: list[tuple[bytes, int]], p: dict[str, Any]
+) -> tuple[Feeder, Stopwatch]:
+    """Send ``timed`` over ``p["connections"]`` kept-alive connections as fast as they are acked."""
+    feeder = Feeder(timed, time.perf_counter() + p["max_seconds"])
+    watch = Stopwatch()
+    threads = [
+        threading.Thread(target=connection_loop, args=(host, port, headers, feeder)) for _ in range(p["connections"])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    watch.stop()
+    return feeder, watch
+
+
 def by_fifth(acks: list[tuple[float, int]], t0: float, wall: float) -> list[int]:
     """Events/s acknowledged in each fifth of the run: shows whether the rate holds as the
     registry and journal grow, which one overall figure hides."""
@@ -109,18 +126,8 @@ def run(quick: bool) -> dict[str, Any]:
             if error := post(conn, headers, body, lines):
                 raise RuntimeError(f"warm-up batch refused: {error}")
         conn.close()
-        feeder = Feeder(timed, time.perf_counter() + p["max_seconds"])
         server_cpu0 = cpu_seconds(server.pid)
-        watch = Stopwatch()
-        threads = [
-            threading.Thread(target=connection_loop, args=(host, port, headers, feeder))
-            for _ in range(p["connections"])
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        watch.stop()
+        feeder, watch = drive(host, port, headers, timed, p)
         server_cpu = cpu_seconds(server.pid) - server_cpu0
         journal_bytes = sum(f.stat().st_size for f in (server.data_dir / "journal").rglob("*") if f.is_file())
     if feeder.errors:

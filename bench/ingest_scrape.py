@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from bench.common import Metric, Stopwatch, cores, cpu_seconds, demo_events, log, pin, result, scratch
-from bench.ingest_http import Feeder, connection_loop, post
+from bench.common import Metric, cores, cpu_seconds, demo_events, log, pin, result, scratch
+from bench.ingest_http import drive, post
 from bench.server import running
 
 NAME = "ingest_scrape"
@@ -72,20 +72,10 @@ def phase(p: dict[str, Any], bodies: list[tuple[bytes, int]], server_core: int, 
             )
             for _ in range(scrapers)
         ]
-        feeder = Feeder(timed, time.perf_counter() + p["max_seconds"])
         cpu0 = cpu_seconds(server.pid)
         for t in scraping:
             t.start()
-        watch = Stopwatch()
-        loaders = [
-            threading.Thread(target=connection_loop, args=(host, port, headers, feeder))
-            for _ in range(p["connections"])
-        ]
-        for t in loaders:
-            t.start()
-        for t in loaders:
-            t.join()
-        watch.stop()
+        feeder, watch = drive(host, port, headers, timed, p)
         stop.set()
         for t in scraping:
             t.join()
