@@ -18,8 +18,8 @@ from keylife.domain.events import Event
 from keylife.domain.lifecycle import KeyState
 from keylife.journal.signing import Signer
 from keylife.journal.writer import Entry, Journal, JournalSettings
-from keylife.registry.projection import Registry, RegistryError, rebuild
 from keylife.registry import projection as registry_module
+from keylife.registry.projection import Registry, RegistryError, rebuild
 
 BASE = datetime(2024, 5, 1, tzinfo=UTC)
 
