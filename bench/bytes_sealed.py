@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from audit_forwarder.journal import segments as segs
-from audit_forwarder.journal.signing import Signer
-from audit_forwarder.journal.writer import Journal, JournalSettings
 from bench.common import ORIGIN, Metric, Stopwatch, demo_events, log, payloads, pin, result, scratch
+from keylife.journal import segments as segs
+from keylife.journal.signing import Signer
+from keylife.journal.writer import Journal, JournalSettings
 
 NAME = "bytes_sealed"
 FULL = {"events": None, "size": "default", "batch": 1000}  # the whole default stream: ~174k events

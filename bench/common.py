@@ -37,7 +37,7 @@ def demo_events(limit: int | None, size: str = "bench", days: float | None = Non
 
     ``days`` stretches the history when one day of the preset holds fewer than ``limit`` events.
     """
-    from keylife.demo import SIZES, DemoConfig, DemoNetwork
+    from keylife.demo.network import SIZES, DemoConfig, DemoNetwork
 
     options = dict(SIZES[size])
     if days is not None:
@@ -48,7 +48,7 @@ def demo_events(limit: int | None, size: str = "bench", days: float | None = Non
 
 def payloads(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The journal's form of each event (validated, normalised), as the ledger would append it."""
-    from keylife.events import Event
+    from keylife.domain.events import Event
 
     return [Event.model_validate(e).payload() for e in events]
 

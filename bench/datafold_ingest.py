@@ -82,11 +82,11 @@ def generate(path: Path, lines: int, clients: int, seed: int = 7) -> dict[str, i
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from keylife.config import load
+    from keylife.cli.config import load
+    from keylife.cli.runtime import Runtime
     from keylife.datafold.mapping import Adapter
     from keylife.datafold.runner import run_file
     from keylife.datafold.sinks import LedgerEventSink
-    from keylife.runtime import Runtime
 
     p = dict(QUICK if quick else FULL)
     core = pin(0)

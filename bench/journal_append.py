@@ -15,10 +15,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from audit_forwarder.journal import segments as segs
-from audit_forwarder.journal.signing import Signer
-from audit_forwarder.journal.writer import Journal, JournalSettings
 from bench.common import ORIGIN, Metric, Stopwatch, demo_events, dir_bytes, log, payloads, pin, result, scratch
+from keylife.journal import segments as segs
+from keylife.journal.signing import Signer
+from keylife.journal.writer import Journal, JournalSettings
 
 NAME = "journal_append"
 FULL = {"events": 600_000, "batch": 1000, "in_flight": 4, "max_seconds": 120.0, "journal_repeats": 3}
@@ -67,8 +67,8 @@ def journal_run(directory: Path, items: list[dict[str, Any]], batch: int, max_se
 
 def ledger_run(directory: Path, items: list[Any], batch: int, in_flight: int, max_seconds: float) -> dict[str, Any]:
     """Submit batches of validated Events with a few in flight (as concurrent requests would)."""
-    from keylife.ledger import Ledger
-    from keylife.registry import Registry
+    from keylife.ingest.ledger import Ledger
+    from keylife.registry.projection import Registry
 
     journal = open_journal(directory)
     ledger = Ledger(journal, Registry(directory / "registry.sqlite", origin=ORIGIN))
@@ -104,7 +104,7 @@ def _settle(future: Future[Any], expected: int) -> int:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from keylife.events import Event
+    from keylife.domain.events import Event
 
     p = dict(QUICK if quick else FULL)
     core = pin(0)
@@ -136,6 +136,6 @@ def run(quick: bool) -> dict[str, Any]:
 def _defaults() -> dict[str, Any]:
     from dataclasses import asdict
 
-    from audit_forwarder.journal.writer import JournalSettings
+    from keylife.journal.writer import JournalSettings
 
     return {k: v for k, v in asdict(JournalSettings(origin="bench")).items() if k != "origin"}

@@ -199,9 +199,9 @@ def _status() -> dict[str, int]:
 
 
 def stage_build(p: dict[str, Any]) -> dict[str, Any]:
-    from audit_forwarder.journal.writer import Entry
-    from keylife.events import Event
-    from keylife.registry import Registry
+    from keylife.domain.events import Event
+    from keylife.journal.writer import Entry
+    from keylife.registry.projection import Registry
 
     fleet = Fleet(p["keys"], p["nodes"], p["replicas"], p["attention_share"], p["seed"], time.time())
     observed = _iso(time.time())
@@ -250,7 +250,7 @@ def stage_ours(p: dict[str, Any]) -> dict[str, Any]:
 
     from exporter.policy import load_policy
     from exporter.service import Exporter
-    from keylife.process import tune_gc
+    from keylife.common.process import tune_gc
 
     before = _status()
     watch = Stopwatch()
@@ -308,7 +308,7 @@ def stage_naive(p: dict[str, Any]) -> dict[str, Any]:
 
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-    from keylife.process import tune_gc
+    from keylife.common.process import tune_gc
 
     before = _status()
     watch = Stopwatch()

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from audit_forwarder.journal.signing import Signer
-from audit_forwarder.journal.verify import verify
-from audit_forwarder.journal.writer import Journal, JournalSettings
 from bench.common import ORIGIN, START, Metric, Stopwatch, dir_bytes, log, pin, result, scratch
+from keylife.journal.signing import Signer
+from keylife.journal.verify import verify
+from keylife.journal.writer import Journal, JournalSettings
 
 NAME = "verify"
 FULL = {"entries": 1_000_000, "sealed_share": 0.5, "segment_entries": 200_000, "append_batch": 1000, "repeats": 3}
@@ -30,8 +30,8 @@ def build(directory: Path, p: dict[str, Any]) -> Signer:
     must divide both, as the defaults do)."""
     from datetime import timedelta
 
-    from keylife.demo import SIZES, DemoConfig, DemoNetwork
-    from keylife.events import Event
+    from keylife.demo.network import SIZES, DemoConfig, DemoNetwork
+    from keylife.domain.events import Event
 
     signer, _ = Signer.load_or_create(directory / "signing.key", ORIGIN)
     settings = JournalSettings(origin=ORIGIN, segment_max_bytes=1 << 40, seal_in_background=False)
@@ -100,7 +100,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def _sealed_entries(directory: Path) -> int:
-    from audit_forwarder.journal import segments as segs
+    from keylife.journal import segments as segs
 
     return sum(segs.read_index(s)["count"] for s in segs.list_segments(directory / "segments") if s.sealed)
 

@@ -137,8 +137,8 @@ def _le(bound: float) -> str:
 
 
 def _zero_sets() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from keylife.lifecycle import TARGET_STATE
-    from keylife.registry_queries import VIOLATION_KINDS
+    from keylife.domain.lifecycle import TARGET_STATE
+    from keylife.registry.queries import VIOLATION_KINDS
 
     return tuple(TARGET_STATE), tuple(VIOLATION_KINDS)
 

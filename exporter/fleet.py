@@ -31,9 +31,9 @@ from sortedcontainers import SortedList
 
 from exporter.policy import RULES, KeyFacts, Policy
 from exporter.snapshot import AttentionKey, Snapshot
-from keylife.lifecycle import KeyState
-from keylife.registry import ProjectionDelta
-from keylife.registry_queries import open_readonly
+from keylife.domain.lifecycle import KeyState
+from keylife.registry.projection import ProjectionDelta
+from keylife.registry.queries import open_readonly
 
 DAY = 86400.0
 USABLE = frozenset({KeyState.PRE_ACTIVATION.value, KeyState.ACTIVE.value, KeyState.SUSPENDED.value})
@@ -114,7 +114,7 @@ class FleetIndex:
 
     def load(self, db: sqlite3.Connection) -> None:
         """Start from the registry's committed tables (one pass; later changes come as deltas)."""
-        from keylife.registry_queries import KEY_COLUMNS
+        from keylife.registry.queries import KEY_COLUMNS
 
         with self.lock:
             self._bulk = True  # sorted structures are built once at the end: 5x faster at 1M keys

@@ -1,7 +1,7 @@
 """Every metric the exporter's collectors emit: name, type, labels and help, written once.
 
 Collectors build their families from these entries and ``docs/metrics.md`` is generated from
-them (``python -m exporter.docs``), so the reference cannot drift from what is served.
+them (``python -m keylife.cli.metrics_docs``), so the reference cannot drift from what is served.
 Counter names are given without ``_total``; the exposition adds it.
 """
 

@@ -10,13 +10,12 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from audit_forwarder.shipper.sink_types import SinkConfig
-from keylife.secret_files import check_secret_file
+from keylife.common.secret_files import check_secret_file
 
 SCOPES = ("ingest", "read", "admin", "forward")  # forward: journal quarantine notices (keylife forward)
 
@@ -139,9 +138,14 @@ class DemoSettings(_Section):
 
 
 class ForwarderConfig(_Section):
-    """Where the journal is shipped: several sinks at once, each with its own cursor."""
+    """Where the journal is shipped: several sinks at once, each with its own cursor.
 
-    sinks: list[SinkConfig] = Field(default_factory=list)
+    The core does not know the sink types (they belong to ``audit_forwarder``): here each sink is a
+    mapping, and the composition root validates it (``keylife.cli.config``), so a bad sink setting is
+    still named by its path (``forwarder.sinks.0.loki.url``).
+    """
+
+    sinks: list[dict[str, Any]] = Field(default_factory=list)
     state_dir: Path | None = None  # cursors and quarantine files; data_dir/forwarder by default
     # ``keylife forward`` only: where it journals quarantine notices (the serving keylife's API)
     # and where it serves its own metrics.
@@ -150,14 +154,6 @@ class ForwarderConfig(_Section):
     report_ca_file: Path | None = None  # verify keylife's HTTPS certificate with this CA
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(8789, ge=0, le=65535)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> ForwarderConfig:
-        names = [sink.name for sink in self.sinks]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"sink names must be unique; repeated: {', '.join(repeated)}")
-        return self
 
 
 _NODE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"  # the event model's node name (keylife.events.Name)
@@ -232,6 +228,9 @@ class Config(_Section):
         return self.datafold.state_dir or self.data_dir / "datafold"
 
 
+C = TypeVar("C", bound=Config)
+
+
 def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in env.items():
@@ -257,8 +256,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
-    """Read ``path`` (optional), apply env overrides, validate; ConfigError names each bad setting."""
+def load_as(model: type[C], path: Path | None = None, env: dict[str, str] | None = None) -> C:
+    """Read ``path`` (optional), apply env overrides, validate as ``model``; ConfigError names each bad setting.
+
+    The full configuration (with the forwarder's sink types) is ``keylife.cli.config.Config``, and
+    ``keylife.cli.config.load`` is how every command reads it.
+    """
     env = dict(os.environ) if env is None else env
     source = str(path) if path else "defaults"
     raw: dict[str, Any] = {}
@@ -275,7 +278,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
         raw = {key: ({} if value is None else value) for key, value in (loaded or {}).items()}
     raw = _merge(raw, _env_overrides(env))
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

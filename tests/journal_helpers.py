@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit_forwarder.journal.signing import Signer
-from audit_forwarder.journal.writer import Journal, JournalSettings
+from keylife.journal.signing import Signer
+from keylife.journal.writer import Journal, JournalSettings
 
 ORIGIN = "test.keylife/journal"
 

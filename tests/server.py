@@ -18,9 +18,9 @@ import uvicorn
 
 from keylife.api.app import create_app
 from keylife.api.auth import hash_token, new_token
-from keylife.config import Config, load
-from keylife.runtime import Runtime
-from keylife.serve import bind, uvicorn_config
+from keylife.cli.config import Config, load
+from keylife.cli.runtime import Runtime
+from keylife.cli.serve import bind, uvicorn_config
 
 
 @dataclass

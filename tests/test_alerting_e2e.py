@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from keylife.demo import DemoConfig, DemoNetwork
+from keylife.demo.network import DemoConfig, DemoNetwork
 from tests.alertmanager import AlertmanagerServer, Notification, WebhookReceiver
 from tests.prometheus import PrometheusServer, free_port
 from tests.server import Live, live_server
@@ -73,7 +73,7 @@ def test_the_shipped_configs_page_within_60_seconds_by_construction() -> None:
     lands (one evaluation interval), its ``for`` (none), then the pager route's group_wait; plus
     the age of a /metrics body keylife serves again from its scrape cache. At least 15 s must be left for
     the scrape, the evaluation and the deliveries themselves."""
-    from keylife.config import load
+    from keylife.cli.config import load
 
     prometheus = yaml.safe_load(PROMETHEUS_YML.read_text())["global"]
     [rule] = [

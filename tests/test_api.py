@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from audit_forwarder.journal.reader import iter_entries
+from keylife.journal.reader import iter_entries
 from tests.server import Live, live_server
 
 NOW = "2026-11-28T10:00:00Z"

@@ -6,8 +6,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit_forwarder.journal.canonical import canonical, check_canonical_safe
-from keylife.events import Event
+from keylife.common.canonical import canonical, check_canonical_safe
+from keylife.domain.events import Event
 
 ident = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,30}", fullmatch=True)
 any_text = st.text(min_size=1, max_size=80)  # every code point: controls, quotes, emoji, surrogates-free

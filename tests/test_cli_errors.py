@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from keylife import __version__
-from keylife.cli import build_parser
+from keylife.cli.main import build_parser
 
 KEYLIFE = Path(sys.executable).with_name("keylife")
 
@@ -167,7 +167,7 @@ def test_token_create_refuses_a_name_the_config_would_refuse(name: str) -> None:
 def test_token_create_prints_lines_the_config_accepts() -> None:
     import yaml
 
-    from keylife.config import Config
+    from keylife.cli.config import Config
 
     result = keylife("token", "create", "--name", "grafana.reader", "--scopes", "read,ingest")
     assert result.returncode == 0, result.stderr

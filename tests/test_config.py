@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keylife.config import ConfigError, load
+from keylife.cli.config import ConfigError, load
 
 
 def test_defaults_are_safe_without_a_file() -> None:

@@ -13,11 +13,11 @@ import httpx
 import orjson
 import yaml
 
-from audit_forwarder.journal.reader import iter_entries
-from audit_forwarder.journal.signing import Verifier
-from audit_forwarder.journal.verify import verify
 from keylife.api.auth import hash_token, new_token
-from keylife.registry import RegistryReader
+from keylife.journal.reader import iter_entries
+from keylife.journal.signing import Verifier
+from keylife.journal.verify import verify
+from keylife.registry.projection import RegistryReader
 from tests.server import start_server
 
 ROUNDS = 4

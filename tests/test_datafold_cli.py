@@ -20,14 +20,14 @@ from typing import Any
 import orjson
 import pytest
 
-from audit_forwarder.journal.reader import iter_entries
-from keylife.cli import main
-from keylife.config import Config
+from keylife.cli.config import Config
+from keylife.cli.main import main
 from keylife.datafold.contract import Line
 from keylife.datafold.poll import KeyStatusPoller
 from keylife.datafold.runner import run_file
 from keylife.datafold.service import start_datafold
 from keylife.datafold.sinks import HttpEventSink, LedgerEventSink, SinkRejected, SinkUnavailable
+from keylife.journal.reader import iter_entries
 from tests.datafold_samples import samples_dir
 from tests.server import Live, live_server
 from tests.test_datafold_follow import wait_for

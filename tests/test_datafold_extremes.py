@@ -16,7 +16,7 @@ import pytest
 
 from keylife.datafold.contract import Line
 from keylife.datafold.mapping import Adapter
-from keylife.events import Event
+from keylife.domain.events import Event
 from tests.datafold_samples import samples_dir
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")

@@ -19,7 +19,7 @@ import orjson
 
 from keylife.datafold.contract import Line
 from keylife.datafold.mapping import Adapter
-from keylife.events import Event, check_not_future
+from keylife.domain.events import Event, check_not_future
 from tests.datafold_samples import samples_dir
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)  # the adapter's clock: stamps key status changes

@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from audit_forwarder.journal.reader import iter_entries
+from keylife.journal.reader import iter_entries
 from tests.datafold_samples import samples_dir
 from tests.server import live_server
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from keylife.demo import SIZES, DemoConfig, DemoNetwork, run_live
-from keylife.events import SYSTEM_TYPES, Event
-from keylife.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
+from keylife.demo.network import SIZES, DemoConfig, DemoNetwork, run_live
+from keylife.domain.events import SYSTEM_TYPES, Event
+from keylife.domain.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
 from tests.waiting import wait_until
 
 START = datetime(2025, 6, 2, tzinfo=UTC)  # a Monday: two weekdays of history

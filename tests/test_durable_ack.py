@@ -24,8 +24,8 @@ import httpx
 import orjson
 import pytest
 
-from audit_forwarder.journal import segments as segs
-from keylife.ledger import Outcome
+from keylife.ingest.ledger import Outcome
+from keylife.journal import segments as segs
 from tests.server import live_server
 
 

@@ -152,9 +152,9 @@ def test_concurrent_scrapes_share_one_snapshot() -> None:
 
 
 def test_metrics_reference_is_generated_from_the_code() -> None:
-    from exporter.docs import TARGET, render
+    from keylife.cli.metrics_docs import TARGET, render
 
-    assert TARGET.read_text() == render(), "docs/metrics.md is stale: run python -m exporter.docs"
+    assert TARGET.read_text() == render(), "docs/metrics.md is stale: run python -m keylife.cli.metrics_docs"
 
 
 def test_every_served_metric_is_in_the_reference_and_promtool_is_clean(live: Live) -> None:

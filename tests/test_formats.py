@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit_forwarder.formats import cef, ecs, leef, syslog5424, syslog_severity
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.writer import Entry
 from audit_forwarder.shipper.contract import Record
 from audit_forwarder.sinks.syslog import SyslogSink, SyslogSinkConfig
+from keylife.common.canonical import canonical
+from keylife.journal.writer import Entry
 
 HASH = bytes([1]) * 32
 HEX = "01" * 32

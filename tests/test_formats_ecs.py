@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from audit_forwarder.formats import parse_time
 from audit_forwarder.formats.ecs import DATASET, ECS_VERSION, ecs_document, format_document
-from audit_forwarder.journal.writer import Entry
+from keylife.journal.writer import Entry
 
 HASH = hashlib.sha256(b"x").digest()
 OBSERVED = "2026-11-28T10:00:00.000000Z"

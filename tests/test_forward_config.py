@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from keylife.config import ConfigError, load
+from keylife.cli.config import ConfigError, load
 
 EXAMPLE = Path(__file__).parents[1] / "deploy" / "forwarder.example.yaml"
 

@@ -16,12 +16,12 @@ import orjson
 import yaml
 from prometheus_client import CollectorRegistry
 
-from audit_forwarder.journal.reader import iter_entries
 from audit_forwarder.shipper.service import Forwarder
 from audit_forwarder.sinks.loki import LokiSinkConfig
 from audit_forwarder.sinks.loki_push_pb2 import PushRequest
-from keylife.forward_cli import wait_ready
-from keylife.verify_cli import run_verify
+from keylife.cli.forward_cli import wait_ready
+from keylife.cli.verify_cli import run_verify
+from keylife.journal.reader import iter_entries
 from tests.fakes.loki import FakeLoki
 from tests.journal_helpers import fill, open_journal
 from tests.server import live_server

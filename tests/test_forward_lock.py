@@ -14,8 +14,8 @@ import httpx
 import orjson
 import yaml
 
-from keylife.datalock import DataLock
-from keylife.forward_cli import wait_ready
+from keylife.cli.forward_cli import wait_ready
+from keylife.common.datalock import DataLock
 from tests.server import start_server
 from tests.server_process import terminate
 from tests.test_api import ev, ndjson

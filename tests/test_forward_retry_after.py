@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from audit_forwarder.shipper.backoff import RETRY_AFTER_CAP, Backoff
 from audit_forwarder.shipper.service import Forwarder
 from audit_forwarder.sinks import loki, splunk_hec
 from audit_forwarder.sinks.loki import LokiSinkConfig
 from audit_forwarder.sinks.splunk_hec import SplunkHecSinkConfig
+from keylife.common.backoff import RETRY_AFTER_CAP, Backoff
 from tests.fakes.loki import FakeLoki
 from tests.fakes.splunk_hec import splunk_hec as running_hec
 from tests.journal_helpers import fill, open_journal

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.reader import iter_entries
-from audit_forwarder.journal.writer import genesis_hash
+from keylife.common.canonical import canonical
+from keylife.journal.reader import iter_entries
+from keylife.journal.writer import genesis_hash
 from tests.rsyslog import RsyslogServer
 from tests.server import live_server
 from tests.test_api import ev, ndjson

@@ -10,8 +10,8 @@ import httpx
 import orjson
 import yaml
 
-from audit_forwarder.journal.reader import iter_entries
-from keylife.forward_cli import wait_ready
+from keylife.cli.forward_cli import wait_ready
+from keylife.journal.reader import iter_entries
 from tests.server import live_server
 from tests.test_api import ev, ndjson
 from tests.waiting import wait_until as _wait

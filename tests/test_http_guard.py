@@ -27,9 +27,9 @@ import yaml
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from audit_forwarder.journal.reader import iter_entries
 from keylife.api.auth import hash_token, new_token
 from keylife.api.bodies import no_body_parameters
+from keylife.journal.reader import iter_entries
 from tests.server import live_server, start_server
 from tests.server_process import terminate
 from tests.waiting import wait_until
@@ -357,7 +357,7 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(
 
 
 def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
-    from keylife.config import ConfigError, load
+    from keylife.cli.config import ConfigError, load
 
     with pytest.raises(ConfigError, match=r"listen.trusted_proxies: .*'\*' is not an IP address or network"):
         load(None, env={"KEYLIFE_LISTEN__TRUSTED_PROXIES": "['*']"})

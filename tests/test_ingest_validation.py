@@ -22,18 +22,18 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from audit_forwarder.formats.syslog5424 import sd_id
-from audit_forwarder.journal.canonical import canonical, check_canonical_safe
-from audit_forwarder.journal.reader import iter_entries
-from audit_forwarder.journal.segments import list_segments
 from audit_forwarder.shipper.settings import SinkSettings
 from audit_forwarder.sinks.loki import LokiSinkConfig
 from exporter.fleet import FleetIndex
 from exporter.policy import PolicyDocument, load_policy
-from keylife.api import ingest
+from keylife.common.canonical import canonical, check_canonical_safe
 from keylife.config import DataFoldFile, DataFoldPoll, DataFoldSse, Token
-from keylife.events import MAX_SAFE_INT, Event, EventType, event_digest
-from keylife.lifecycle import KeyState
-from keylife.registry import ProjectionDelta, Registry
+from keylife.domain.events import MAX_SAFE_INT, Event, EventType, event_digest
+from keylife.domain.lifecycle import KeyState
+from keylife.ingest import lines as ingest
+from keylife.journal.reader import iter_entries
+from keylife.journal.segments import list_segments
+from keylife.registry.projection import ProjectionDelta, Registry
 from tests.journal_helpers import open_journal
 from tests.server import Live, live_server
 

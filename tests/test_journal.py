@@ -12,13 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from audit_forwarder.journal import segments as segs
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.note import DASH, check_signatures, parse
-from audit_forwarder.journal.reader import get_entries, iter_entries
-from audit_forwarder.journal.signing import Signer, Verifier
-from audit_forwarder.journal.verify import verify
-from audit_forwarder.journal.writer import JournalCorrupt, genesis_hash
+from keylife.common.canonical import canonical
+from keylife.journal import segments as segs
+from keylife.journal.note import DASH, check_signatures, parse
+from keylife.journal.reader import get_entries, iter_entries
+from keylife.journal.signing import Signer, Verifier
+from keylife.journal.verify import verify
+from keylife.journal.writer import JournalCorrupt, genesis_hash
 from tests.journal_helpers import ORIGIN, fill, open_journal, signer, usage_event
 
 
@@ -155,7 +155,7 @@ def test_origin_cannot_change_under_an_existing_chain(tmp_path: Path) -> None:
     journal = open_journal(tmp_path)
     fill(journal, 2)
     journal.close()
-    from audit_forwarder.journal.writer import Journal, JournalSettings
+    from keylife.journal.writer import Journal, JournalSettings
 
     with pytest.raises(JournalCorrupt, match="belongs to origin"):
         Journal(tmp_path / "journal", journal.signer, JournalSettings(origin="other/origin"))

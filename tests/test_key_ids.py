@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from keylife.datafold import build
-from keylife.events import Event
+from keylife.domain.events import Event
 from tests.server import Live, live_server
 
 NOW = "2026-11-28T10:00:00Z"

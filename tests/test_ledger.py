@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from audit_forwarder.journal import segments as segs
-from audit_forwarder.journal.reader import iter_entries
-from keylife.events import Event
-from keylife.ledger import Ledger, LedgerStopped
-from keylife.registry import Registry
+from keylife.domain.events import Event
+from keylife.ingest.ledger import Ledger, LedgerStopped
+from keylife.journal import segments as segs
+from keylife.journal.reader import iter_entries
+from keylife.registry.projection import Registry
 from tests.journal_helpers import fill, open_journal, signer, usage_event
 from tests.waiting import wait_until
 

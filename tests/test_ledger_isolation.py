@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from audit_forwarder.journal.reader import iter_entries
-from audit_forwarder.journal.verify import verify
-from keylife.events import Event
-from keylife.ledger import EventRejected, Ledger
-from keylife.registry import Registry
+from keylife.domain.events import Event
+from keylife.ingest.ledger import EventRejected, Ledger
+from keylife.journal.reader import iter_entries
+from keylife.journal.verify import verify
+from keylife.registry.projection import Registry
 from tests.journal_helpers import open_journal, signer, usage_event
 from tests.waiting import wait_until
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from audit_forwarder.journal.reader import iter_entries
-from keylife.events import Event
-from keylife.ledger import Ledger
-from keylife.lifecycle import ALLOWED, TARGET_STATE, KeyState, render_markdown
-from keylife.registry import Registry
+from keylife.domain.events import Event
+from keylife.domain.lifecycle import ALLOWED, TARGET_STATE, KeyState, render_markdown
+from keylife.ingest.ledger import Ledger
+from keylife.journal.reader import iter_entries
+from keylife.registry.projection import Registry
 from tests.journal_helpers import open_journal
 
 NOW = "2026-11-28T10:00:00Z"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from keylife import logs
+from keylife.common import logs
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

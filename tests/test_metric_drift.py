@@ -18,7 +18,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
 from exporter.metrics_spec import FLEET, PIPELINE
-from keylife.telemetry import Telemetry
+from keylife.ingest.telemetry import Telemetry
 
 ROOT = Path(__file__).parents[1]
 RULES = ROOT / "alert_rules" / "keylife.rules.yml"

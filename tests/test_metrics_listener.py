@@ -149,7 +149,7 @@ def test_a_separate_metrics_listener_serves_plain_http_beside_a_tls_api(tmp_path
 
 def test_every_metrics_endpoint_has_the_process_and_platform_collectors(tmp_path: Path) -> None:
     from exporter.policy import load_policy
-    from exporter.standalone import StandaloneExporter
+    from keylife.cli.standalone_exporter import StandaloneExporter
 
     with live_server(tmp_path) as live, live.client(None) as c:
         served = c.get("/metrics").text

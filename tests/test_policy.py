@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from exporter.policy import RULES, TIME_RULES, KeyFacts, PolicyError, load_policy, parse_duration
-from keylife.demo_scenario import PROFILES
+from keylife.demo.scenario import PROFILES
 
 DAY = 86_400
 YEAR = 365 * DAY

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit_forwarder.journal.reader import iter_entries
-from keylife.events import MAX_SAFE_INT, Event
-from keylife.ledger import Ledger
-from keylife.registry import Registry, RegistryError, rebuild
-from keylife.registry_queries import MAX_COUNT, RegistryReader, ts
+from keylife.domain.events import MAX_SAFE_INT, Event
+from keylife.ingest.ledger import Ledger
+from keylife.journal.reader import iter_entries
+from keylife.registry.projection import Registry, RegistryError, rebuild
+from keylife.registry.queries import MAX_COUNT, RegistryReader, ts
 from tests.journal_helpers import ORIGIN, open_journal, signer
 from tests.server import live_server
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from keylife.demo import DemoConfig, DemoNetwork
+from keylife.demo.network import DemoConfig, DemoNetwork
 from tests.prometheus import PrometheusServer, ScrapeJob, sample_value
 from tests.server import Live, live_server
 

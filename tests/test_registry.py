@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.signing import Signer
-from audit_forwarder.journal.writer import Entry, Journal, JournalSettings
-from keylife import registry as registry_module
-from keylife.events import Event
-from keylife.lifecycle import KeyState
-from keylife.registry import Registry, RegistryError, rebuild
+from keylife.common.canonical import canonical
+from keylife.domain.events import Event
+from keylife.domain.lifecycle import KeyState
+from keylife.journal.signing import Signer
+from keylife.journal.writer import Entry, Journal, JournalSettings
+from keylife.registry import projection as registry_module
+from keylife.registry.projection import Registry, RegistryError, rebuild
 
 BASE = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keylife.cli import build_parser
+from keylife.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "docs" / "runbooks"

@@ -19,15 +19,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from audit_forwarder.journal.signing import Signer
 from audit_forwarder.shipper.settings import TlsClientSettings
 from audit_forwarder.sinks.loki import LokiSinkConfig
 from audit_forwarder.sinks.splunk_hec import SplunkHecSinkConfig
-from keylife.cli import main
-from keylife.config import ConfigError, load
-from keylife.forward_cli import _reporter
-from keylife.runtime import ensure_token_file
-from keylife.secret_files import SecretFileError, create_secret_file, read_secret_text
+from keylife.cli.config import ConfigError, load
+from keylife.cli.forward_cli import _reporter
+from keylife.cli.main import main
+from keylife.cli.runtime import ensure_token_file
+from keylife.common.secret_files import SecretFileError, create_secret_file, read_secret_text
+from keylife.journal.signing import Signer
 from tests.server import start_server
 from tests.tls_helpers import make_server_cert
 

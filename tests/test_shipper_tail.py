@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.writer import Entry
 from audit_forwarder.shipper.tail import JournalTail, TailError, chain_head
+from keylife.common.canonical import canonical
+from keylife.journal.writer import Entry
 from tests.journal_helpers import fill, open_journal, usage_event
 
 
@@ -113,8 +113,8 @@ def test_a_gap_in_seq_stops_the_tail(tmp_path):
     journal = open_journal(tmp_path)
     fill(journal, 10)
     tail = JournalTail(journal.directory, 3, chain_head(journal.directory, 3), publish_checkpoints=False)
-    tail._log_offset = 0  # simulate a reader that lost its place
+    tail.entries._log_offset = 0  # simulate a reader that lost its place
     tail.read(1)
-    tail._log_offset = 0  # simulate a reader that lost its place
+    tail.entries._log_offset = 0  # simulate a reader that lost its place
     with pytest.raises(TailError, match="expected seq 4"):
         tail.read(1)

@@ -17,8 +17,6 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.writer import Entry, format_observed
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Rejected, Retryable
 from audit_forwarder.sinks.loki import (
     LokiSink,
@@ -28,6 +26,8 @@ from audit_forwarder.sinks.loki import (
     rejection_reason,
     retry_after_seconds,
 )
+from keylife.common.canonical import canonical
+from keylife.journal.writer import Entry, format_observed
 from tests.fakes.loki import FakeLoki, parse_labels
 from tests.tls_helpers import make_server_cert
 

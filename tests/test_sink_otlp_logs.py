@@ -14,9 +14,9 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_ERROR2, SEVERITY_NUMBER_INFO, SEVERITY_NUMBER_INFO2
 
-from audit_forwarder.journal.writer import Entry
 from audit_forwarder.shipper.contract import Record, Retryable
 from audit_forwarder.sinks.otlp_logs import SCOPE_NAME, OtlpLogsSink, OtlpLogsSinkConfig, build
+from keylife.journal.writer import Entry
 from tests.fakes.otlp_logs_receiver import otlp_logs_grpc_receiver, otlp_logs_http_receiver
 
 OBSERVED = "2026-11-28T10:00:00.000000Z"

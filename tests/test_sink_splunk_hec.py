@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from audit_forwarder.formats.ecs import ecs_document
-from audit_forwarder.journal.writer import Entry
 from audit_forwarder.shipper.contract import DeliveryError, Prepared, Record, Rejected, Retryable
 from audit_forwarder.shipper.settings import TlsClientSettings
 from audit_forwarder.sinks.splunk_hec import SplunkHecSink, SplunkHecSinkConfig, build, epoch_literal
+from keylife.journal.writer import Entry
 from tests.fakes.splunk_hec import SplunkHec, parse_events, splunk_hec
 from tests.tls_helpers import make_server_cert
 

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from audit_forwarder.formats import leef
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.writer import Entry
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Retryable
 from audit_forwarder.sinks.syslog import SyslogSink, SyslogSinkConfig, build
+from keylife.common.canonical import canonical
+from keylife.journal.writer import Entry
 from tests.prometheus import free_port
 from tests.rsyslog import RsyslogServer
 from tests.test_formats import parse_cef, split_header

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit_forwarder.journal import segments as segs
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.note import parse, sign_checkpoint
-from audit_forwarder.journal.signing import Signer
-from audit_forwarder.journal.verify import Report, verify
+from keylife.common.canonical import canonical
+from keylife.journal import segments as segs
+from keylife.journal.note import parse, sign_checkpoint
+from keylife.journal.signing import Signer
+from keylife.journal.verify import Report, verify
 from tests.journal_helpers import ORIGIN, fill, open_journal, signer
 
 COUNT = 40

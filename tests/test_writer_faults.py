@@ -27,14 +27,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from audit_forwarder.journal import segments as segs
-from audit_forwarder.journal.reader import iter_entries
-from audit_forwarder.journal.verify import verify
 from keylife.api.auth import hash_token, new_token
-from keylife.events import Event
-from keylife.ledger import Ledger, LedgerStopped
-from keylife.registry import Registry
-from keylife.writer_metrics import WriterCollector
+from keylife.cli.writer_metrics import WriterCollector
+from keylife.domain.events import Event
+from keylife.ingest.ledger import Ledger, LedgerStopped
+from keylife.journal import segments as segs
+from keylife.journal.reader import iter_entries
+from keylife.journal.verify import verify
+from keylife.registry.projection import Registry
 from tests.ci import require
 from tests.journal_helpers import fill, open_journal, signer, usage_event
 from tests.server import start_server

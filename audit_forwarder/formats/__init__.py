@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from audit_forwarder.journal.canonical import canonical
+from keylife.common.canonical import canonical
 
 __all__ = [
     "CONTROL",

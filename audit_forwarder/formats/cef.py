@@ -36,7 +36,7 @@ from audit_forwarder.formats import (
     field_text,
     product_version,
 )
-from audit_forwarder.journal.writer import Entry
+from keylife.journal.reader import Entry
 
 _HEADER_ESCAPES = control_table() | str.maketrans({"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " ", "\t": " "})
 _VALUE_ESCAPES = control_table() | str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r", "\t": " "})

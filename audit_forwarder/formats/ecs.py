@@ -60,7 +60,7 @@ from audit_forwarder.formats import (
     product_version,
     syslog_severity,
 )
-from audit_forwarder.journal.writer import Entry
+from keylife.journal.reader import Entry
 
 __all__ = ["DATASET", "ECS_VERSION", "LOG_LEVELS", "ecs_document", "format_document", "log_level"]
 

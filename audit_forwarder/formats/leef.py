@@ -39,7 +39,7 @@ from audit_forwarder.formats import (
     parse_time,
     product_version,
 )
-from audit_forwarder.journal.writer import Entry
+from keylife.journal.reader import Entry
 
 DEV_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"  # Java SimpleDateFormat, as QRadar expects
 _HEADER_ESCAPES = control_table() | str.maketrans({"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " ", "\t": " "})

@@ -35,8 +35,8 @@ from functools import lru_cache
 from typing import Any
 
 from audit_forwarder.formats import event_type, json_escape_controls, parse_time, syslog_severity
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.writer import Entry
+from keylife.common.canonical import canonical
+from keylife.journal.reader import Entry
 
 # 32473 is the Private Enterprise Number RFC 5612 reserves for documentation and examples
 # (RFC 5424 uses it too). A deployment with its own IANA PEN passes it as ``pen``.

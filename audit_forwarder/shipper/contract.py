@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from audit_forwarder.journal.canonical import canonical
-from audit_forwarder.journal.writer import Entry
+from keylife.common.canonical import canonical
+from keylife.journal.reader import Entry
 
 CHECKPOINT_TYPE = "checkpoint"
 

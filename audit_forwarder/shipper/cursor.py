@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from audit_forwarder.journal.segments import fsync_dir
+from keylife.common.files import fsync_dir
 
 FORMAT = 1
 

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from audit_forwarder.journal.writer import format_observed
 from audit_forwarder.shipper.contract import Record
+from keylife.journal.reader import format_observed
 
 log = logging.getLogger("keylife.forwarder")
 

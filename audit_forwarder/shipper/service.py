@@ -9,11 +9,11 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from audit_forwarder.journal.reader import journal_size
 from audit_forwarder.shipper.metrics import ForwardMetrics, SinkGauges
 from audit_forwarder.shipper.quarantine import Reporter
 from audit_forwarder.shipper.sink_types import SinkConfig, build_sink
 from audit_forwarder.shipper.worker import SinkWorker
+from keylife.journal.reader import journal_size
 
 log = logging.getLogger("keylife.forwarder")
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from keylife.secret_files import check_secret_file
+from keylife.common.secret_files import check_secret_file
 
 SINK_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
 

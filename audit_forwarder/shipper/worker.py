@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from audit_forwarder.journal.reader import journal_size
-from audit_forwarder.shipper.backoff import Backoff
 from audit_forwarder.shipper.contract import REASONS, Prepared, Record, Refused, Rejected, Retryable, Sink
 from audit_forwarder.shipper.cursor import Cursor, Position
 from audit_forwarder.shipper.metrics import ForwardMetrics
 from audit_forwarder.shipper.quarantine import Quarantine, Reporter
 from audit_forwarder.shipper.settings import SinkSettings
 from audit_forwarder.shipper.tail import JournalTail, chain_head, journal_origin
+from keylife.common.backoff import Backoff
+from keylife.journal.reader import journal_size
 
 log = logging.getLogger("keylife.forwarder")
 

@@ -67,7 +67,7 @@ from audit_forwarder.formats import event_type, product_version, syslog_severity
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Rejected, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings
 from audit_forwarder.sinks import loki_wire
-from keylife.secret_files import SecretFileError, check_secret_file, read_secret_file
+from keylife.common.secret_files import SecretFileError, check_secret_file, read_secret_file
 
 PUSH_PATH = "/loki/api/v1/push"
 MAX_STRUCTURED_METADATA_BYTES = 64 * 1024  # Loki's max_structured_metadata_size default

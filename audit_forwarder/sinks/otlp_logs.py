@@ -53,7 +53,7 @@ from audit_forwarder.formats import event_type, field_text, parse_time, product_
 from audit_forwarder.formats.ecs import log_level
 from audit_forwarder.shipper.contract import Prepared, Record, Refused, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings, is_loopback
-from keylife.secret_files import read_secret_file
+from keylife.common.secret_files import read_secret_file
 
 SCOPE_NAME = "keylife.audit_forwarder"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -65,7 +65,7 @@ from audit_forwarder.formats import event_type, field_text, parse_time, product_
 from audit_forwarder.formats.ecs import ecs_document
 from audit_forwarder.shipper.contract import Prepared, Record, Rejected, Retryable
 from audit_forwarder.shipper.settings import SinkSettings, TlsClientSettings, is_loopback
-from keylife.secret_files import check_secret_file, read_secret_text
+from keylife.common.secret_files import check_secret_file, read_secret_text
 
 log = logging.getLogger(__name__)
 

@@ -15,18 +15,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import PlainTextResponse, Response
 
-from audit_forwarder.journal.reader import get_entries
 from keylife import __version__
-from keylife.api import ingest
 from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
 from keylife.api.problems import JSONBody, Problem, install
 from keylife.api.scrapes import ScrapeCache
-from keylife.events import Event, EventType, format_time
-from keylife.forwarding import validate_notice
-from keylife.ledger import EventRejected, LedgerStopped, Outcome
-from keylife.lifecycle import KeyState
-from keylife.runtime import Runtime
+from keylife.api.services import Services
+from keylife.domain.events import Event, EventType, format_time, validate_notice
+from keylife.domain.lifecycle import KeyState
+from keylife.ingest import lines as ingest
+from keylife.ingest.ledger import EventRejected, LedgerStopped, Outcome
+from keylife.journal.reader import get_entries
 
 log = logging.getLogger("keylife.api")
 
@@ -53,7 +52,7 @@ class CommandRequest(BaseModel):
 COMMAND_SCHEMA = CommandRequest.model_json_schema()
 
 
-def create_app(rt: Runtime) -> FastAPI:
+def create_app(rt: Services) -> FastAPI:
     app = FastAPI(
         title="keylife",
         version=__version__,
@@ -96,7 +95,7 @@ def create_app(rt: Runtime) -> FastAPI:
             )
         return {"status": "ready", "journal_size": rt.journal.size, "registry_seq": rt.registry.last_applied_seq()}
 
-    if rt.config.exporter.metrics_listen is None:  # else only on the metrics listener (keylife.serve)
+    if rt.config.exporter.metrics_listen is None:  # else only on the metrics listener (keylife.cli.serve)
         app.add_api_route("/metrics", metrics_endpoint(rt), methods=["GET"], include_in_schema=False)
 
     @app.post("/v1/events", tags=["ingest"], status_code=200)
@@ -220,7 +219,7 @@ def create_app(rt: Runtime) -> FastAPI:
     return app
 
 
-def metrics_endpoint(rt: Runtime) -> Callable[[], Awaitable[Response]]:
+def metrics_endpoint(rt: Services) -> Callable[[], Awaitable[Response]]:
     """GET /metrics over a ``ScrapeCache``: a scrape reports everything acknowledged before the render
     it is answered with began, at most ``exporter.scrape_cache_seconds`` before the scrape."""
 
@@ -245,7 +244,7 @@ def _command(raw: bytes) -> CommandRequest:
         raise Problem(422, "invalid-request", "The request is not valid", summary, errors=errors) from None
 
 
-async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Response:
+async def _ingest(rt: Services, request: Request, principal: Principal) -> Response:
     limit = rt.config.api.max_body_bytes
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ingest.NDJSON_TYPES | ingest.JSON_TYPES:
@@ -299,12 +298,12 @@ async def _ingest(rt: Runtime, request: Request, principal: Principal) -> Respon
     return JSONBody({"accepted": accepted, "duplicate": len(outcomes) - accepted, "results": numbered})
 
 
-async def _fresh(rt: Runtime) -> None:
+async def _fresh(rt: Services) -> None:
     """Read-your-writes: wait until everything acknowledged so far is visible to readers."""
     await asyncio.wrap_future(rt.ledger.sync_registry())
 
 
-async def _submit(rt: Runtime, events: list[Event], command: bool = False) -> list[Outcome]:
+async def _submit(rt: Services, events: list[Event], command: bool = False) -> list[Outcome]:
     try:
         return await asyncio.wrap_future(rt.ledger.submit(events, command=command))
     except LedgerStopped as exc:
@@ -321,7 +320,7 @@ async def _submit(rt: Runtime, events: list[Event], command: bool = False) -> li
         ) from None
 
 
-def _auth_failure(rt: Runtime, request: Request, code: int, why: str, who: str | None) -> None:
+def _auth_failure(rt: Services, request: Request, code: int, why: str, who: str | None) -> None:
     """Count every failure; journal it unless the rate limit holds it back (then count that)."""
     rt.telemetry.auth_failures.labels(str(code)).inc()
     allowed, held = rt.auth_limiter.allow()

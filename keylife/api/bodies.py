@@ -43,7 +43,7 @@ def no_body_parameters(app: FastAPI) -> None:
 
 
 async def _client_gone(_request: Request, _exc: Exception) -> Response:
-    """The client left (or the listener cut off a body too slow to arrive: keylife.http_guard, which
+    """The client left (or the listener cut off a body too slow to arrive: keylife.api.http_guard, which
     has answered 408 and counted it) while the handler read the body: nothing to log, nobody to answer."""
     return Response(status_code=499)
 

@@ -13,10 +13,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keylife.api.app import metrics_endpoint
-from keylife.runtime import Runtime
+from keylife.api.services import Services
 
 
-def metrics_app(rt: Runtime) -> Starlette:
+def metrics_app(rt: Services) -> Starlette:
     scrape = metrics_endpoint(rt)
 
     async def metrics(_request: Request) -> Response:

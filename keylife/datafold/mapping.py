@@ -59,7 +59,7 @@ from keylife.datafold.shapes import (
 )  # fmt: skip
 from keylife.datafold.status import STATUS_URL, StatusTracker, key_id_of
 from keylife.datafold.usage import UsageAggregator
-from keylife.events import MAX_FUTURE_SKEW, Event, check_not_future
+from keylife.domain.events import MAX_FUTURE_SKEW, Event, check_not_future
 
 log = logging.getLogger("keylife.datafold.mapping")
 SHAPES = ("crypto_audit", "security_event", "event_bus", "audit_entry", "audit_text", "key_status")

@@ -24,7 +24,7 @@ from keylife.config import Config, DataFoldConfig
 from keylife.datafold.contract import Line
 from keylife.datafold.runner import Adapter, Counters, PollRunner, Runner, file_runner, sse_runner, state_file
 from keylife.datafold.sinks import LedgerEventSink
-from keylife.ledger import Ledger
+from keylife.ingest.ledger import Ledger
 
 log = logging.getLogger("keylife.datafold.service")
 
@@ -181,7 +181,7 @@ def run_once_from_cli(
 
     import orjson
 
-    from keylife import logs
+    from keylife.common import logs
     from keylife.datafold.sinks import HttpEventSink, SinkRejected, SinkUnavailable
 
     logs.setup("INFO", "json")  # retries, rotations and rejected lines, with their details, on stderr

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import orjson
 
-from audit_forwarder.shipper.backoff import Backoff
-from keylife.api.ingest import parse_lines
-from keylife.ledger import Ledger, LedgerStopped
+from keylife.common.backoff import Backoff
+from keylife.ingest.ledger import Ledger, LedgerStopped
+from keylife.ingest.lines import parse_lines
 
 log = logging.getLogger("keylife.datafold.sinks")
 

@@ -1,0 +1,29 @@
+"""What the API needs from the process that serves it, and nothing more.
+
+The composition root (``keylife.cli.runtime.Runtime``) builds these pieces and hands them to
+``create_app``; the API never imports the runtime (``tests/test_layers.py``), so it cannot reach the
+exporter, the forwarder or the DataFold sources.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from keylife.api.auth import RateLimiter, TokenStore
+from keylife.config import Config
+from keylife.ingest.ledger import Ledger
+from keylife.ingest.telemetry import Telemetry
+from keylife.journal.signing import Signer
+from keylife.journal.writer import Journal
+from keylife.registry.projection import Registry
+
+
+class Services(Protocol):
+    config: Config
+    signer: Signer
+    journal: Journal
+    registry: Registry
+    ledger: Ledger
+    tokens: TokenStore
+    auth_limiter: RateLimiter
+    telemetry: Telemetry

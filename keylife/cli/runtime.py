@@ -1,0 +1,179 @@
+"""Assemble a running keylife from a Config: signing key, journal, registry, ledger, tokens."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit_forwarder.shipper.service import Forwarder
+from exporter.otlp import OtlpMetricsPusher, OtlpSettings
+from exporter.policy import load_policy
+from exporter.service import Exporter
+from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
+from keylife.cli.config import SCOPES, Config, Token
+from keylife.cli.forwarding import LedgerReporter, build_forwarder
+from keylife.cli.writer_metrics import WriterCollector
+from keylife.common.datalock import DataLock
+from keylife.common.secret_files import create_secret_file, read_secret_text
+from keylife.datafold.service import DataFoldService, start_datafold
+from keylife.ingest.ledger import Ledger
+from keylife.ingest.telemetry import Telemetry
+from keylife.journal import verify_status
+from keylife.journal.signing import Signer
+from keylife.journal.verify_status import PeriodicVerify
+from keylife.journal.writer import Journal, JournalSettings
+from keylife.registry.projection import Registry
+
+log = logging.getLogger("keylife.runtime")
+
+
+def journal_settings(config: Config) -> JournalSettings:
+    j = config.journal
+    return JournalSettings(
+        origin=j.origin,
+        segment_max_bytes=j.segment_max_bytes,
+        segment_max_age=j.segment_max_age_seconds,
+        checkpoint_every=j.checkpoint_every,
+        checkpoint_interval=j.checkpoint_interval_seconds,
+        compress_level=j.compress_level,
+    )
+
+
+def ensure_token_file(path: Path) -> tuple[str, bool]:
+    """Read the local admin token, creating it (0600) on first start. Returns (token, created)."""
+    if path.exists():
+        return read_secret_text(path, "token file"), False
+    token = new_token()
+    create_secret_file(path, (token + "\n").encode())
+    return token, True
+
+
+@dataclass
+class Runtime:
+    config: Config
+    signer: Signer
+    journal: Journal
+    registry: Registry
+    ledger: Ledger
+    tokens: TokenStore
+    auth_limiter: RateLimiter
+    telemetry: Telemetry
+    lock: DataLock
+    exporter: Exporter
+    verifier: PeriodicVerify
+    pusher: OtlpMetricsPusher | None
+    forwarder: Forwarder | None = None
+    datafold: DataFoldService | None = None
+    local_token: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: Config) -> Runtime:
+        lock = DataLock(config.data_dir).acquire("serve")
+        try:
+            return cls._start(config, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _start(cls, config: Config, lock: DataLock) -> Runtime:
+        notes: list[str] = []
+        signer, created = Signer.load_or_create(config.signing_key_path, config.journal.origin)
+        if created:
+            notes.append(f"created journal signing key {config.signing_key_path} (0600)")
+        tokens = list(config.api.tokens)  # before any thread starts: a refused token file stops nothing
+        local_token = None
+        if not tokens:
+            local_token, made = ensure_token_file(config.token_file)
+            tokens = [Token(name="local-admin", sha256=hash_token(local_token), scopes=list(SCOPES))]
+            if made:
+                notes.append(f"created a local admin token in {config.token_file} (0600)")
+        journal = Journal(config.journal_dir, signer, journal_settings(config))
+        _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
+        registry = Registry(config.registry_path, origin=config.journal.origin)
+        telemetry = Telemetry()
+        wake: list[Forwarder] = []  # filled once the forwarder exists; the writer wakes it per commit
+
+        def on_commit(entries: list) -> None:
+            telemetry.observe_entries(entries)
+            for forwarder in wake:
+                forwarder.notify()
+
+        ledger = Ledger(journal, registry, on_commit=on_commit)
+        exporter = Exporter.over(
+            config.registry_path,
+            load_policy(config.exporter.policy),
+            telemetry.registry,
+            lambda: pipeline_values(journal, registry, ledger),
+            attention_cap=config.exporter.attention_cap,
+        )
+        registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
+        telemetry.registry.register(WriterCollector(journal, ledger))
+        ledger.start()
+        verifier = PeriodicVerify(config.journal_dir, [signer.verifier], config.journal.verify_interval_seconds)
+        verifier.start()
+        forwarder = build_forwarder(
+            config, telemetry.registry, LedgerReporter(ledger), journal_size_fn=lambda: journal.committed_size
+        )
+        if forwarder is not None:
+            wake.append(forwarder)
+            forwarder.start()
+        datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
+        pusher = _otlp(config, telemetry)
+        limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
+        return cls(
+            config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
+            verifier, pusher, forwarder, datafold, local_token, notes,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.shutdown()
+        self.verifier.stop()
+        if self.datafold is not None:
+            self.datafold.stop()  # before the ledger: its sources submit through it
+        if self.forwarder is not None:
+            self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
+        self.ledger.stop()
+        self.registry.close()
+        self.lock.release()
+
+
+def _otlp(config: Config, telemetry: Telemetry) -> OtlpMetricsPusher | None:
+    otlp = config.exporter.otlp
+    if otlp is None:
+        return None
+    settings = OtlpSettings(
+        endpoint=otlp.endpoint,
+        protocol=otlp.protocol,
+        interval_seconds=otlp.interval_seconds,
+        headers=dict(otlp.headers),
+        insecure=otlp.insecure,
+    )
+    pusher = OtlpMetricsPusher(telemetry.registry, settings, {"keylife.journal.origin": config.journal.origin})
+    pusher.start()
+    return pusher
+
+
+def pipeline_values(journal: Journal, registry: Registry, ledger: Ledger) -> dict[str, float]:
+    """Positions read at scrape time (plain attribute reads; the registry's committed view)."""
+    checkpoint = journal.last_checkpoint
+    values = {
+        "keylife_journal_entries": float(journal.size),
+        "keylife_journal_checkpoint_entries": float(checkpoint.size if checkpoint else 0),
+        "keylife_registry_lag_entries": float(max(0, journal.size - 1 - registry.last_applied_seq())),
+        "keylife_ingest_writer_up": 1.0 if ledger.running else 0.0,
+        "keylife_journal_segments_unsealed": float(journal.unsealed),
+    }
+    if checkpoint is not None:
+        values["keylife_journal_last_checkpoint_timestamp_seconds"] = journal.last_checkpoint_time
+    return values | verify_status.read(journal.directory)
+
+
+def _write_public(path: Path, text: str) -> None:
+    """The verifier key is public; keep a copy beside the journal for auditors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text().strip() != text:
+        path.write_text(text + "\n")

@@ -1,0 +1,1 @@
+"""The registry: the journal projected into SQLite (``projection``) and its read-only queries (``queries``)."""
