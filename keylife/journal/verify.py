@@ -2,8 +2,9 @@
 
 Needs only the journal files and the trusted verifier key(s). What it checks:
 
-* every checkpoint's signature (``bad_signature``, ``unknown_key``) and that the recomputed
-  chain at its size equals its hash; a checkpoint saved elsewhere that is larger than the
+* every checkpoint's signature (``bad_signature``, ``unknown_key``) and that the RFC 6962 Merkle
+  root recomputed from the entries at its size equals its hash (a checkpoint written by a
+  format-1 journal, of at most ``chain_checkpoints_upto`` entries, signs the chain head instead); a checkpoint saved elsewhere that is larger than the
   journal proves ``truncated``;
 * the seq of every entry, in file order: a gap is ``deleted``, a seq seen again is
   ``inserted``, a late seq is ``reordered``;
@@ -26,6 +27,7 @@ import zstandard
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
 from keylife.journal.signing import Verifier
+from keylife.journal.tree import TILE_WIDTH, RootBuilder
 from keylife.journal.writer import genesis_hash
 
 
@@ -46,6 +48,7 @@ class Report:
     checkpoints: int = 0
     unsigned_tail: int = 0
     head: bytes = b""
+    root: bytes = b""
     faults: list[Fault] = field(default_factory=list)
 
     @property
@@ -140,6 +143,7 @@ def verify(
     report = Report()
     meta = orjson.loads((directory / "journal.json").read_bytes())
     origin = meta["origin"]
+    legacy_upto = legacy_checkpoint_limit(meta)
     claims, faults = load_checkpoints(directory)
     claims += [_Claim("checkpoint given on the command line", cp) for cp in external]
     report.faults += faults
@@ -175,6 +179,8 @@ def verify(
     entry_sum = segs.entry_sum
     check: _IndexCheck | None = None
     current: segs.SegmentFiles | None = None
+    tree = RootBuilder()
+    leaves = tree.tail
     for seg, sums, line in _lines(directory, report.faults):
         if seg is not current:
             current = seg
@@ -182,12 +188,21 @@ def verify(
                 check.finish(report.faults)
             check = _IndexCheck(seg, chain, line) if seg.sealed else None
         chain = sha256(chain + line).digest()
+        leaves.append(sha256(b"\x00" + line).digest())
+        if len(leaves) == TILE_WIDTH:
+            tree.fold()
+            leaves = tree.tail
         count += 1
         if check is not None:
             check.count += 1
             check.last_line, check.last_hash = line, chain
         if count in by_size:
-            mismatched += [(count, c) for c in by_size[count] if c.checkpoint.hash != chain]
+            root = tree.root()
+            mismatched += [
+                (count, c)
+                for c in by_size[count]
+                if c.checkpoint.hash != root and (count > legacy_upto or c.checkpoint.hash != chain)
+            ]
         try:
             seq = segs.entry_seq(line)
         except ValueError:
@@ -235,7 +250,7 @@ def verify(
         size, claim = mismatched[0]
         more = f" (and {len(mismatched) - 1} later checkpoints)" if len(mismatched) > 1 else ""
         report.faults.append(
-            Fault("modified", size - 1, f"the chain up to seq {size - 1} does not match {claim.source}{more}")
+            Fault("modified", size - 1, f"the Merkle root up to seq {size - 1} does not match {claim.source}{more}")
         )
     for size, claims_at in sorted(by_size.items()):
         if size > count:
@@ -245,6 +260,14 @@ def verify(
             )
     report.entries = count
     report.head = chain
+    report.root = tree.root()
     covered = max((s for s in by_size if s <= count), default=0)
     report.unsigned_tail = count - covered
     return report
+
+
+def legacy_checkpoint_limit(meta: dict) -> float:
+    """Checkpoints of at most this size may sign the chain head (written by a format-1 journal)."""
+    if meta.get("format", 1) == 1:
+        return float("inf")
+    return meta.get("chain_checkpoints_upto", -1)
