@@ -4,8 +4,8 @@ Needs only the journal files and the trusted verifier key(s). What it checks:
 
 * every checkpoint's signature (``bad_signature``, ``unknown_key``) and that the RFC 6962 Merkle
   root recomputed from the entries at its size equals its hash (a checkpoint written by a
-  format-1 journal, of at most ``chain_checkpoints_upto`` entries, signs the chain head instead); a checkpoint saved elsewhere that is larger than the
-  journal proves ``truncated``;
+  format-1 journal, of at most ``chain_checkpoints_upto`` entries, signs the chain head
+  instead); a checkpoint saved elsewhere that is larger than the journal proves ``truncated``;
 * the seq of every entry, in file order: a gap is ``deleted``, a seq seen again is
   ``inserted``, a late seq is ``reordered``;
 * each entry's digest against the ``.sums`` written with it, so a changed entry is named
