@@ -132,6 +132,10 @@ class Tree:
             self._cache.move_to_end(number)
         return cached
 
+    def lines(self, first: int, count: int) -> list[bytes]:
+        """The entry lines the leaves hash (read from the journal)."""
+        return self._blocks(first, count)
+
     def tile(self, level: int, index: int, width: int = TILE_WIDTH) -> bytes:
         """The C2SP tile ``level``/``index`` of ``width`` hashes, if the tree holds that many."""
         if not 1 <= width <= TILE_WIDTH:
