@@ -419,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = _Sub(p.add_subparsers(dest="journal_command", required=True, metavar="COMMAND"), common)
     jsub.add_parser("pubkey", help="print the verifier key (public)").set_defaults(func=cmd_journal)
     jsub.add_parser("checkpoint", help="print the latest signed checkpoint").set_defaults(func=cmd_journal)
+    from keylife.cli.journal_cmds import register as register_proof_commands
+
+    register_proof_commands(jsub)  # prove, check-proof, consistency
     return parser
 
 
