@@ -60,7 +60,7 @@ def test_a_key_bundle_checks_offline_and_any_change_is_named(tmp_path: Path) -> 
 
 
 def test_prove_by_seq(tmp_path: Path) -> None:
-    directory, sign = _journal(tmp_path, 300)
+    directory, _sign = _journal(tmp_path, 300)
     done = keylife("journal", "prove", "--journal", str(directory), "--seq", "5", "--seq", "299")
     assert done.returncode == 0, done.stderr
     assert [e["seq"] for e in orjson.loads(done.stdout)["entries"]] == [5, 299]
