@@ -17,6 +17,7 @@ after a crash are rebuilt from the entries at start-up.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -54,6 +55,7 @@ class Tree:
         self.levels: list[list[bytes]] = [[]]  # levels[k]: complete subtrees of height 8 + k
         self._blocks = blocks
         self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._levels_cache: OrderedDict[int, list[list[bytes]]] = OrderedDict()
 
     # ----- building ---------------------------------------------------------------------
     def append(self, leaves: list[bytes]) -> None:
@@ -95,9 +97,11 @@ class Tree:
             height = n.bit_length() - 1
             if height >= TILE_HEIGHT:
                 return self.levels[height - TILE_HEIGHT][lo >> height]
-            leaves = self.block(lo >> TILE_HEIGHT)
+            number = lo >> TILE_HEIGHT
             start = lo & (TILE_WIDTH - 1)
-            return merkle.root_of(leaves[start : start + n])
+            if number == self.size >> TILE_HEIGHT:  # the incomplete last block
+                return merkle.root_of(self.tail[start : start + n])
+            return self._block_levels(number)[height][start >> height]
         k = merkle.split_point(n)
         return merkle.node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
 
@@ -117,6 +121,21 @@ class Tree:
         if not 0 < size <= self.size:
             raise ValueError(f"the tree has {self.size} entries; size {size} is not in it")
 
+    def _block_levels(self, number: int) -> list[list[bytes]]:
+        """Every node of a complete block, by height 0..7 (cached: a proof then costs lookups)."""
+        levels = self._levels_cache.get(number)
+        if levels is None:
+            levels = [self.block(number)]
+            while len(levels[-1]) > 2:
+                row = levels[-1]
+                levels.append([merkle.node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)])
+            self._levels_cache[number] = levels
+            if len(self._levels_cache) > BLOCK_CACHE:
+                self._levels_cache.popitem(last=False)
+        else:
+            self._levels_cache.move_to_end(number)
+        return levels
+
     def block(self, number: int) -> list[bytes]:
         """Leaf hashes of the 256-entry block ``number`` (the last one may be partial)."""
         if number == self.size >> TILE_HEIGHT:
@@ -131,6 +150,11 @@ class Tree:
         else:
             self._cache.move_to_end(number)
         return cached
+
+    def forget(self) -> None:
+        """Drop the block caches (benchmarks measure a cold proof with it)."""
+        self._cache.clear()
+        self._levels_cache.clear()
 
     def lines(self, first: int, count: int) -> list[bytes]:
         """The entry lines the leaves hash (read from the journal)."""
@@ -214,7 +238,7 @@ def _iter_lines(seg_dir: Path, lo: int, hi: int) -> Iterator[bytes]:
         if (nxt is not None and nxt <= lo) or seg.first_seq >= hi:
             continue
         if seg.sealed:
-            index = orjson.loads(seg.path("idx").read_bytes())
+            index = _index(str(seg.path("idx")), os.stat(seg.path("idx")).st_mtime_ns)
             frames = index["frames"]
             with open(seg.path("zst"), "rb") as handle:
                 for at, (start, offset, length) in enumerate(frames):
@@ -227,6 +251,12 @@ def _iter_lines(seg_dir: Path, lo: int, hi: int) -> Iterator[bytes]:
         elif seg.path("log").exists():
             lines = segs.split_lines(seg.path("log").read_bytes())
             yield from lines[max(0, lo - seg.first_seq) : max(0, hi - seg.first_seq)]
+
+
+@functools.lru_cache(maxsize=256)
+def _index(path: str, mtime_ns: int) -> dict:
+    """A sealed segment's index (immutable once sealed; keyed by mtime in case it is replaced)."""
+    return orjson.loads(Path(path).read_bytes())
 
 
 def open_tree(directory: Path, size: int, blocks: BlockSource | None = None) -> tuple[Tree, TileStore]:

@@ -681,8 +681,15 @@ class Journal:
             if active_first is None or first + count <= active_first:
                 return read_lines(self.seg_dir, first, count)
             before = read_lines(self.seg_dir, first, active_first - first) if first < active_first else []
-            found = self.active_lines(list(range(max(first, active_first), first + count)))
-            return before + [found[s] for s in sorted(found)]
+            lo = max(first, active_first) - active_first
+            hi = min(first + count - active_first, len(self._active_offsets))
+            if lo >= hi:
+                return before
+            end = self._active_offsets[hi] if hi < len(self._active_offsets) else self._active_bytes
+            with open(self._active.path("log"), "rb") as handle:
+                handle.seek(self._active_offsets[lo])
+                data = handle.read(end - self._active_offsets[lo])
+            return before + segs.split_lines(data)
 
     # ----- reading (the active segment is read under the lock, up to committed bytes) ------
     def active_lines(self, seqs: list[int]) -> dict[int, bytes]:
