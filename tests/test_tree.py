@@ -46,3 +46,31 @@ def test_full_tiles_are_written_once_and_hold_the_level_hashes(tmp_path: Path) -
     data = (tmp_path / "tile/1/000").read_bytes()
     assert data == b"".join(tree.levels[0][:256])
     assert TileStore(tmp_path).load_level1() == tree.levels[0][:256]
+
+
+def test_the_writer_persists_full_tiles_and_rebuilds_missing_ones(tmp_path: Path) -> None:
+    """Reopening uses the stored level-1 tiles; deleted or short tiles are rebuilt from the entries,
+    and the root signed afterwards is the RFC 6962 root of every entry either way."""
+    from tests.journal_helpers import fill, open_journal, signer
+
+    sign = signer(tmp_path)
+    journal = open_journal(tmp_path, sign, segment_max_bytes=4_000_000)
+    fill(journal, 65_536 + 300, per_commit=1000)
+    journal.tick()
+    journal.close()
+    tile = tmp_path / "journal" / "tree" / "tile" / "1" / "000"
+    assert len(tile.read_bytes()) == 256 * 32
+    from keylife.journal.tree import read_lines
+
+    lines = read_lines(tmp_path / "journal" / "segments", 0, 65_836)
+    expected = merkle.root_of([merkle.leaf_hash(line) for line in lines])
+    for damage in (None, "delete", "short"):
+        if damage == "delete":
+            tile.unlink()
+        elif damage == "short":
+            tile.write_bytes(tile.read_bytes()[:100])
+        journal = open_journal(tmp_path, sign)
+        assert journal.tree.root() == expected
+        assert journal.checkpoint().hash == expected
+        journal.close()
+        assert len(tile.read_bytes()) == 256 * 32
