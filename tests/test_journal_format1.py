@@ -88,3 +88,22 @@ def test_after_the_upgrade_a_chain_checkpoint_is_no_longer_accepted(tmp_path: Pa
     done = keylife_verify(directory, sign)
     assert done.returncode == 1
     assert "the Merkle root up to seq 39 does not match checkpoints.log line" in done.stdout
+
+
+def test_consistency_from_a_format1_checkpoint_is_checked_by_the_local_journal(tmp_path: Path) -> None:
+    directory, sign = write_format1(tmp_path)
+    old = tmp_path / "old.cp"
+    old.write_text((directory / "checkpoint").read_text())
+    journal = open_journal(tmp_path, sign, checkpoint_every=10)
+    fill(journal, 20, start=30)
+    journal.close()
+    new = tmp_path / "new.cp"
+    new.write_text((directory / "checkpoint").read_text())
+    key = sign.verifier.encode()
+    done = subprocess.run(
+        [sys.executable, "-m", "keylife.cli", "journal", "consistency", str(old), str(new), "--journal", str(directory),
+         "--key", key],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("CONSISTENT: NEW (size 50) extends OLD (size 30), by the local journal")

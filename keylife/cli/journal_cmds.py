@@ -138,6 +138,12 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"keylife: the local journal cannot prove size {new.size}: {exc}", file=sys.stderr)
         return 2
+    if _format1_matches(directory, old):
+        if tree.root() == new.hash:
+            print(f"CONSISTENT: NEW (size {new.size}) extends OLD (size {old.size}), by the local journal")
+            print("(OLD is a format-1 checkpoint: it signs the chain head, which the local entries reproduce)")
+            return 0
+        return _split_view(old, new, "the local journal holds OLD (a format-1 checkpoint) but not NEW")
     proof = tree.consistency(old.size, new.size) if old.size else []
     try:
         merkle.verify_consistency(old.size, new.size, old.hash, new.hash, proof)
@@ -150,6 +156,15 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     for node in proof:
         print(f"  {base64.b64encode(node).decode()}")
     return 0
+
+
+def _format1_matches(directory: Path, cp: Checkpoint) -> bool:
+    """True when ``cp`` is a format-1 checkpoint (signing the chain head) the local entries reproduce."""
+    from keylife.journal.tail import chain_head
+    from keylife.journal.verify import legacy_checkpoint_limit
+
+    meta = orjson.loads((directory / "journal.json").read_bytes())
+    return 0 < cp.size <= legacy_checkpoint_limit(meta) and chain_head(directory, cp.size) == cp.hash
 
 
 def _split_view(old: Checkpoint, new: Checkpoint, why: str) -> int:
