@@ -305,6 +305,17 @@ class RootBuilder:
                 tail = self.tail
         self.size += len(leaves)
 
+    def extend(self, leaves: list[bytes]) -> None:
+        """Append many leaves at once (``verify``'s bulk path)."""
+        tail = self.tail
+        tail += leaves
+        full = len(tail) - len(tail) % TILE_WIDTH
+        if full:
+            for start in range(0, full, TILE_WIDTH):
+                self._push(merkle.root_of(tail[start : start + TILE_WIDTH]))
+            self.tail = tail[full:]
+        self.size += len(leaves)
+
     def fold(self) -> None:
         """Fold a full ``tail`` (256 leaves, appended to directly by hot loops) into the stack."""
         self._push(merkle.root_of(self.tail))
