@@ -35,7 +35,7 @@ def register(jsub: Any) -> None:
     p.set_defaults(func=cmd_prove)
 
     p = jsub.add_parser("check-proof", help="check a proof bundle offline against a verifier key")
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, help="the bundle file written by keylife journal prove")
     p.add_argument("--key", required=True, action="append", help="trusted verifier key or a file holding one")
     p.set_defaults(func=cmd_check_proof)
 
