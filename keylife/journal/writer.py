@@ -538,8 +538,10 @@ class Journal:
             self.roll()
 
     def checkpoint(self) -> Checkpoint:
-        size = self._committed[0]
-        cp = sign_checkpoint(self.signer, self.origin, size, self.tree.root(size))
+        with self.lock:  # API threads read the tree (and its block cache) under the same lock
+            size = self._committed[0]
+            root = self.tree.root(size)
+        cp = sign_checkpoint(self.signer, self.origin, size, root)
         note = cp.render()
         record = orjson.dumps({"note": note}) + b"\n"  # everything in it is signed
         try:
