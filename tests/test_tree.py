@@ -74,3 +74,22 @@ def test_the_writer_persists_full_tiles_and_rebuilds_missing_ones(tmp_path: Path
         assert journal.checkpoint().hash == expected
         journal.close()
         assert len(tile.read_bytes()) == 256 * 32
+
+
+def test_root_from_entries_trusts_no_tile(tmp_path: Path) -> None:
+    """Entries rewritten under intact tiles: the tiled tree still gives the old root, the recomputation
+    does not (a start-up check must use the latter)."""
+    from keylife.journal.tree import open_tree, read_lines, root_from_entries
+    from tests.journal_helpers import fill, open_journal
+
+    journal = open_journal(tmp_path, segment_max_bytes=1 << 30)
+    fill(journal, 65_536 + 10, per_commit=1000)
+    journal.close()
+    directory = tmp_path / "journal"
+    before = root_from_entries(directory, 65_546)
+    log = next((directory / "segments").glob("*.log"))
+    log.write_bytes(log.read_bytes().replace(b'"encrypt":13}', b'"encrypt":14}', 1))
+    tiled, _ = open_tree(directory, 65_546)
+    assert tiled.root() == before
+    lines = read_lines(directory / "segments", 0, 65_546)
+    assert root_from_entries(directory, 65_546) == merkle.root_of([merkle.leaf_hash(x) for x in lines]) != before

@@ -205,9 +205,7 @@ class TileStore:
         while TILE_HEIGHT * (level - 1) < len(tree.levels):
             row = tree.levels[TILE_HEIGHT * (level - 1)]
             full = len(row) // TILE_WIDTH
-            done = self.written.get(level)
-            if done is None:
-                done = self._count_on_disk(level, full)
+            done = self.written.get(level, 0)  # rewriting an existing full tile changes nothing
             for index in range(done, full):
                 path = self.directory / tile_path(level, index)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,12 +215,6 @@ class TileStore:
             self.written[level] = full
             level += 1
         return count
-
-    def _count_on_disk(self, level: int, upto: int) -> int:
-        index = 0
-        while index < upto and (self.directory / tile_path(level, index)).exists():
-            index += 1
-        return index
 
 
 def read_lines(seg_dir: Path, first: int, count: int) -> list[bytes]:
@@ -276,14 +268,23 @@ def open_tree(directory: Path, size: int, blocks: BlockSource | None = None) -> 
         if len(lines) != rest:
             raise ValueError(f"the journal holds fewer than {size} entries")
         tree.append([merkle.leaf_hash(line) for line in lines])
-    if store.written.get(1, 0) * TILE_WIDTH > size:
-        store.written = {}  # tiles beyond the journal (it was cut): rewrite from what it holds
+    # Tiles past the journal (it was cut) are stale: rewrite them from what the journal holds.
+    store.written = {1: min(store.written.get(1, 0), size >> (2 * TILE_HEIGHT))}
     return tree, store
 
 
-def tile_count_ok(path: Path) -> bool:
-    """True when ``path`` is a whole tile (used by tests and repair tooling)."""
-    return path.exists() and os.path.getsize(path) == TILE_WIDTH * merkle.HASH_SIZE
+def root_from_entries(directory: Path, size: int) -> bytes:
+    """The root of the first ``size`` entries recomputed from the segments alone, trusting no tile
+    (for a start-up check against the last checkpoint: the tiles could have been left alone while
+    the entries under them were rewritten)."""
+    builder = RootBuilder()
+    done = 0
+    for line in _iter_lines(Path(directory) / "segments", 0, size):
+        builder.add_block([merkle.leaf_hash(line)])
+        done += 1
+    if done != size:
+        raise ValueError(f"the journal holds {done} entries, fewer than {size}")
+    return builder.root()
 
 
 class RootBuilder:
