@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -241,8 +242,34 @@ def _iter_lines(seg_dir: Path, lo: int, hi: int) -> Iterator[bytes]:
                     lines = segs.split_lines(decompressor.decompress(handle.read(length)))
                     yield from lines[max(0, lo - start) : hi - start]
         elif seg.path("log").exists():
-            lines = segs.split_lines(seg.path("log").read_bytes())
-            yield from lines[max(0, lo - seg.first_seq) : max(0, hi - seg.first_seq)]
+            yield from _log_lines(seg.path("log"), max(0, lo - seg.first_seq), max(0, hi - seg.first_seq))
+
+
+_LOG_OFFSETS: dict[str, array] = {}  # .log path -> start offsets of its whole lines, then the end
+
+
+def _log_lines(path: Path, lo: int, hi: int) -> list[bytes]:
+    """Lines ``lo .. hi-1`` of an open segment, reading only their bytes: line offsets are kept
+    per file (8 bytes a line) and extended as the file grows."""
+    offsets = _LOG_OFFSETS.get(str(path))
+    with open(path, "rb") as handle:
+        if offsets is None or len(offsets) - 1 < hi:
+            if offsets is None or os.fstat(handle.fileno()).st_size < offsets[-1]:
+                offsets = array("q", [0])  # new, or cut back (recovery): scan afresh
+            handle.seek(offsets[-1])
+            data = handle.read()
+            base, at = offsets[-1], data.find(b"\n")
+            while at >= 0:
+                offsets.append(base + at + 1)
+                at = data.find(b"\n", at + 1)
+            if len(_LOG_OFFSETS) >= 4:
+                _LOG_OFFSETS.clear()
+            _LOG_OFFSETS[str(path)] = offsets
+        hi = min(hi, len(offsets) - 1)
+        if lo >= hi:
+            return []
+        handle.seek(offsets[lo])
+        return segs.split_lines(handle.read(offsets[hi] - offsets[lo]))
 
 
 @functools.lru_cache(maxsize=256)
