@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from keylife.common.canonical import canonical
+from keylife.journal import merkle
 from keylife.journal import segments as segs
 from keylife.journal.note import DASH, check_signatures, parse
 from keylife.journal.reader import get_entries, iter_entries
@@ -44,7 +45,9 @@ def test_checkpoint_is_a_signed_note_an_auditor_can_check(tmp_path: Path) -> Non
     journal.close()
     note = (tmp_path / "journal/checkpoint").read_text()
     body, sig_line = note.split("\n\n")
-    assert body.split("\n") == [ORIGIN, "7", base64.b64encode(journal.head).decode()]
+    lines = (tmp_path / "journal/segments" / "00000000000000000000.log").read_bytes().split(b"\n")[:-1]
+    root = merkle.root_of([hashlib.sha256(b"\x00" + line).digest() for line in lines])  # RFC 6962 MTH
+    assert body.split("\n") == [ORIGIN, "7", base64.b64encode(root).decode()]
     dash, name, blob = sig_line.strip().split(" ")
     assert dash == DASH and name == ORIGIN
     raw = base64.b64decode(blob)

@@ -46,7 +46,8 @@ def test_reads_sealed_and_open_segments_with_writer_hashes_and_checkpoints(tmp_p
     for position, record in enumerate(records):
         if record.is_checkpoint:
             assert records[position - 1].seq == record.checkpoint - 1
-            assert record.entry.event["root_hash"] == records[position - 1].entry.hash.hex()
+            root = tail.entries.root_at(record.checkpoint)  # the RFC 6962 root of the entries read
+            assert record.entry.event["root_hash"] == root.hex()
             assert "\n\u2014 " in record.entry.event["note"]  # the signed note, with its signature line
     assert entries[0].checkpoint == 100 and entries[99].checkpoint == 100 and entries[100].checkpoint == 200
     assert not tail.mismatches
@@ -104,7 +105,9 @@ def test_a_checkpoint_that_does_not_match_the_chain_is_reported(tmp_path):
     journal = open_journal(tmp_path)
     fill(journal, 20)
     journal.checkpoint()
-    tail = JournalTail(journal.directory, 0, b"\0" * 32)  # a wrong starting hash: every hash differs
+    seg = next((journal.directory / "segments").glob("*.log"))
+    seg.write_bytes(seg.read_bytes().replace(b'"encrypt":5}', b'"encrypt":7}', 1))  # rewritten under the tail
+    tail = JournalTail(journal.directory, 0, chain_head(journal.directory, 0))
     _read_all(tail)
     assert tail.mismatches and "checkpoint 20 signs" in tail.mismatches[0]
 

@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from keylife import __version__
 from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
+from keylife.api.journal_routes import add_journal_routes
 from keylife.api.problems import JSONBody, Problem, install
 from keylife.api.scrapes import ScrapeCache
 from keylife.api.services import Services
@@ -215,6 +216,7 @@ def create_app(rt: Services) -> FastAPI:
     async def verifier_key() -> PlainTextResponse:
         return PlainTextResponse(rt.signer.verifier.encode() + "\n")
 
+    add_journal_routes(app, rt, require)  # proofs and tiles for auditors
     no_body_parameters(app)
     return app
 

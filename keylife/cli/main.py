@@ -12,12 +12,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exporter.policy import PolicyError
 from keylife import __version__
-from keylife.cli.config import SCOPES, Config, ConfigError, load
 from keylife.common.datalock import DataDirBusy
+from keylife.config import SCOPES, ConfigError  # light: keylife.cli.config (sinks, grpc) loads on demand
 from keylife.domain.lifecycle import KeyState
+
+if TYPE_CHECKING:
+    from keylife.cli.config import Config
 
 
 class UsageError(Exception):
@@ -25,6 +28,8 @@ class UsageError(Exception):
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from keylife.cli.config import load
+
     overrides = {}
     if getattr(args, "data_dir", None):
         overrides["KEYLIFE_DATA_DIR"] = str(args.data_dir)
@@ -72,8 +77,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from keylife.cli.verify_cli import run_verify
 
-    config = _config(args)
-    directory = args.directory or config.journal_dir
+    directory = args.directory or _config(args).journal_dir  # a directory given needs no config
     return run_verify(Path(directory), args.key, args.checkpoint, as_json=args.json)
 
 
@@ -419,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = _Sub(p.add_subparsers(dest="journal_command", required=True, metavar="COMMAND"), common)
     jsub.add_parser("pubkey", help="print the verifier key (public)").set_defaults(func=cmd_journal)
     jsub.add_parser("checkpoint", help="print the latest signed checkpoint").set_defaults(func=cmd_journal)
+    from keylife.cli.journal_cmds import register as register_proof_commands
+
+    register_proof_commands(jsub)  # prove, check-proof, consistency
     return parser
 
 
@@ -426,7 +433,10 @@ def _one_line(exc: BaseException) -> str | None:
     """The message for an error the operator can fix, or None for a bug (which keeps its traceback)."""
     from keylife.cli.client import ClientError
 
-    if isinstance(exc, UsageError | ClientError | ConfigError | DataDirBusy | PolicyError):
+    if isinstance(exc, UsageError | ClientError | ConfigError | DataDirBusy):
+        return str(exc)
+    policy = sys.modules.get("exporter.policy")  # imported only by the commands that load a policy
+    if policy is not None and isinstance(exc, policy.PolicyError):
         return str(exc)
     if "httpx" in sys.modules:  # imported only by the commands that talk to a server
         import httpx

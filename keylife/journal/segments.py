@@ -22,7 +22,7 @@ import zstandard
 
 from keylife.common.files import fsync_dir
 
-FRAME_ENTRIES = 4096
+FRAME_ENTRIES = 1024
 SUM_BYTES = 4
 FILE_MODE = 0o640  # journal files: the owner writes, an auditors' group may read
 _NAME = re.compile(r"(\d{20})\.(log|zst|idx|sums)\Z")  # \Z: "$" would accept a trailing newline

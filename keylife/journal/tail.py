@@ -25,6 +25,7 @@ import orjson
 
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, NoteError, parse
+from keylife.journal.tree import Tree, open_tree
 from keylife.journal.writer import Entry, format_observed, genesis_hash
 
 
@@ -121,6 +122,14 @@ class EntryTail:
         self._log_offset = 0
         self._frame_first = -1
         self._frame_lines: list[bytes] = []
+        self._tree: Tree | None = None  # built on the first root_at, then grown by read
+
+    def root_at(self, size: int) -> bytes:
+        """The RFC 6962 root of the first ``size`` entries (size <= next_seq): what a checkpoint
+        of that size signs. The first call loads the tree from its tiles and the entries after them."""
+        if self._tree is None:
+            self._tree, _ = open_tree(self.directory, self.next_seq)
+        return self._tree.root(size)
 
     def close(self) -> None:
         if self._log is not None:
@@ -147,6 +156,8 @@ class EntryTail:
             # A line is b'{"event":' + canonical(event) + b',"observed_at":...': its event bytes are a slice.
             append((Entry(seq, value["observed_at"], value["event"], head), line[9 : line.rindex(b',"observed_at":"')]))
             seq += 1
+        if self._tree is not None and lines:
+            self._tree.append([sha256(b"\x00" + line).digest() for line in lines])
         self.head, self.next_seq = head, seq
         return out
 

@@ -2,9 +2,10 @@
 
 Needs only the journal files and the trusted verifier key(s). What it checks:
 
-* every checkpoint's signature (``bad_signature``, ``unknown_key``) and that the recomputed
-  chain at its size equals its hash; a checkpoint saved elsewhere that is larger than the
-  journal proves ``truncated``;
+* every checkpoint's signature (``bad_signature``, ``unknown_key``) and that the RFC 6962 Merkle
+  root recomputed from the entries at its size equals its hash (a checkpoint written by a
+  format-1 journal, of at most ``chain_checkpoints_upto`` entries, signs the chain head
+  instead); a checkpoint saved elsewhere that is larger than the journal proves ``truncated``;
 * the seq of every entry, in file order: a gap is ``deleted``, a seq seen again is
   ``inserted``, a late seq is ``reordered``;
 * each entry's digest against the ``.sums`` written with it, so a changed entry is named
@@ -15,6 +16,7 @@ The signatures are what make tampering detectable; the digests only say where it
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +28,10 @@ import zstandard
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
 from keylife.journal.signing import Verifier
+from keylife.journal.tree import RootBuilder
 from keylife.journal.writer import genesis_hash
+
+BATCH = 1024  # lines of an open segment checked together
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Report:
     checkpoints: int = 0
     unsigned_tail: int = 0
     head: bytes = b""
+    root: bytes = b""
     faults: list[Fault] = field(default_factory=list)
 
     @property
@@ -78,22 +84,53 @@ def load_checkpoints(directory: Path) -> tuple[list[_Claim], list[Fault]]:
     return claims, faults
 
 
-def _lines(directory: Path, faults: list[Fault]) -> Iterator[tuple[segs.SegmentFiles, bytes, bytes]]:
-    """(segment, its sums, line) in file order; corrupt frames become faults, not crashes."""
+def _batches(directory: Path, faults: list[Fault]) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes]]]:
+    """(segment, its sums, lines) per frame or open segment, in file order; corrupt frames become
+    faults, not crashes."""
     for seg in segs.list_segments(directory / "segments"):
         sums = segs.read_sums(seg)
         if seg.sealed:
             try:
                 for _first, data in segs.iter_frames(seg):
-                    for line in segs.split_lines(data):
-                        yield seg, sums, line
+                    lines = segs.split_lines(data)
+                    if lines:
+                        yield seg, sums, lines
             except (zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
                 faults.append(Fault("modified", seg.first_seq, f"sealed segment {seg.first_seq} is corrupt: {exc}"))
         elif seg.path("log").exists():
             data = seg.path("log").read_bytes()
-            yield from ((seg, sums, line) for line in segs.split_lines(data))
+            lines = segs.split_lines(data)
+            for at in range(0, len(lines), BATCH):
+                yield seg, sums, lines[at : at + BATCH]
             if data and not data.endswith(b"\n"):
                 faults.append(Fault("modified", None, f"segment {seg.first_seq} ends in a partial entry"))
+
+
+def _cut(batch: list[bytes], count: int, sizes: list[int]) -> Iterator[list[bytes]]:
+    """``batch`` (entries ``count ..``) in pieces that end at every checkpoint size inside it, so the
+    root and chain are at hand exactly there."""
+    at = bisect.bisect_right(sizes, count)
+    start = 0
+    while at < len(sizes) and sizes[at] < count + len(batch):
+        end = sizes[at] - count
+        if end > start:
+            yield batch[start:end]
+            start = end
+        at += 1
+    yield batch[start:]
+
+
+def _in_order(lines: list[bytes], expected: int, first_seq: int, sums: bytes) -> bool:
+    """True when ``lines`` are seqs ``expected ..`` in order and each matches its digest; else the
+    per-line check runs and names what is wrong."""
+    offset = (expected - first_seq) * segs.SUM_BYTES
+    end = offset + len(lines) * segs.SUM_BYTES
+    if offset < 0 or end > len(sums):
+        return False
+    sha256 = hashlib.sha256
+    if b"".join([sha256(line).digest()[: segs.SUM_BYTES] for line in lines]) != sums[offset:end]:
+        return False
+    return all(line.endswith(b',"seq":%d}' % seq) for seq, line in enumerate(lines, start=expected))
 
 
 class _IndexCheck:
@@ -140,6 +177,7 @@ def verify(
     report = Report()
     meta = orjson.loads((directory / "journal.json").read_bytes())
     origin = meta["origin"]
+    legacy_upto = legacy_checkpoint_limit(meta)
     claims, faults = load_checkpoints(directory)
     claims += [_Claim("checkpoint given on the command line", cp) for cp in external]
     report.faults += faults
@@ -175,55 +213,74 @@ def verify(
     entry_sum = segs.entry_sum
     check: _IndexCheck | None = None
     current: segs.SegmentFiles | None = None
-    for seg, sums, line in _lines(directory, report.faults):
-        if seg is not current:
-            current = seg
+    tree = RootBuilder()
+    sizes = sorted(by_size)
+    for seg, sums, batch in _batches(directory, report.faults):
+        for part in _cut(batch, count, sizes):
+            if seg is not current:
+                current = seg
+                if check is not None:
+                    check.finish(report.faults)
+                check = _IndexCheck(seg, chain, part[0]) if seg.sealed else None
+            for line in part:
+                chain = sha256(chain + line).digest()
+            tree.extend([sha256(b"\x00" + line).digest() for line in part])
+            first_position = count
+            count += len(part)
             if check is not None:
-                check.finish(report.faults)
-            check = _IndexCheck(seg, chain, line) if seg.sealed else None
-        chain = sha256(chain + line).digest()
-        count += 1
-        if check is not None:
-            check.count += 1
-            check.last_line, check.last_hash = line, chain
-        if count in by_size:
-            mismatched += [(count, c) for c in by_size[count] if c.checkpoint.hash != chain]
-        try:
-            seq = segs.entry_seq(line)
-        except ValueError:
-            report.faults.append(Fault("modified", expected, f"entry at position {count - 1} is not a valid entry"))
-            expected += 1
-            continue
-        offset = (seq - seg.first_seq) * segs.SUM_BYTES
-        if offset >= 0 and offset + segs.SUM_BYTES <= len(sums):
-            digest_ok = sums[offset : offset + segs.SUM_BYTES] == entry_sum(line)
-        else:
-            digest_ok = True
-            if seg.first_seq not in short_sums:
-                short_sums.add(seg.first_seq)
-                report.faults.append(
-                    Fault("modified", seq, f"digest file of segment {seg.first_seq} is missing or short")
-                )
-        if seq == expected:
-            if not digest_ok:
-                report.faults.append(Fault("modified", seq, "entry differs from the digest written with it"))
-            expected += 1
-        elif seq > expected:
-            if seq - expected <= 100_000:
-                missing.update(range(expected, seq))
-            else:
-                report.faults.append(Fault("deleted", expected, f"seq {expected}..{seq - 1} are missing"))
-            if not digest_ok:
-                report.faults.append(Fault("modified", seq, "entry differs from the digest written with it"))
-            expected = seq + 1
-        elif seq in missing:
-            missing.discard(seq)
-            report.faults.append(Fault("reordered", seq, f"seq {seq} stands after seq {expected - 1}"))
-        else:
-            what = "a fabricated entry" if not digest_ok else "a copy of an existing entry"
-            report.faults.append(Fault("inserted", seq, f"seq {seq} appears again ({what}) after seq {expected - 1}"))
-        if progress and count % 65536 == 0:
-            progress(count)
+                check.count += len(part)
+                check.last_line, check.last_hash = part[-1], chain
+            if count in by_size:
+                root = tree.root()
+                mismatched += [
+                    (count, c)
+                    for c in by_size[count]
+                    if c.checkpoint.hash != root and (count > legacy_upto or c.checkpoint.hash != chain)
+                ]
+            if progress and count >> 16 != first_position >> 16:
+                progress(count)
+            if _in_order(part, expected, seg.first_seq, sums):  # the common case, checked in bulk
+                expected += len(part)
+                continue
+            for position, line in enumerate(part, start=first_position):
+                try:
+                    seq = segs.entry_seq(line)
+                except ValueError:
+                    report.faults.append(
+                        Fault("modified", expected, f"entry at position {position} is not a valid entry")
+                    )
+                    expected += 1
+                    continue
+                offset = (seq - seg.first_seq) * segs.SUM_BYTES
+                if offset >= 0 and offset + segs.SUM_BYTES <= len(sums):
+                    digest_ok = sums[offset : offset + segs.SUM_BYTES] == entry_sum(line)
+                else:
+                    digest_ok = True
+                    if seg.first_seq not in short_sums:
+                        short_sums.add(seg.first_seq)
+                        report.faults.append(
+                            Fault("modified", seq, f"digest file of segment {seg.first_seq} is missing or short")
+                        )
+                if seq == expected:
+                    if not digest_ok:
+                        report.faults.append(Fault("modified", seq, "entry differs from the digest written with it"))
+                    expected += 1
+                elif seq > expected:
+                    if seq - expected <= 100_000:
+                        missing.update(range(expected, seq))
+                    else:
+                        report.faults.append(Fault("deleted", expected, f"seq {expected}..{seq - 1} are missing"))
+                    if not digest_ok:
+                        report.faults.append(Fault("modified", seq, "entry differs from the digest written with it"))
+                    expected = seq + 1
+                elif seq in missing:
+                    missing.discard(seq)
+                    report.faults.append(Fault("reordered", seq, f"seq {seq} stands after seq {expected - 1}"))
+                else:
+                    what = "a fabricated entry" if not digest_ok else "a copy of an existing entry"
+                    report.faults.append(
+                        Fault("inserted", seq, f"seq {seq} appears again ({what}) after seq {expected - 1}")
+                    )
     if check is not None:
         check.finish(report.faults)
     if progress:
@@ -235,7 +292,7 @@ def verify(
         size, claim = mismatched[0]
         more = f" (and {len(mismatched) - 1} later checkpoints)" if len(mismatched) > 1 else ""
         report.faults.append(
-            Fault("modified", size - 1, f"the chain up to seq {size - 1} does not match {claim.source}{more}")
+            Fault("modified", size - 1, f"the Merkle root up to seq {size - 1} does not match {claim.source}{more}")
         )
     for size, claims_at in sorted(by_size.items()):
         if size > count:
@@ -245,6 +302,14 @@ def verify(
             )
     report.entries = count
     report.head = chain
+    report.root = tree.root()
     covered = max((s for s in by_size if s <= count), default=0)
     report.unsigned_tail = count - covered
     return report
+
+
+def legacy_checkpoint_limit(meta: dict) -> float:
+    """Checkpoints of at most this size may sign the chain head (written by a format-1 journal)."""
+    if meta.get("format", 1) == 1:
+        return float("inf")
+    return meta.get("chain_checkpoints_upto", -1)

@@ -38,8 +38,9 @@ from keylife.common.canonical import canonical
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, parse, sign_checkpoint
 from keylife.journal.signing import Signer
+from keylife.journal.tree import open_tree, read_lines
 
-FORMAT = 1
+FORMAT = 2  # 1: checkpoints sign the chain head; 2: they sign the RFC 6962 Merkle root (docs/journal.md)
 SEAL_RETRY_FIRST = 1.0  # seconds before a failed seal is tried again; doubles up to SEAL_RETRY_MAX
 SEAL_RETRY_MAX = 60.0
 PROBE_BYTES = 65536  # at least; after a failed write, at least that write's size (no flapping)
@@ -127,6 +128,7 @@ class Journal:
         self.last_checkpoint_time = 0.0
         self._pending: list[bytes] = []
         self._pending_sums: list[bytes] = []
+        self._pending_leaves: list[bytes] = []
         self._committed = (0, self.head)
         self._active: segs.SegmentFiles | None = None
         self._fd = -1
@@ -156,6 +158,7 @@ class Journal:
         self.seg_dir.mkdir(parents=True, exist_ok=True)
         (self.directory / "recovered").mkdir(exist_ok=True)
         meta_path = self.directory / "journal.json"
+        meta: dict[str, Any] | None = None
         if meta_path.exists():
             meta = orjson.loads(meta_path.read_bytes())
             if meta["origin"] != self.origin:
@@ -196,6 +199,10 @@ class Journal:
             else:
                 self._reopen_active(seg, prev)
         self._committed = (self.size, self.head)
+        if meta is not None and meta.get("format", 1) == 1:
+            upgrade_meta(meta_path, meta, self.size)
+        self.tree, self._tiles = open_tree(self.directory, self.size, self._block_lines)
+        self._flush_tiles()
         self._repair_checkpoint_log()
         self._load_last_checkpoint()
         if self.last_checkpoint and self.last_checkpoint.size > self.size:
@@ -427,6 +434,7 @@ class Journal:
             head = sha256(head + line).digest()
             self._pending.append(line)
             self._pending_sums.append(sha256(line).digest()[: segs.SUM_BYTES])
+            self._pending_leaves.append(sha256(b"\x00" + line).digest())
             out.append(Entry(seq, stamp, event, head))
             seq += 1
         self.head = head
@@ -442,6 +450,7 @@ class Journal:
         """Forget staged entries (the caller could not use them)."""
         self._pending.clear()
         self._pending_sums.clear()
+        self._pending_leaves.clear()
         self.size, self.head = self._committed
 
     def commit(self, *, maintain: bool = True) -> None:
@@ -490,6 +499,8 @@ class Journal:
             sums = b"".join(self._pending_sums)
             self._pending.clear()
             self._pending_sums.clear()
+            self.tree.append(self._pending_leaves)
+            self._pending_leaves = []
             self._committed = (self.size, self.head)
             try:
                 _write_all(self._sums_fd, sums)
@@ -509,6 +520,8 @@ class Journal:
 
     def _maintain(self, now: float, *, by_time: bool) -> None:
         self._retry_seal(now)
+        if self.tree.size >> 16 > self._tiles.written.get(1, 0):
+            self._flush_tiles()
         if self.needs_recovery:
             return
         covered = self.last_checkpoint.size if self.last_checkpoint else 0
@@ -525,8 +538,10 @@ class Journal:
             self.roll()
 
     def checkpoint(self) -> Checkpoint:
-        size, head = self._committed
-        cp = sign_checkpoint(self.signer, self.origin, size, head)
+        with self.lock:  # API threads read the tree (and its block cache) under the same lock
+            size = self._committed[0]
+            root = self.tree.root(size)
+        cp = sign_checkpoint(self.signer, self.origin, size, root)
         note = cp.render()
         record = orjson.dumps({"note": note}) + b"\n"  # everything in it is signed
         try:
@@ -651,6 +666,33 @@ class Journal:
                 self._seal_retry_at = 0.0  # rolled while the last seal was finishing: seal it now
             self._retry_seal(time.time())
 
+    # ----- the Merkle tree -----------------------------------------------------------------
+    def _flush_tiles(self) -> None:
+        """Write the full tiles the tree has and the disk lacks. A failure is counted and retried
+        by the next ``tick``: tiles are derived from durable entries and rebuilt at start-up."""
+        try:
+            self._tiles.flush(self.tree)
+        except OSError as exc:
+            self._note_failure("tree", exc)
+
+    def _block_lines(self, first: int, count: int) -> list[bytes]:
+        """Committed lines ``first ..`` for the tree's leaf blocks: the active segment through its
+        offsets, the rest from sealed or closed segments."""
+        with self.lock:
+            active_first = self._active.first_seq if self._active is not None else None
+            if active_first is None or first + count <= active_first:
+                return read_lines(self.seg_dir, first, count)
+            before = read_lines(self.seg_dir, first, active_first - first) if first < active_first else []
+            lo = max(first, active_first) - active_first
+            hi = min(first + count - active_first, len(self._active_offsets))
+            if lo >= hi:
+                return before
+            end = self._active_offsets[hi] if hi < len(self._active_offsets) else self._active_bytes
+            with open(self._active.path("log"), "rb") as handle:
+                handle.seek(self._active_offsets[lo])
+                data = handle.read(end - self._active_offsets[lo])
+            return before + segs.split_lines(data)
+
     # ----- reading (the active segment is read under the lock, up to committed bytes) ------
     def active_lines(self, seqs: list[int]) -> dict[int, bytes]:
         with self.lock:
@@ -666,6 +708,13 @@ class Journal:
                     handle.seek(self._active_offsets[seq - first])
                     out[seq] = handle.readline().rstrip(b"\n")
             return out
+
+
+def upgrade_meta(path: Path, meta: dict[str, Any], size: int) -> None:
+    """Move a format-1 journal (checkpoints sign the chain head) to format 2: checkpoints from
+    now on sign the Merkle root; ``chain_checkpoints_upto`` tells ``verify`` that checkpoints of
+    at most that size were written by the old code and sign the chain head."""
+    _atomic_write(path, orjson.dumps(meta | {"format": FORMAT, "chain_checkpoints_upto": size}))
 
 
 def _write_all(fd: int, data: bytes) -> None:
