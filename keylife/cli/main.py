@@ -74,7 +74,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     config = _config(args)
     directory = args.directory or config.journal_dir
-    return run_verify(Path(directory), args.key, args.checkpoint, as_json=args.json)
+    from keylife.journal.anchor import unsigned_grace
+
+    grace = unsigned_grace(config.journal.checkpoint_interval_seconds)
+    return run_verify(
+        Path(directory), args.key, args.checkpoint, as_json=args.json, allow_unanchored=args.allow_unanchored,
+        grace=grace,
+    )  # fmt: skip
 
 
 def cmd_registry_rebuild(args: argparse.Namespace) -> int:
@@ -347,7 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=Path,
-        help="a checkpoint saved elsewhere (proves truncation); repeatable",
+        help="a checkpoint obtained elsewhere (a SIEM's copy, a published file): the trusted anchor; repeatable",
+    )
+    p.add_argument(
+        "--allow-unanchored",
+        action="store_true",
+        help="check without a trusted anchor (--key plus --checkpoint) and list what could not be checked",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
