@@ -438,3 +438,37 @@ def test_the_live_check_stops_mid_segment_without_a_false_fault(tmp_path: Path) 
     sealed = [s for s in segs.list_segments(directory / "segments") if s.sealed]
     middle = segs.read_index(sealed[0])["count"] // 2
     assert verify(directory, [sign.verifier], upto=middle, grace=None).ok
+
+
+@pytest.mark.parametrize("gone", ["checkpoint", "checkpoints.log"])
+def test_deleting_one_checkpoint_file_is_a_fault(tmp_path: Path, gone: str) -> None:
+    sign = signer(tmp_path)
+    directory = build(tmp_path, sign)
+    (directory / gone).unlink()
+    faults = [f for f in verify(directory, [sign.verifier]).faults if f.kind == "missing_checkpoint"]
+    assert faults and ("missing" in faults[0].detail)
+    assert_refuses_to_sign(directory, sign, f"{gone} is missing")
+
+
+def test_a_latest_checkpoint_missing_from_the_log_is_a_fault(tmp_path: Path) -> None:
+    """The log cut back while `checkpoint` still names the newest one."""
+    sign = signer(tmp_path)
+    directory = build(tmp_path, sign)
+    latest = (directory / "checkpoint").read_text()
+    keep_checkpoints(directory, 30)
+    (directory / "checkpoint").write_text(latest)
+    report = verify(directory, [sign.verifier])
+    assert any(f.kind == "missing_checkpoint" and "not in checkpoints.log" in f.detail for f in report.faults)
+    assert_refuses_to_sign(directory, sign, "not among the newest lines of checkpoints.log")
+
+
+def test_digests_a_crash_lost_are_completed_not_a_fault(tmp_path: Path) -> None:
+    """``.sums`` is appended without fsync: after a power cut it may be short; start-up completes it."""
+    sign = signer(tmp_path)
+    directory = build(tmp_path, sign)
+    sums = sums_path(directory).read_bytes()
+    sums_path(directory).write_bytes(sums[: -3 * segs.SUM_BYTES - 1])  # three digests and a torn one lost
+    journal = reopen(directory, sign)
+    assert journal.integrity_fault is None
+    journal.close()
+    assert sums_path(directory).read_bytes() == sums
