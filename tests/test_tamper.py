@@ -472,3 +472,16 @@ def test_digests_a_crash_lost_are_completed_not_a_fault(tmp_path: Path) -> None:
     assert journal.integrity_fault is None
     journal.close()
     assert sums_path(directory).read_bytes() == sums
+
+
+def test_json_says_how_far_the_journal_is_anchored_and_what_was_not_checked(tmp_path: Path) -> None:
+    sign = signer(tmp_path)
+    directory = build(tmp_path, sign)
+    saved = siem_copy(directory, tmp_path)
+    key = sign.verifier.encode()
+    anchored = orjson.loads(cli_verify(directory, "--key", key, "--checkpoint", str(saved), "--json").stdout)
+    assert anchored["ok"] and anchored["anchored"] == COUNT and anchored["not_checked"] == []
+    loose = cli_verify(directory, "--key", key, "--allow-unanchored", "--json")
+    report = orjson.loads(loose.stdout)
+    assert loose.returncode == 0 and report["anchored"] is None
+    assert any("no --checkpoint obtained elsewhere" in gap for gap in report["not_checked"])
