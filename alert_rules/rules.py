@@ -192,7 +192,9 @@ def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) ->
         "KeylifeJournalVerificationFailed", "critical", f"keylife_journal_verify_faults{{{sel}}} > 0",
         "The audit journal failed verification.",
         "The last end-to-end verification of the journal found {{ $value }} faults: entries were modified, "
-        "deleted or reordered, or a signature does not hold. Run `keylife verify` and start the incident process.",
+        "deleted or reordered, checkpoints deleted, cut or re-signed, or a signature does not hold; serve stays "
+        "read-only while its integrity check fails. Run `keylife verify --key VERIFIER --checkpoint FROM_SIEM` "
+        "and start the incident process.",
         PIPELINE,
     )  # fmt: skip
     a.add(

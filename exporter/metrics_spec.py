@@ -74,6 +74,12 @@ PIPELINE = (
     Spec("keylife_journal_verify_timestamp_seconds", "gauge", "When the journal was last verified end to end."),
     Spec("keylife_journal_verify_ok", "gauge", "1 when the last verification found no fault, 0 when it found some."),
     Spec("keylife_journal_verify_faults", "gauge", "Faults found by the last verification."),
+    Spec(
+        "keylife_journal_integrity_ok",
+        "gauge",
+        "1 while the journal matches its signed checkpoints; 0 once the start-up check or a periodic verification "
+        "found a fault: the writer is then read-only (no entries, no checkpoints) until restart.",
+    ),
     Spec("keylife_registry_lag_entries", "gauge", "Journal entries not yet committed to the registry."),
     Spec(
         "keylife_ingest_writer_up",

@@ -172,21 +172,24 @@ def test_any_single_edit_is_caught(journal_dir: tuple[Path, Signer], edit: str, 
         log_path(directory).write_bytes(original)
 
 
-def test_cli_exits_non_zero_and_names_the_fault(journal_dir: tuple[Path, Signer]) -> None:
+def test_cli_exits_non_zero_and_names_the_fault(journal_dir: tuple[Path, Signer], tmp_path: Path) -> None:
     directory, sign = journal_dir
     key = sign.verifier.encode()
+    saved = tmp_path / "published.checkpoint"
+    shutil.copy(directory / "checkpoint", saved)  # what a SIEM or a publication holds
+    anchored = ["--key", key, "--checkpoint", str(saved)]
     ok = subprocess.run(
-        [sys.executable, "-m", "keylife.cli", "verify", str(directory), "--key", key],
+        [sys.executable, "-m", "keylife.cli", "verify", str(directory), *anchored],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert ok.returncode == 0 and "OK: 40 entries" in ok.stdout
+    assert ok.returncode == 0 and "OK: 40 entries" in ok.stdout and "ANCHORED: entries 0..39" in ok.stdout
     lines = read_lines(directory)
     del lines[3]
     write_lines(directory, lines)
     bad = subprocess.run(
-        [sys.executable, "-m", "keylife.cli", "verify", str(directory), "--key", key, "--json"],
+        [sys.executable, "-m", "keylife.cli", "verify", str(directory), *anchored, "--json"],
         capture_output=True,
         text=True,
         check=False,

@@ -76,9 +76,21 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from keylife.cli.verify_cli import run_verify
+    from keylife.journal.anchor import unsigned_grace
 
-    directory = args.directory or _config(args).journal_dir  # a directory given needs no config
-    return run_verify(Path(directory), args.key, args.checkpoint, as_json=args.json)
+    interval = 1.0  # the default checkpoint interval
+    try:
+        config = _config(args)
+        directory, interval = args.directory or config.journal_dir, config.journal.checkpoint_interval_seconds
+    except (ConfigError, UsageError):
+        if not args.directory:
+            raise
+        directory = args.directory  # a directory given needs no config
+    grace = unsigned_grace(interval)
+    return run_verify(
+        Path(directory), args.key, args.checkpoint, as_json=args.json, allow_unanchored=args.allow_unanchored,
+        grace=grace,
+    )  # fmt: skip
 
 
 def cmd_registry_rebuild(args: argparse.Namespace) -> int:
@@ -351,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=Path,
-        help="a checkpoint saved elsewhere (proves truncation); repeatable",
+        help="a checkpoint obtained elsewhere (a SIEM's copy, a published file): the trusted anchor; repeatable",
+    )
+    p.add_argument(
+        "--allow-unanchored",
+        action="store_true",
+        help="check without a trusted anchor (--key plus --checkpoint) and list what could not be checked",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)

@@ -91,7 +91,8 @@ class Runtime:
             if made:
                 notes.append(f"created a local admin token in {config.token_file} (0600)")
         journal = Journal(config.journal_dir, signer, journal_settings(config))
-        _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
+        if journal.integrity_fault is None:  # a swapped verifier.key is evidence too: left as found
+            _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
         registry = Registry(config.registry_path, origin=config.journal.origin)
         telemetry = Telemetry()
         wake: list[Forwarder] = []  # filled once the forwarder exists; the writer wakes it per commit
@@ -112,7 +113,14 @@ class Runtime:
         registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
         telemetry.registry.register(WriterCollector(journal, ledger))
         ledger.start()
-        verifier = PeriodicVerify(config.journal_dir, [signer.verifier], config.journal.verify_interval_seconds)
+        verifier = PeriodicVerify(
+            config.journal_dir,
+            [signer.verifier],
+            config.journal.verify_interval_seconds,
+            held=lambda: journal.last_checkpoint,
+            standing=lambda: journal.integrity_fault,
+            on_fault=ledger.fail_integrity,
+        )
         verifier.start()
         forwarder = build_forwarder(
             config, telemetry.registry, LedgerReporter(ledger), journal_size_fn=lambda: journal.committed_size
@@ -166,6 +174,7 @@ def pipeline_values(journal: Journal, registry: Registry, ledger: Ledger) -> dic
         "keylife_registry_lag_entries": float(max(0, journal.size - 1 - registry.last_applied_seq())),
         "keylife_ingest_writer_up": 1.0 if ledger.running else 0.0,
         "keylife_journal_segments_unsealed": float(journal.unsealed),
+        "keylife_journal_integrity_ok": 0.0 if journal.integrity_fault else 1.0,
     }
     if checkpoint is not None:
         values["keylife_journal_last_checkpoint_timestamp_seconds"] = journal.last_checkpoint_time

@@ -1,4 +1,12 @@
-"""``keylife verify``: run the offline verifier with a progress bar on a terminal, name each fault."""
+"""``keylife verify``: run the offline verifier with a progress bar on a terminal, name each fault.
+
+Nothing on the journal's host is an anchor: whoever can rewrite the entries can rewrite the
+checkpoints, ``verifier.key`` and, holding the signing key, re-sign a forged history. So
+``verify`` needs a trusted anchor (a pinned ``--key`` plus a ``--checkpoint`` obtained
+elsewhere, e.g. a SIEM's copy of a shipped checkpoint; witness cosignatures later) and fails
+without one, unless ``--allow-unanchored`` is given: then it runs and lists what it could not
+check (``unanchored_gaps``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keylife.journal import segments as segs
 from keylife.journal import verify_status
-from keylife.journal.note import NoteError, parse
+from keylife.journal.note import Checkpoint, NoteError, parse
 from keylife.journal.signing import Verifier
-from keylife.journal.verify import verify
+from keylife.journal.verify import DEFAULT_GRACE, verify
 
 
 def _trusted(keys: list[str], directory: Path, console: Console) -> list[Verifier]:
@@ -30,6 +38,50 @@ def _trusted(keys: list[str], directory: Path, console: Console) -> list[Verifie
     return out
 
 
+def read_checkpoint(path: Path) -> Checkpoint:
+    """A checkpoint file: the signed note itself, or what a sink shipped (docs/journal.md, *Anchoring*).
+
+    Accepted: the note (``keylife journal checkpoint``, the ``checkpoint`` file); a JSON object
+    with the note under ``note`` or ``event.note``; NDJSON such as the file sink's output, of
+    which the last checkpoint record is used.
+    """
+    text = path.read_text()
+    if not text.lstrip().startswith("{"):
+        return parse(text)
+    note = None
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        event = record.get("event") if isinstance(record, dict) else None
+        if isinstance(event, dict) and event.get("type") == "checkpoint" and isinstance(event.get("note"), str):
+            note = event["note"]
+        elif isinstance(record, dict) and isinstance(record.get("note"), str):
+            note = record["note"]
+    if note is None:
+        raise NoteError(f"{path} holds JSON but no checkpoint record (a note, or an event of type checkpoint)")
+    return parse(note)
+
+
+def unanchored_gaps(pinned: bool, anchored: bool) -> list[str]:
+    """What a run without a trusted anchor could not check, in the user's terms."""
+    gaps = []
+    if not pinned:
+        gaps.append(
+            "that the checkpoints were signed by this journal's key: no --key, so verifier.key beside the journal "
+            "was trusted (a history rewritten from scratch, re-signed with a new key and a swapped verifier.key "
+            "would pass)"
+        )
+    if not anchored:
+        gaps.append(
+            "that the history was not rewritten and re-signed on the host (it holds the signing key), nor cut at a "
+            "checkpoint: no --checkpoint obtained elsewhere (a SIEM's copy of a shipped checkpoint will do)"
+        )
+    gaps.append("witness cosignatures: not supported yet")
+    return gaps
+
+
 def estimate_entries(directory: Path) -> int | None:
     """Entries in a journal, from segment indexes and sums files (cheap; for a progress total)."""
     total = 0
@@ -41,14 +93,33 @@ def estimate_entries(directory: Path) -> int | None:
     return total or None
 
 
-def run_verify(directory: Path, keys: list[str], checkpoints: list[Path], as_json: bool = False) -> int:
+NO_ANCHOR = (
+    "NOT ANCHORED: nothing here is an anchor the journal's host could not forge. Give --key VERIFIER "
+    "(the published verifier key) and --checkpoint FILE (a checkpoint obtained elsewhere, e.g. your SIEM's "
+    "copy of a shipped checkpoint; see docs/journal.md, Anchoring), or --allow-unanchored to check anyway"
+)
+
+
+def run_verify(
+    directory: Path,
+    keys: list[str],
+    checkpoints: list[Path],
+    as_json: bool = False,
+    *,
+    allow_unanchored: bool = False,
+    grace: float = DEFAULT_GRACE,
+) -> int:
     console = Console(stderr=True)
     if not (directory / "journal.json").exists():
         console.print(f"[red]{directory} is not a keylife journal (no journal.json)[/]")
         return 2
+    if not allow_unanchored and not (keys and checkpoints):
+        missing = "--key and --checkpoint" if not keys and not checkpoints else "--key" if not keys else "--checkpoint"
+        print(f"FAILED: {NO_ANCHOR} (missing: {missing})")
+        return 1
     try:
         trusted = _trusted(keys, directory, console)
-        external = [parse(path.read_text()) for path in checkpoints]
+        external = [read_checkpoint(path) for path in checkpoints]
     except (ValueError, NoteError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         return 2
@@ -57,29 +128,47 @@ def run_verify(directory: Path, keys: list[str], checkpoints: list[Path], as_jso
             TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as bar:
             task = bar.add_task("verify", total=estimate_entries(directory))
-            report = verify(directory, trusted, external, progress=lambda n: bar.update(task, completed=n))
+            report = verify(directory, trusted, external, progress=lambda n: bar.update(task, completed=n), grace=grace)
     else:
-        report = verify(directory, trusted, external)
+        report = verify(directory, trusted, external, grace=grace)
     verify_status.record(directory, report)
+    anchored = bool(keys) and report.anchored is not None
+    gaps = [] if anchored else unanchored_gaps(bool(keys), report.anchored is not None)
+    ok = report.ok and (anchored or allow_unanchored)
     if as_json:
         print(
             json.dumps(
                 {
-                    "ok": report.ok,
+                    "ok": ok,
                     "entries": report.entries,
                     "checkpoints": report.checkpoints,
                     "unsigned_tail": report.unsigned_tail,
+                    "anchored": report.anchored if anchored else None,
+                    "not_checked": gaps,
                     "head": report.head.hex(),
                     "faults": [{"kind": f.kind, "seq": f.seq, "detail": f.detail} for f in report.faults],
                 }
             )
         )
-    else:
-        for fault in report.faults:
-            print(f"FAULT {fault}")
-        state = "OK" if report.ok else f"FAILED: {len(report.faults)} fault(s)"
+        return 0 if ok else 1
+    for fault in report.faults:
+        print(f"FAULT {fault}")
+    count = len(report.faults)
+    if not anchored and not allow_unanchored:
+        count += 1
+        print(f"FAULT {'unanchored':<13} journal: no given --checkpoint signed by the --key matches this journal")
+    state = "OK" if ok else f"FAILED: {count} fault(s)"
+    print(
+        f"{state}: {report.entries} entries, {report.checkpoints} signed checkpoints checked, "
+        f"{report.unsigned_tail} entries after the last checkpoint"
+    )
+    if anchored:
         print(
-            f"{state}: {report.entries} entries, {report.checkpoints} signed checkpoints checked, "
-            f"{report.unsigned_tail} entries after the last checkpoint"
+            f"ANCHORED: entries 0..{report.anchored - 1} by the checkpoint given on the command line; "
+            f"{report.entries - report.anchored} later entries are covered only by the journal's own checkpoints"
         )
-    return 0 if report.ok else 1
+    else:
+        print("UNANCHORED: could not check:")
+        for gap in gaps:
+            print(f"  - {gap}")
+    return 0 if ok else 1

@@ -146,7 +146,9 @@ class Ledger:
     def start(self) -> None:
         self.catch_up()
         rec = self.journal.recovery
-        if rec.cut_bytes:
+        if self.journal.integrity_fault is not None:
+            self.fail_integrity(self.journal.integrity_fault)  # read-only: not even a recovery note
+        elif rec.cut_bytes:
             self._write_now(
                 [
                     self.system_event(
@@ -328,6 +330,17 @@ class Ledger:
         key = ("registry", _cause(exc))
         self.registry_failures[key] = self.registry_failures.get(key, 0) + 1
         self._recover_registry()
+
+    def fail_integrity(self, reason: str) -> None:
+        """The journal does not match its signed checkpoints: refuse every write until restart and
+        let the journal sign nothing, so the evidence stays as found (any thread may call this)."""
+        self.journal.mark_faulty(reason)
+        if self.failure is None:
+            self.failure = f"journal integrity fault, serving read-only: {reason}"
+            log.error(
+                f"journal integrity fault: {reason}; serving read-only (no writes, no checkpoints) until restart",
+                extra={"reason": reason},
+            )
 
     def _fail(self, reason: str) -> None:
         self.failure = reason

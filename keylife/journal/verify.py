@@ -9,7 +9,14 @@ Needs only the journal files and the trusted verifier key(s). What it checks:
 * the seq of every entry, in file order: a gap is ``deleted``, a seq seen again is
   ``inserted``, a late seq is ``reordered``;
 * each entry's digest against the ``.sums`` written with it, so a changed entry is named
-  exactly (``modified``); an entry that is not JSON, or a corrupt compressed frame, too.
+  exactly (``modified``); an entry that is not JSON, or a corrupt compressed frame, too;
+* that the checkpoints are all there: deleted checkpoint files, a latest checkpoint missing
+  from ``checkpoints.log`` or a checkpoint held in memory missing from it are
+  ``missing_checkpoint``; a later checkpoint smaller than an earlier one is ``rollback``; two
+  validly signed checkpoints of one size with different hashes are ``split_view``; entries
+  older than the grace (``anchor.unsigned_grace``) that no checkpoint covers are ``unsigned_tail``.
+
+Which hash a checkpoint must carry is ``anchor.RootBuilder``'s answer (one place).
 
 The signatures are what make tampering detectable; the digests only say where it happened.
 """
@@ -18,18 +25,24 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import zstandard
 
 from keylife.journal import segments as segs
+from keylife.journal.anchor import RootBuilder, accepts, leaf_hashes, legacy_checkpoint_limit
 from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
 from keylife.journal.signing import Verifier
-from keylife.journal.tree import RootBuilder
 from keylife.journal.writer import genesis_hash
+
+__all__ = ["Fault", "Report", "legacy_checkpoint_limit", "load_checkpoints", "verify"]
+
+DEFAULT_GRACE = 3.0  # anchor.unsigned_grace(1.0): the default checkpoint interval + slack
 
 BATCH = 1024  # lines of an open segment checked together
 
@@ -37,6 +50,7 @@ BATCH = 1024  # lines of an open segment checked together
 @dataclass(frozen=True)
 class Fault:
     kind: str  # modified | deleted | inserted | reordered | truncated | bad_signature | unknown_key
+    # | missing_checkpoint | rollback | split_view | unsigned_tail
     seq: int | None
     detail: str
 
@@ -53,6 +67,9 @@ class Report:
     head: bytes = b""
     root: bytes = b""
     faults: list[Fault] = field(default_factory=list)
+    covered: int = 0  # entries covered by the largest valid checkpoint within the journal
+    anchored: int | None = None  # entries covered by a matching checkpoint given from outside
+    anchored_by: str = ""
 
     @property
     def ok(self) -> bool:
@@ -66,22 +83,82 @@ class _Claim:
 
 
 def load_checkpoints(directory: Path) -> tuple[list[_Claim], list[Fault]]:
+    """Every checkpoint beside the journal. The latest file is read before the log: the writer
+    appends to the log first, so on a live journal the file read first is always in the log."""
     claims: list[_Claim] = []
     faults: list[Fault] = []
+    latest_path = directory / "checkpoint"
+    latest_text: str | None = None
+    if latest_path.exists():
+        latest_text = latest_path.read_text(errors="replace")
     history = directory / "checkpoints.log"
+    logged: list[_Claim] = []
     if history.exists():
         for number, raw in enumerate(history.read_bytes().splitlines(), start=1):
             try:
-                claims.append(_Claim(f"checkpoints.log line {number}", parse(orjson.loads(raw)["note"])))
+                logged.append(_Claim(f"checkpoints.log line {number}", parse(orjson.loads(raw)["note"])))
             except (orjson.JSONDecodeError, KeyError, TypeError, NoteError) as exc:
                 faults.append(Fault("modified", None, f"checkpoints.log line {number} is not a checkpoint: {exc}"))
-    latest = directory / "checkpoint"
-    if latest.exists():
+    claims += logged
+    if latest_text is not None:
         try:
-            claims.append(_Claim("checkpoint (latest)", parse(latest.read_text())))
-        except (NoteError, UnicodeDecodeError) as exc:
+            latest = parse(latest_text)
+        except NoteError as exc:
             faults.append(Fault("modified", None, f"latest checkpoint file is not a checkpoint: {exc}"))
+        else:
+            claims.append(_Claim("checkpoint (latest)", latest))
+            if history.exists() and not any(c.checkpoint.render() == latest.render() for c in logged):
+                faults.append(
+                    Fault(
+                        "missing_checkpoint",
+                        None,
+                        f"the latest checkpoint (size {latest.size}) is not in checkpoints.log: it was cut or edited",
+                    )
+                )
+    if latest_text is None and history.exists() and logged:
+        faults.append(Fault("missing_checkpoint", None, "the latest checkpoint file `checkpoint` is missing"))
+    if latest_text is not None and not history.exists():
+        faults.append(Fault("missing_checkpoint", None, "checkpoints.log is missing (deleted?)"))
     return claims, faults
+
+
+def _rollbacks(claims: list[_Claim]) -> list[Fault]:
+    """A checkpoint in the log smaller than one before it: the log does not only grow."""
+    faults = []
+    largest: _Claim | None = None
+    for claim in claims:
+        if not claim.source.startswith("checkpoints.log"):
+            continue
+        if largest is not None and claim.checkpoint.size < largest.checkpoint.size:
+            faults.append(
+                Fault(
+                    "rollback",
+                    None,
+                    f"{claim.source} (size {claim.checkpoint.size}) is smaller than {largest.source} "
+                    f"(size {largest.checkpoint.size})",
+                )
+            )
+        elif largest is None or claim.checkpoint.size > largest.checkpoint.size:
+            largest = claim
+    return faults
+
+
+def _split_views(by_size: dict[int, list[_Claim]]) -> list[Fault]:
+    """Two validly signed checkpoints of one size with different hashes: two histories were signed."""
+    faults = []
+    for size, claims in sorted(by_size.items()):
+        first = claims[0]
+        other = next((c for c in claims[1:] if c.checkpoint.hash != first.checkpoint.hash), None)
+        if other is not None:
+            faults.append(
+                Fault(
+                    "split_view",
+                    size - 1 if size else None,
+                    f"SPLIT VIEW at size {size}: {first.source} has {first.checkpoint.hash.hex()[:16]}…, "
+                    f"{other.source} has {other.checkpoint.hash.hex()[:16]}…, both validly signed",
+                )
+            )
+    return faults
 
 
 def _batches(directory: Path, faults: list[Fault]) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes]]]:
@@ -167,21 +244,50 @@ class _IndexCheck:
             )
 
 
+EXTERNAL = "checkpoint given on the command line"
+HELD = "checkpoint held in memory by the writer"
+
+
 def verify(
     directory: Path,
     trusted: list[Verifier],
     external: Iterable[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
+    *,
+    held: Checkpoint | None = None,
+    upto: int | None = None,
+    grace: float | None = DEFAULT_GRACE,
+    now: float | None = None,
 ) -> Report:
+    """Verify a journal; every fault is named in the report.
+
+    ``external`` are checkpoints obtained elsewhere (anchors when signed by a pinned key);
+    ``held`` is the checkpoint a running writer signed last (it must be in ``checkpoints.log``);
+    ``upto`` stops after that many entries (a live journal: the tail past the held checkpoint
+    is still being written); ``grace`` seconds is how long an entry may stay uncovered by a
+    checkpoint (``None``: not checked), measured against ``now`` and within the uncovered tail.
+    """
     directory = Path(directory)
     report = Report()
     meta = orjson.loads((directory / "journal.json").read_bytes())
     origin = meta["origin"]
     legacy_upto = legacy_checkpoint_limit(meta)
     claims, faults = load_checkpoints(directory)
-    claims += [_Claim("checkpoint given on the command line", cp) for cp in external]
+    if held is not None:
+        claims.append(_Claim(HELD, held))
+        logged = [c for c in claims if c.source.startswith("checkpoints.log")]
+        if not any(c.checkpoint.render() == held.render() for c in logged):
+            faults.append(
+                Fault(
+                    "missing_checkpoint",
+                    None,
+                    f"the checkpoint this writer signed at size {held.size} is not in checkpoints.log",
+                )
+            )
+    claims += [_Claim(EXTERNAL, cp) for cp in external]
     report.faults += faults
     by_size: dict[int, list[_Claim]] = {}
+    valid: list[_Claim] = []
     for claim in claims:
         cp = claim.checkpoint
         problem = check_signatures(cp, trusted)
@@ -201,22 +307,36 @@ def verify(
             )
             continue
         by_size.setdefault(cp.size, []).append(claim)
+        valid.append(claim)
     report.checkpoints = sum(len(v) for v in by_size.values())
+    report.faults += _rollbacks(valid)
+    report.faults += _split_views(by_size)
+    largest = max(by_size, default=0)
 
-    chain = genesis_hash(origin)
+    sha256 = hashlib.sha256
+    chain = genesis_hash(origin)  # the chain head: the sealed .idx check and the shipper's per-entry hash
+    first_uncovered: bytes | None = None
+    last_line = b""
     count = 0
     expected = 0
     missing: set[int] = set()
     short_sums: set[int] = set()
     mismatched: list[tuple[int, _Claim]] = []
-    sha256 = hashlib.sha256
     entry_sum = segs.entry_sum
     check: _IndexCheck | None = None
     current: segs.SegmentFiles | None = None
-    tree = RootBuilder()
-    sizes = sorted(by_size)
+    tree = RootBuilder()  # the RFC 6962 root checkpoints carry (anchor.py: the one place)
+    sizes = sorted({*by_size, *([upto] if upto is not None else [])})
+    stopped = False
     for seg, sums, batch in _batches(directory, report.faults):
+        if stopped:
+            break
         for part in _cut(batch, count, sizes):
+            if upto is not None and count >= upto:
+                if seg is current:
+                    check = None  # this segment's index is checked once a later run reads it whole
+                stopped = True
+                break
             if seg is not current:
                 current = seg
                 if check is not None:
@@ -224,7 +344,10 @@ def verify(
                 check = _IndexCheck(seg, chain, part[0]) if seg.sealed else None
             for line in part:
                 chain = sha256(chain + line).digest()
-            tree.extend([sha256(b"\x00" + line).digest() for line in part])
+            tree.extend(leaf_hashes(part))
+            if count <= largest < count + len(part):
+                first_uncovered = part[largest - count]
+            last_line = part[-1]
             first_position = count
             count += len(part)
             if check is not None:
@@ -235,7 +358,7 @@ def verify(
                 mismatched += [
                     (count, c)
                     for c in by_size[count]
-                    if c.checkpoint.hash != root and (count > legacy_upto or c.checkpoint.hash != chain)
+                    if not accepts(c.checkpoint.hash, count, root, chain, legacy_upto)
                 ]
             if progress and count >> 16 != first_position >> 16:
                 progress(count)
@@ -295,6 +418,8 @@ def verify(
             Fault("modified", size - 1, f"the Merkle root up to seq {size - 1} does not match {claim.source}{more}")
         )
     for size, claims_at in sorted(by_size.items()):
+        if upto is not None and count >= upto:
+            break  # stopped on purpose: a checkpoint past ``upto`` is checked on a later run
         if size > count:
             claim = claims_at[0]
             report.faults.append(
@@ -304,12 +429,49 @@ def verify(
     report.head = chain
     report.root = tree.root()
     covered = max((s for s in by_size if s <= count), default=0)
+    report.covered = covered
     report.unsigned_tail = count - covered
+    matched = {size for size, c in mismatched}
+    for size, claims_at in by_size.items():
+        for claim in claims_at:
+            fits = claim.source == EXTERNAL and size <= count and size not in matched
+            if fits and (report.anchored is None or size > report.anchored):
+                report.anchored, report.anchored_by = size, claim.source
+    if grace is not None and report.unsigned_tail and first_uncovered is not None:
+        report.faults += _unsigned_tail(report, first_uncovered, last_line, grace, time.time() if now is None else now)
     return report
 
 
-def legacy_checkpoint_limit(meta: dict) -> float:
-    """Checkpoints of at most this size may sign the chain head (written by a format-1 journal)."""
-    if meta.get("format", 1) == 1:
-        return float("inf")
-    return meta.get("chain_checkpoints_upto", -1)
+def _observed(line: bytes) -> float | None:
+    try:
+        stamp = orjson.loads(line)["observed_at"]
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _unsigned_tail(report: Report, first: bytes, last: bytes, grace: float, now: float) -> list[Fault]:
+    """Entries past the last checkpoint that a running writer would have signed by now.
+
+    The writer signs at least every checkpoint interval while entries flow, so the uncovered
+    tail never spans more than ``grace`` and is never older than ``grace`` while it runs. Older
+    means deleted checkpoints, or a writer that stopped without its final checkpoint (a crash:
+    the next start signs the tail; until then it is not covered, and this says so).
+    """
+    start, end = _observed(first), _observed(last)
+    if start is None or end is None:
+        return []
+    age, span = now - start, end - start
+    if age <= grace and span <= grace:
+        return []
+    none_at_all = report.covered == 0 and report.checkpoints == 0
+    what = "no checkpoint file at all" if none_at_all else "no checkpoint"
+    return [
+        Fault(
+            "missing_checkpoint" if none_at_all else "unsigned_tail",
+            report.covered,
+            f"{report.unsigned_tail} entries from seq {report.covered} are covered by {what}; the first was "
+            f"observed {age:.0f} s ago and the tail spans {span:.1f} s, more than the {grace:.0f} s within which "
+            "a running writer signs (deleted checkpoints, or a writer that stopped without signing)",
+        )
+    ]

@@ -8,7 +8,13 @@ Guarantees (the caller acknowledges an event only after ``commit`` returns):
 * A checkpoint is signed and made durable every ``checkpoint_every`` entries and at least
   every ``checkpoint_interval`` seconds while entries flow (``tick``), and on ``close``.
 * On open, a torn tail (a crash mid-write) is cut back to the last whole valid entry; the cut
-  bytes are kept under ``recovered/`` and the report says so, for the caller to journal.
+  bytes (and any ``.sums`` bytes cut with them) are kept under ``recovered/`` before anything
+  is changed, and the report says so, for the caller to journal. ``.sums`` is never rebuilt
+  from the entries at start-up: it is only cut or completed for a torn tail, so it still names
+  an entry that was modified.
+* On open, ``integrity.check_at_start`` compares the history with the latest signed checkpoint
+  (its hash, not only its size). On a fault the journal is read-only (``integrity_fault`` says
+  why): it appends nothing, signs nothing and seals nothing, so the evidence stays as found.
 * An I/O failure (ENOSPC, EMFILE, EIO, ...) raises ``JournalIOError`` naming the step. After a
   failed write or fdatasync the journal takes no more entries until ``recover`` has re-read the
   active segment from a fresh descriptor (not the page cache), checked it against the chain,
@@ -37,7 +43,7 @@ import orjson
 from keylife.common.canonical import canonical
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, parse, sign_checkpoint
-from keylife.journal.signing import Signer
+from keylife.journal.signing import Signer, Verifier
 from keylife.journal.tree import open_tree, read_lines
 
 FORMAT = 2  # 1: checkpoints sign the chain head; 2: they sign the RFC 6962 Merkle root (docs/journal.md)
@@ -50,6 +56,10 @@ log = logging.getLogger("keylife.journal")
 
 class JournalCorrupt(RuntimeError):
     """The journal is damaged beyond a torn tail; start-up stops and says where."""
+
+
+class JournalReadOnly(JournalCorrupt):
+    """The journal failed its integrity check: it takes no entries and signs no checkpoint."""
 
 
 class JournalIOError(OSError):
@@ -113,6 +123,7 @@ class JournalSettings:
     checkpoint_interval: float = 1.0
     compress_level: int = 3
     seal_in_background: bool = True
+    trusted: list[Verifier] = field(default_factory=list)  # more keys the checkpoints may be signed with
 
 
 class Journal:
@@ -151,6 +162,8 @@ class Journal:
         self._seal_backoff = SEAL_RETRY_FIRST
         self.seal_failure: tuple[str, float] | None = None  # (cause, since) while sealing fails
         self.lock = threading.RLock()  # readers of the active segment take it briefly
+        self.integrity_fault: str | None = None  # set: read-only until restart (see mark_faulty)
+        self._sums_mismatch: list[int] = []  # seqs of the open segment that differ from their digest
         self.recovery = self._open()
 
     # ----- start-up -------------------------------------------------------------------------
@@ -172,6 +185,7 @@ class Journal:
             stale.unlink()
         (self.directory / ".probe").unlink(missing_ok=True)
         report = Recovery()
+        to_seal: list[tuple[segs.SegmentFiles, bytes]] = []
         seg_list = segs.list_segments(self.seg_dir)
         for seg in seg_list:
             if seg.sealed and seg.path("log").exists():
@@ -190,33 +204,73 @@ class Journal:
             prev = self.head
             self._recover_log(seg, report)
             if not is_last:
+                to_seal.append((seg, prev))
+            else:
+                self._reopen_active(seg, prev)
+        self._committed = (self.size, self.head)
+        self._repair_checkpoint_log()
+        self.integrity_fault = self._check_integrity()
+        if self.integrity_fault is None:
+            for seg, prev in to_seal:
                 try:
                     segs.seal(seg, prev, self.settings.compress_level)
                     report.sealed_on_start.append(seg.first_seq)
                 except OSError as exc:  # the entries are safe in the .log; sealing is retried
                     self._note_failure("seal", exc)
                     self._unsealed.append((seg, prev))
-            else:
-                self._reopen_active(seg, prev)
-        self._committed = (self.size, self.head)
-        if meta is not None and meta.get("format", 1) == 1:
-            upgrade_meta(meta_path, meta, self.size)
+        if self.integrity_fault is None and meta is not None and meta.get("format", 1) == 1:
+            upgrade_meta(meta_path, meta, self.size)  # after the check, which reads the old format
         self.tree, self._tiles = open_tree(self.directory, self.size, self._block_lines)
-        self._flush_tiles()
-        self._repair_checkpoint_log()
-        self._load_last_checkpoint()
-        if self.last_checkpoint and self.last_checkpoint.size > self.size:
-            raise JournalCorrupt(
-                f"the last checkpoint covers {self.last_checkpoint.size} entries but the journal holds "
-                f"{self.size}: entries are missing (run keylife verify)"
-            )
+        with contextlib.suppress(OSError, ValueError):  # a damaged file is named by the check above
+            self._load_last_checkpoint()
+        if self.integrity_fault is None:
+            self.integrity_fault = self._check_tiles()
+        if self.integrity_fault is None:  # read-only: nothing is written, not even derived tiles
+            self._flush_tiles()
         report.size = self.size
         return report
+
+    def _check_integrity(self) -> str | None:
+        """Why this history must not be extended or signed (read-only), or None; see integrity.py."""
+        from keylife.journal import integrity  # it imports anchor, which imports this module
+        from keylife.journal.anchor import unsigned_grace
+
+        if self._sums_mismatch:
+            seqs = self._sums_mismatch
+            more = f" and {len(seqs) - 1} more" if len(seqs) > 1 else ""
+            return f"modified: seq {seqs[0]}{more} differ from the digests written with them"
+        trusted = [self.signer.verifier, *self.settings.trusted]
+        grace = unsigned_grace(self.settings.checkpoint_interval)
+        return integrity.check_at_start(self.directory, self.origin, self.size, trusted, grace)
+
+    def _check_tiles(self) -> str | None:
+        """The start-up check recomputed the latest checkpoint's root from the entries; the tree
+        that signs the next checkpoints is built on the stored tiles, so it must give that root
+        too, or the writer would sign a root the entries do not have."""
+        from keylife.journal.anchor import legacy_checkpoint_limit
+
+        cp = self.last_checkpoint
+        meta = orjson.loads((self.directory / "journal.json").read_bytes())
+        if cp is None or cp.size <= legacy_checkpoint_limit(meta) or cp.size > self.tree.size:
+            return None
+        if self.tree.root(cp.size) != cp.hash:
+            return f"the stored tiles (tree/) disagree with the entries at the latest checkpoint (size {cp.size})"
+        return None
+
+    def mark_faulty(self, reason: str) -> None:
+        """Make the journal read-only (a failed verification): no entry is appended, nothing signed."""
+        if self.integrity_fault is None:
+            self.integrity_fault = reason
+
+    def _refuse_if_faulty(self) -> None:
+        if self.integrity_fault is not None:
+            raise JournalReadOnly(f"the journal is read-only: {self.integrity_fault}")
 
     def _recover_log(self, seg: segs.SegmentFiles, report: Recovery) -> None:
         if seg.first_seq != self.size:
             raise JournalCorrupt(f"segment {seg.first_seq} does not follow seq {self.size}")
         data = seg.path("log").read_bytes()
+        old_sums = segs.read_sums(seg)
         good_end = 0
         sums = bytearray()
         offsets: list[int] = []
@@ -245,8 +299,11 @@ class Journal:
                         f"segment {seg.first_seq}: a damaged entry at byte {bad_at} is followed by whole "
                         "entries; this is not a torn write. Run keylife verify"
                     )
-            kept = self.directory / "recovered" / f"torn-{seg.first_seq:020d}-{bad_at}-{int(time.time())}.bin"
+            stamp = int(time.time())
+            kept = self.directory / "recovered" / f"torn-{seg.first_seq:020d}-{bad_at}-{stamp}.bin"
             _atomic_write(kept, tail)
+            if len(old_sums) > len(sums):  # digests of the cut bytes: kept beside them, never just dropped
+                _atomic_write(kept.with_suffix(".sums"), old_sums[len(sums) :])
             with open(seg.path("log"), "r+b") as handle:
                 handle.truncate(good_end)
                 handle.flush()
@@ -254,9 +311,33 @@ class Journal:
             report.cut_bytes += len(tail)
             report.cut_at_seq = self.size
             report.kept_as = str(kept)
-        _atomic_write(seg.path("sums"), bytes(sums))
+        self._fit_sums(seg, old_sums, bytes(sums))
         self._recovered_offsets = offsets
         self._recovered_bytes = good_end
+
+    def _fit_sums(self, seg: segs.SegmentFiles, old: bytes, computed: bytes) -> None:
+        """Make ``.sums`` cover exactly the whole entries without rewriting a digest it holds.
+
+        A digest that differs from its entry is evidence (``keylife verify`` names the seq from
+        it): it is kept and the journal turns read-only. Digests past the entries (a torn tail,
+        already kept under ``recovered/``) are cut; missing ones (a crash before the unsynced
+        ``.sums`` append) are appended.
+        """
+        width = segs.SUM_BYTES
+        whole = len(old) - len(old) % width
+        for at in range(0, min(whole, len(computed)), width):
+            if old[at : at + width] != computed[at : at + width]:
+                self._sums_mismatch.append(seg.first_seq + at // width)
+        if len(old) == len(computed):
+            return
+        path = seg.path("sums")
+        keep = min(whole, len(computed))
+        with open(path, "r+b" if path.exists() else "w+b") as handle:
+            handle.truncate(keep)
+            handle.seek(keep)
+            handle.write(computed[keep:])
+            handle.flush()
+            os.fsync(handle.fileno())
 
     @staticmethod
     def _parses(line: bytes) -> bool:
@@ -345,7 +426,8 @@ class Journal:
         After a failed fdatasync the page cache may hold bytes the disk does not (Linux marks the
         pages clean), so the active segment is reopened, cut back to the last durable byte,
         synced, dropped from the cache and read back from the disk: it must hold exactly the
-        durable entries, chained to the durable head. ``.sums`` is rebuilt from them. Then a
+        durable entries, chained to the durable head. ``.sums`` is cut or completed to match
+        them, never rewritten. Then a
         probe file is written and fdatasynced, so a full disk or a dead device is found here
         and not by the next producer.
         """
@@ -392,7 +474,9 @@ class Journal:
                 f"({len(lines)} entries) that do not match the {durable} durable bytes "
                 f"({len(self._active_offsets)} entries) of the chain; run keylife verify"
             )
-        _atomic_write(seg.path("sums"), b"".join(segs.entry_sum(line) for line in lines))
+        self._fit_sums(seg, segs.read_sums(seg), b"".join(segs.entry_sum(line) for line in lines))
+        if self._sums_mismatch:
+            self.mark_faulty(f"modified: seq {self._sums_mismatch[0]} differs from the digest written with it")
         self._open_fds(seg)
         self._tail_suspect = self._sums_stale = False
 
@@ -464,6 +548,9 @@ class Journal:
         """
         if not self._pending:
             return
+        if self.integrity_fault is not None:
+            self.rollback()
+            self._refuse_if_faulty()
         if self.needs_recovery:
             try:
                 self.recover()  # never append after a failure before the tail is re-checked
@@ -519,6 +606,8 @@ class Journal:
         self._maintain(time.time() if now is None else now, by_time=True)
 
     def _maintain(self, now: float, *, by_time: bool) -> None:
+        if self.integrity_fault is not None:
+            return  # read-only: nothing signed, rolled or sealed
         self._retry_seal(now)
         if self.tree.size >> 16 > self._tiles.written.get(1, 0):
             self._flush_tiles()
@@ -538,6 +627,7 @@ class Journal:
             self.roll()
 
     def checkpoint(self) -> Checkpoint:
+        self._refuse_if_faulty()
         with self.lock:  # API threads read the tree (and its block cache) under the same lock
             size = self._committed[0]
             root = self.tree.root(size)
@@ -646,7 +736,11 @@ class Journal:
                 self.recover()
             except (OSError, JournalCorrupt) as exc:
                 log.warning("journal closed without recovering from an I/O failure", extra={"reason": str(exc)})
-        if self._committed[0] and (not self.last_checkpoint or self.last_checkpoint.size < self._committed[0]):
+        if (
+            self.integrity_fault is None
+            and self._committed[0]
+            and (not self.last_checkpoint or self.last_checkpoint.size < self._committed[0])
+        ):
             try:
                 self.checkpoint()
             except OSError as exc:
