@@ -7,7 +7,7 @@ group or to others (``mode & 0o077 == 0``; 0600 and 0400 pass, 0640 and 0644 do 
 on the file a symlink points to, and keylife creates its own secret files 0600 (O_EXCL, fsync)
 in a 0700 directory. One refusal message for all of them, naming the path and never the content.
 
-This module imports nothing from keylife, so the lower layers (``audit_forwarder``) can use it.
+It imports only ``keylife.common``, so every layer (``audit_forwarder`` too) can use it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+
+from keylife.common.files import create_durably, fsync_dir
 
 
 class SecretFileError(PermissionError, ValueError):
@@ -86,16 +88,5 @@ def create_secret_file(path: Path, data: bytes) -> None:
     path = Path(path)
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)  # the new name survives a crash, not only the bytes
-    finally:
-        os.close(directory)
+    create_durably(path, data, 0o600)
+    fsync_dir(path.parent)  # the new name survives a crash, not only the bytes

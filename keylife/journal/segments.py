@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import zstandard
 
-from keylife.common.files import fsync_dir
+from keylife.common.files import create_durably, fsync_dir
 
 FRAME_ENTRIES = 1024
 SUM_BYTES = 4
@@ -149,14 +149,7 @@ def _write_frames(
 def write_private(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Create ``path`` afresh with ``mode`` (a leftover keeps its old mode otherwise), write, fsync."""
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    create_durably(path, data, mode)
 
 
 def clear_interrupted_seal(seg: SegmentFiles) -> list[str]:
