@@ -80,6 +80,14 @@ def connection_loop(host: str, port: int, headers: dict[str, str], feeder: Feede
         conn.close()
 
 
+def batch_bodies(events: list[dict[str, Any]], batch: int) -> list[tuple[bytes, int]]:
+    """NDJSON bodies of ``batch`` events each, with their line counts."""
+    return [
+        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + batch]), len(events[i : i + batch]))
+        for i in range(0, len(events), batch)
+    ]
+
+
 def drive(
     host: str, port: int, headers: dict[str, str], timed: list[tuple[bytes, int]], p: dict[str, Any]
 ) -> tuple[Feeder, Stopwatch]:
@@ -110,13 +118,9 @@ def run(quick: bool) -> dict[str, Any]:
     p = dict(QUICK if quick else FULL)
     server_core, client_core = cores()
     pin(client_core)
-    events = demo_events(p["events"])
-    bodies = [
-        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + p["batch"]]), len(events[i : i + p["batch"]]))
-        for i in range(0, len(events), p["batch"])
-    ]
+    bodies = batch_bodies(demo_events(p["events"]), p["batch"])
     warmup, timed = bodies[: p["warmup_batches"]], bodies[p["warmup_batches"] :]
-    log(f"{NAME}: {len(events)} demo events in {len(bodies)} bodies; server on core {server_core}")
+    log(f"{NAME}: {p['events']} demo events in {len(bodies)} bodies; server on core {server_core}")
     with scratch(NAME) as tmp, running(tmp, server_core) as server:
         split = urlsplit(server.url)
         host, port = split.hostname or "127.0.0.1", split.port or 80

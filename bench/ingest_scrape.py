@@ -19,10 +19,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from bench.common import Metric, cores, cpu_seconds, demo_events, log, pin, result, scratch
-from bench.ingest_http import drive, post
+from bench.ingest_http import batch_bodies, drive, post
 from bench.server import running
 
 NAME = "ingest_scrape"
@@ -98,11 +96,7 @@ def run(quick: bool) -> dict[str, Any]:
     p = dict(QUICK if quick else FULL)
     server_core, client_core = cores()
     pin(client_core)
-    events = demo_events(p["events"])
-    bodies = [
-        (b"".join(orjson.dumps(e) + b"\n" for e in events[i : i + p["batch"]]), len(events[i : i + p["batch"]]))
-        for i in range(0, len(events), p["batch"])
-    ]
+    bodies = batch_bodies(demo_events(p["events"]), p["batch"])
     alone = phase(p, bodies, server_core, 0, 1.0)
     cached = phase(p, bodies, server_core, p["scrapers"], 1.0)
     uncached = phase(p, bodies, server_core, p["scrapers"], 0.0)

@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keylife import __version__
 from keylife.common.datalock import DataDirBusy
@@ -138,24 +139,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     registry = RegistryReader(config.registry_path)  # read-only: safe beside a running server
     try:
         if args.keys_command == "list":
-            items = registry.list_keys(
-                state=args.state,
-                algorithm=args.algorithm,
-                purpose=args.purpose,
-                owner=args.owner,
-                node=args.node,
-                limit=args.limit,
-                after=args.after,
-            )
-            for item in items:
-                print(json.dumps(item, default=str))
-            return 0
-        key = registry.get_key(args.key_id)
-        if key is None:
-            print(f"key {args.key_id!r} is not in the registry", file=sys.stderr)
-            return 1
-        print(json.dumps(key, indent=2, default=str))
-        return 0
+            return _print_keys(registry.list_keys(limit=args.limit, **_key_filters(args)))
+        return _print_key(args.key_id, registry.get_key(args.key_id), "the registry")
     finally:
         registry.close()
 
@@ -166,15 +151,25 @@ def _keys_remote(args: argparse.Namespace) -> int:
 
     with Reader(args.url, _token(args)) as reader:
         if args.keys_command == "list":
-            filters = {
-                name: getattr(args, name) for name in ("state", "algorithm", "purpose", "owner", "node", "after")
-            }
-            for item in reader.list_keys(args.limit, **filters):
-                print(json.dumps(item, default=str))
-            return 0
+            return _print_keys(reader.list_keys(args.limit, **_key_filters(args)))
         key = reader.get_key(args.key_id)
+    return _print_key(args.key_id, key, f"the registry at {args.url}")
+
+
+def _key_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """``keys list``'s filters, the same for the local registry and the API."""
+    return {name: getattr(args, name) for name in ("state", "algorithm", "purpose", "owner", "node", "after")}
+
+
+def _print_keys(items: Iterable[dict[str, Any]]) -> int:
+    for item in items:
+        print(json.dumps(item, default=str))
+    return 0
+
+
+def _print_key(key_id: str, key: dict[str, Any] | None, where: str) -> int:
     if key is None:
-        print(f"key {args.key_id!r} is not in the registry at {args.url}", file=sys.stderr)
+        print(f"key {key_id!r} is not in {where}", file=sys.stderr)
         return 1
     print(json.dumps(key, indent=2, default=str))
     return 0
