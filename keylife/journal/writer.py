@@ -6,7 +6,11 @@ Guarantees (the caller acknowledges an event only after ``commit`` returns):
   ``write`` + ``fdatasync``. If the write fails the file is cut back and the staged entries are
   forgotten, so nothing is half-written and the chain in memory matches the disk.
 * A checkpoint is signed and made durable every ``checkpoint_every`` entries and at least
-  every ``checkpoint_interval`` seconds while entries flow (``tick``), and on ``close``.
+  every ``checkpoint_interval`` seconds while entries flow (``tick``), and on ``close``. It
+  covers only committed (durable) entries. ``tick(wait=False)`` signs and writes it on a
+  background thread, so the writer's next group is not held behind its fsyncs; checkpoints
+  are serialised (``_checkpoint_lock``), so their sizes never shrink in ``checkpoints.log``,
+  and a failed one is raised by the next ``tick`` (then retried).
 * On open, a torn tail (a crash mid-write) is cut back to the last whole valid entry; the cut
   bytes (and any ``.sums`` bytes cut with them) are kept under ``recovered/`` before anything
   is changed, and the report says so, for the caller to journal. ``.sums`` is never rebuilt
@@ -42,6 +46,7 @@ import orjson
 
 from keylife.common.canonical import canonical
 from keylife.journal import segments as segs
+from keylife.journal.background import BackgroundJob
 from keylife.journal.note import Checkpoint, parse, sign_checkpoint
 from keylife.journal.signing import Signer, Verifier
 from keylife.journal.tree import open_tree, read_lines
@@ -162,6 +167,8 @@ class Journal:
         self._seal_backoff = SEAL_RETRY_FIRST
         self.seal_failure: tuple[str, float] | None = None  # (cause, since) while sealing fails
         self.lock = threading.RLock()  # readers of the active segment take it briefly
+        self._checkpoint_lock = threading.Lock()  # one checkpoint at a time, in size order
+        self._checkpointing = BackgroundJob("keylife-checkpoint")
         self.integrity_fault: str | None = None  # set: read-only until restart (see mark_faulty)
         self._sums_mismatch: list[int] = []  # seqs of the open segment that differ from their digest
         self.recovery = self._open()
@@ -597,17 +604,22 @@ class Journal:
         if maintain:
             self._maintain(time.time(), by_time=False)
 
-    def tick(self, now: float | None = None) -> None:
+    def tick(self, now: float | None = None, *, wait: bool = True) -> None:
         """Checkpoints and rolls that are due (by count, time, age or size); retries a failed seal.
 
         Called after each group and about every second by the writer thread. Raises
         ``JournalIOError`` when a checkpoint or roll fails; calling it again retries.
+        ``wait=False`` starts a due checkpoint in the background (unless one is running) and
+        raises its failure at a later tick; ``wait=True`` signs it before returning.
         """
-        self._maintain(time.time() if now is None else now, by_time=True)
+        self._maintain(time.time() if now is None else now, by_time=True, wait=wait)
 
-    def _maintain(self, now: float, *, by_time: bool) -> None:
+    def _maintain(self, now: float, *, by_time: bool, wait: bool = True) -> None:
         if self.integrity_fault is not None:
             return  # read-only: nothing signed, rolled or sealed
+        if wait:
+            self._checkpointing.wait()
+        self._checkpointing.raise_failure()
         self._retry_seal(now)
         if self.tree.size >> 16 > self._tiles.written.get(1, 0):
             self._flush_tiles()
@@ -618,7 +630,10 @@ class Journal:
         if by_time:
             due = due or now - self.last_checkpoint_time >= self.settings.checkpoint_interval
         if self._committed[0] > covered and due:
-            self.checkpoint()
+            if wait:
+                self.checkpoint()
+            elif not self._checkpointing.busy:
+                self._checkpointing.start(self.checkpoint)
         if not self._active or not self._active_bytes:
             return
         if self._active_bytes >= self.settings.segment_max_bytes or (
@@ -627,6 +642,11 @@ class Journal:
             self.roll()
 
     def checkpoint(self) -> Checkpoint:
+        """Sign the committed entries and make the checkpoint durable (any thread)."""
+        with self._checkpoint_lock:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> Checkpoint:
         self._refuse_if_faulty()
         with self.lock:  # API threads read the tree (and its block cache) under the same lock
             size = self._committed[0]
@@ -731,6 +751,9 @@ class Journal:
         A checkpoint that fails here is logged, not raised: everything acknowledged is durable
         in the segment, and the next start checkpoints it.
         """
+        self._checkpointing.wait()
+        with contextlib.suppress(OSError, JournalCorrupt):  # counted; the final checkpoint retries it
+            self._checkpointing.raise_failure()
         if self.needs_recovery:
             try:
                 self.recover()
