@@ -239,9 +239,13 @@ class Journal:
             seqs = self._sums_mismatch
             more = f" and {len(seqs) - 1} more" if len(seqs) > 1 else ""
             return f"modified: seq {seqs[0]}{more} differ from the digests written with them"
-        trusted = [self.signer.verifier, *self.settings.trusted]
+        from keylife.journal.rotation import start_schedule
+
+        schedule, problem = start_schedule(self.directory, self.origin, self.signer.verifier, self.settings.trusted)
+        if problem:
+            return problem
         grace = unsigned_grace(self.settings.checkpoint_interval)
-        return integrity.check_at_start(self.directory, self.origin, self.size, trusted, grace)
+        return integrity.check_at_start(self.directory, self.origin, self.size, schedule, grace)
 
     def _check_tiles(self) -> str | None:
         """The start-up check recomputed the latest checkpoint's root from the entries; the tree
@@ -626,12 +630,14 @@ class Journal:
         ):
             self.roll()
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, cosigners: tuple[Signer, ...] = ()) -> Checkpoint:
+        """Sign and log a checkpoint of the committed entries; ``cosigners`` add their signatures
+        (a signing-key rotation: the old and the new key both sign the entry naming the new one)."""
         self._refuse_if_faulty()
         with self.lock:  # API threads read the tree (and its block cache) under the same lock
             size = self._committed[0]
             root = self.tree.root(size)
-        cp = sign_checkpoint(self.signer, self.origin, size, root)
+        cp = sign_checkpoint(self.signer, self.origin, size, root, *cosigners)
         note = cp.render()
         record = orjson.dumps({"note": note}) + b"\n"  # everything in it is signed
         try:
