@@ -79,8 +79,11 @@ def finish(journal: Journal, key_path: Path) -> str | None:
     """Complete or discard a rotation a crash interrupted (``<key file>.next`` left behind);
     returns a note for the log, or None when there was nothing to do. Raises RotationRefused
     when the files disagree in a way only an operator can settle."""
+    if journal.integrity_fault is not None:
+        return None  # read-only: every file is left as found for the operator
     pending = pending_path(key_path)
     if not pending.exists():
+        _refuse_retired(journal, key_path)
         return None
     try:
         new = load_signer(pending, journal.signer.name)
@@ -91,8 +94,6 @@ def finish(journal: Journal, key_path: Path) -> str | None:
         pending.unlink()
         fsync_dir(pending.parent)
         return f"removed {pending}: a rotation interrupted before its entry was journaled"
-    if journal.integrity_fault is not None:
-        raise JournalReadOnly(f"the journal is read-only: {journal.integrity_fault}")
     if found.old != journal.signer.verifier:
         raise RotationRefused(
             f"the rotation at seq {found.seq} retires {rot.short(found.old)}, but {key_path} holds "
@@ -100,6 +101,18 @@ def finish(journal: Journal, key_path: Path) -> str | None:
         )
     _complete(journal, key_path, new, found)
     return f"finished the signing-key rotation journaled at seq {found.seq}"
+
+
+def _refuse_retired(journal: Journal, key_path: Path) -> None:
+    """A key file holding the key the last rotation retired (a restored backup) must not sign."""
+    hints = rot.read_hints(journal.directory)
+    if hints:
+        last = _hinted(journal, hints[-1])
+        if last.old == journal.signer.verifier:
+            raise RotationRefused(
+                f"{key_path} holds {rot.short(last.old)}, the key the rotation at seq {last.seq} retired; "
+                f"the journal's key is {rot.short(last.new)}: a retired key must not sign"
+            )
 
 
 def _journaled(journal: Journal, new: Signer) -> rot.Rotation | None:
@@ -135,9 +148,14 @@ def _complete(journal: Journal, key_path: Path, new: Signer, rotation: rot.Rotat
     if rotation.seq not in hints:  # step 4
         known = [_hinted(journal, seq) for seq in hints]
         _atomic_write(journal.directory / rot.HINTS, rot.hint_record([*known, rotation]))
-    os.replace(pending_path(key_path), key_path)  # step 5: the old private key is gone
-    fsync_dir(Path(key_path).parent)
+    _switch(pending_path(key_path), Path(key_path))  # step 5
     journal.signer = new
+
+
+def _switch(pending: Path, key_path: Path) -> None:
+    """Put the new key in place of the old one in one rename: the old private key is gone."""
+    os.replace(pending, key_path)
+    fsync_dir(key_path.parent)
 
 
 def _hinted(journal: Journal, seq: int) -> rot.Rotation:
