@@ -255,6 +255,34 @@ def hint_record(rotations: list[Rotation]) -> bytes:
     )
 
 
+def hinted_rotations(directory: Path) -> list[Rotation]:
+    """The rotations ``key-rotations.json`` names, each read back from its entry (never taken from
+    the hint itself); ValueError (or OSError) when a named seq holds no rotation."""
+    from keylife.journal.tree import read_lines  # tree imports the writer, which imports this
+
+    rotations = []
+    for seq in read_hints(directory):
+        lines = read_lines(Path(directory) / "segments", seq, 1)
+        found = parse_line(lines[0]) if lines else None
+        if found is None or found.seq != seq:
+            raise ValueError(f"{HINTS} names seq {seq}, which is not a rotation entry")
+        rotations.append(found)
+    return rotations
+
+
+def local_schedule(
+    directory: Path, origin: str, trusted: list[Verifier], checkpoints: list[Checkpoint] = ()
+) -> KeySchedule:
+    """The schedule ``trusted`` leads to over the rotations of the journal at ``directory`` (for
+    tools beside the journal, such as ``keylife journal consistency``); the plain keys when the
+    rotations cannot be read or do not verify."""
+    try:
+        schedule, refused = KeySchedule.build(trusted, hinted_rotations(directory), origin, checkpoints)
+    except (OSError, ValueError, KeyError, TypeError):
+        return KeySchedule(trusted)
+    return KeySchedule(trusted) if refused else schedule
+
+
 def start_schedule(
     directory: Path, origin: str, signer: Verifier, trusted: list[Verifier]
 ) -> tuple[KeySchedule, str | None]:
@@ -262,19 +290,10 @@ def start_schedule(
     read back from its entry and checked, anchored at the journal's own signing key.
 
     The key may also be the one the last rotation retired: the rotation is then unfinished
-    (a crash before the key file was switched) and ``rotate.finish`` completes it next.
+    (a crash before the key file was switched) and ``key_rotation.finish`` completes it next.
     """
-    from keylife.journal.tree import read_lines  # tree imports the writer, which imports this
-
     try:
-        seqs = read_hints(directory)
-        rotations = []
-        for seq in seqs:
-            lines = read_lines(Path(directory) / "segments", seq, 1)
-            rotation = parse_line(lines[0]) if lines else None
-            if rotation is None or rotation.seq != seq:
-                return KeySchedule([signer, *trusted]), f"{HINTS} names seq {seq}, which is not a rotation entry"
-            rotations.append(rotation)
+        rotations = hinted_rotations(directory)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return KeySchedule([signer, *trusted]), f"{HINTS} cannot be used: {exc}"
     # The writer trusts its own history: the hinted rotations, read back from the entries, are
