@@ -349,3 +349,11 @@ def test_rotate_between_two_runs_of_a_real_serve(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "ROTATED: followed the signing-key rotation at seq" in shown.stdout and "ANCHORED" in shown.stdout
     assert "PRIVATE" not in (tmp_path / "ready.stderr").read_text()
+
+
+def test_rotate_without_a_journal_says_so_in_one_line(tmp_path: Path) -> None:
+    done = keylife("journal", "rotate-signing-key", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"keylife: {tmp_path / 'data/journal'} is not a keylife journal (no journal.json): start keylife serve once"
+    ]
