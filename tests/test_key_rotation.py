@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -357,3 +358,84 @@ def test_rotate_without_a_journal_says_so_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"keylife: {tmp_path / 'data/journal'} is not a keylife journal (no journal.json): start keylife serve once"
     ]
+
+
+def test_rotate_a_running_serve_over_the_api_while_producers_post(tmp_path: Path) -> None:
+    admin, producer = new_token(), new_token()
+    config = tmp_path / "keylife.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "listen": {"host": "127.0.0.1", "port": 0},
+                "journal": {"origin": "test.keylife/rotate-live", "checkpoint_every": 50},
+                "api": {
+                    "tokens": [
+                        {"name": "admin", "sha256": hash_token(admin), "scopes": ["admin", "read"]},
+                        {"name": "p", "sha256": hash_token(producer), "scopes": ["ingest", "read"]},
+                    ]
+                },
+                "logging": {"level": "WARNING"},
+            }
+        )
+    )
+    (tmp_path / "admin.token").write_text(admin)
+    (tmp_path / "producer.token").write_text(producer)
+    os.chmod(tmp_path / "admin.token", 0o600)
+    os.chmod(tmp_path / "producer.token", 0o600)
+    journal = tmp_path / "data/journal"
+    proc, url = start_server(config, tmp_path / "ready.json")
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        n = 0
+        while not stop.is_set():
+            response = _ingest(url, producer, _events(f"live{n}", 20))
+            assert response.status_code == 200, response.text
+            acked.append(20)
+            n += 1
+
+    try:
+        old = Verifier.parse(httpx.get(f"{url}/v1/journal/verifier-key", timeout=5).text)
+        thread = threading.Thread(target=produce)
+        thread.start()
+        time.sleep(0.5)
+        refused = keylife(
+            "journal", "rotate-signing-key", "--url", url, "--token-file", str(tmp_path / "producer.token")
+        )
+        assert refused.returncode == 2 and "HTTP 403" in refused.stderr and len(refused.stderr.splitlines()) == 1
+        done = keylife("journal", "rotate-signing-key", "--url", url, "--token-file", str(tmp_path / "admin.token"))
+        time.sleep(0.5)
+        stop.set()
+        thread.join()
+        assert done.returncode == 0, done.stdout + done.stderr
+        new = Verifier.parse(httpx.get(f"{url}/v1/journal/verifier-key", timeout=5).text)
+        assert new != old and f"current  {new.encode()}" in done.stdout and "PRIVATE" not in done.stdout
+        assert keylife("journal", "pubkey", "--config", str(config)).stdout.strip() == new.encode()
+        assert sum(acked) > 100
+    finally:
+        stop.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    seq = int(done.stdout.split("at seq ")[1].split()[0])
+    logged = checkpoints(tmp_path / "data")
+    dual = next(cp for cp in logged if cp.size == seq + 1)  # nothing slipped in between
+    assert [s.key_id for s in dual.signatures] == [old.key_id, new.key_id]
+    assert any(cp.size > seq + 1 and [s.key_id for s in cp.signatures] == [new.key_id] for cp in logged)
+    ids = {e.event["id"] for e in iter_entries(journal)}
+    assert sum(1 for i in ids if i.startswith("live")) == sum(acked)
+    anchor = tmp_path / "siem-copy.note"
+    anchor.write_text((journal / "checkpoint").read_text())
+    shown = keylife("verify", str(journal), "--key", old.encode(), "--checkpoint", str(anchor))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"ROTATED: followed the signing-key rotation at seq {seq}" in shown.stdout
+    proc, url = start_server(config, tmp_path / "ready.json")  # and it starts again on the new key
+    try:
+        assert _ingest(url, producer, _events("restart", 5)).status_code == 200
+        assert Verifier.parse(httpx.get(f"{url}/v1/journal/verifier-key", timeout=5).text) == new
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    log = (tmp_path / "ready.stderr").read_text()
+    assert "Traceback" not in log and "ERROR" not in log and "PRIVATE" not in log, log[-3000:]

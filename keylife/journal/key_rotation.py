@@ -5,20 +5,24 @@ The steps, each durable before the next:
 1. the new private key is written 0600 to ``<key file>.next`` (``pending_path``);
 2. the rotation entry (``rotation.rotation_event``: both verifier keys and the old key's
    signature) is appended and fdatasynced at seq r;
-3. a checkpoint of size r + 1 is signed by the old and the new key and logged;
-4. ``key-rotations.json`` beside the journal names seq r (a hint for start-up);
+3. ``key-rotations.json`` beside the journal names seq r (a hint for start-up);
+4. a checkpoint of size r + 1 is signed by the old and the new key and logged, and the writer
+   signs with the new key from then on (if that checkpoint fails, e.g. a full disk, the next
+   one, signed by the new key alone, covers the rotation: still within the new key's term);
 5. ``<key file>.next`` replaces the key file (``rename``: the file holds the old key or the new
    one, never neither); the old private key is gone, not kept aside: it must never sign again.
+   ``verifier.key`` beside the journal is updated (public).
 
 A crash leaves ``<key file>.next`` behind until step 5; ``finish`` (run by ``serve`` and by the
 rotation command before anything is appended or signed) completes the rotation when the entry
-of step 2 is in the journal, and removes the unused key when it is not. Before step 3 the
+of step 2 is in the journal, and removes the unused key when it is not. Before step 4 the
 journal's checkpoints are all signed by the old key and cover no more than r, which the old
-key may sign; from step 3 on the rotation entry is signed for, so either key's view verifies.
+key may sign; from step 4 on the rotation entry is signed for, so either key's view verifies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -69,7 +73,12 @@ def rotate(journal: Journal, key_path: Path, now: float | None = None) -> rot.Ro
     seq = journal.committed_size
     event = rot.rotation_event(journal.origin, seq, journal.signer, new.verifier, now)
     journal.append([event])
-    journal.commit(maintain=False)  # step 2
+    try:
+        journal.commit(maintain=False)  # step 2
+    except BaseException:
+        journal.rollback()
+        pending.unlink(missing_ok=True)  # not journaled: the new key never existed for anyone
+        raise
     rotation = rot.Rotation(seq, journal.signer.verifier, new.verifier, rot.from_event(seq, event).signature)
     _complete(journal, key_path, new, rotation)
     return rotation
@@ -135,6 +144,10 @@ def _journaled(journal: Journal, new: Signer) -> rot.Rotation | None:
 
 def _complete(journal: Journal, key_path: Path, new: Signer, rotation: rot.Rotation) -> None:
     """Steps 3-5 (each skipped when a crash left it done)."""
+    hints = rot.read_hints(journal.directory)
+    if rotation.seq not in hints:  # step 3: before any checkpoint the new key signs
+        known = [_hinted(journal, seq) for seq in hints]
+        _atomic_write(journal.directory / rot.HINTS, rot.hint_record([*known, rotation]))
     end = rotation.seq + 1
     latest = journal.last_checkpoint
     if latest is None or latest.size < end:
@@ -143,13 +156,11 @@ def _complete(journal: Journal, key_path: Path, new: Signer, rotation: rot.Rotat
                 f"the rotation at seq {rotation.seq} is followed by {journal.committed_size - end} entries "
                 "no checkpoint covers; the dual-signed checkpoint must end at the rotation"
             )
-        journal.checkpoint(cosigners=(new,))  # step 3
-    hints = rot.read_hints(journal.directory)
-    if rotation.seq not in hints:  # step 4
-        known = [_hinted(journal, seq) for seq in hints]
-        _atomic_write(journal.directory / rot.HINTS, rot.hint_record([*known, rotation]))
-    _switch(pending_path(key_path), Path(key_path))  # step 5
+        with contextlib.suppress(OSError):  # counted by the journal; the next checkpoint (new key) covers it
+            journal.checkpoint(cosigners=(new,))  # step 4
     journal.signer = new
+    _switch(pending_path(key_path), Path(key_path))  # step 5
+    _atomic_write(journal.directory / "verifier.key", (new.verifier.encode() + "\n").encode())  # public
 
 
 def _switch(pending: Path, key_path: Path) -> None:
