@@ -439,3 +439,32 @@ def test_rotate_a_running_serve_over_the_api_while_producers_post(tmp_path: Path
         proc.wait(timeout=20)
     log = (tmp_path / "ready.stderr").read_text()
     assert "Traceback" not in log and "ERROR" not in log and "PRIVATE" not in log, log[-3000:]
+
+
+def test_a_key_switch_that_fails_on_a_running_writer_is_finished_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = make(tmp_path, 40)
+
+    def full_disk(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    journal = open_at(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(key_rotation, "_switch", full_disk)
+        with pytest.raises(OSError):
+            key_rotation.rotate(journal, tmp_path / KEY)
+    new = journal.signer.verifier
+    assert new != old  # the rotation is journaled: the writer goes on with the new key
+    fill(journal, 60, start=700)  # later checkpoints, signed by the new key alone
+    journal.close()
+    assert key_rotation.load_signer(tmp_path / KEY, ORIGIN).verifier == old  # the file was not switched
+
+    journal = open_at(tmp_path)  # the next start: the old key file, the new key beside it
+    assert journal.integrity_fault is None
+    assert "finished" in (key_rotation.finish(journal, tmp_path / KEY) or "")
+    assert journal.signer.verifier == new == key_rotation.load_signer(tmp_path / KEY, ORIGIN).verifier
+    fill(journal, 10, start=900)
+    journal.close()
+    report = verify(tmp_path / "journal", [old])
+    assert report.ok and [r.seq for r in report.rotations] == [40], [str(f) for f in report.faults]

@@ -36,7 +36,9 @@ def add_rotation_route(app: FastAPI, rt: Services, require: Callable[[str], Any]
             raise Problem(503, "journal-unavailable", "Journal unavailable", detail, {"Retry-After": "5"}) from None
         except (RotationRefused, JournalCorrupt) as exc:
             raise Problem(409, "rotation-refused", "Signing key not rotated", str(exc)) from None
-        except OSError as exc:
-            detail = f"the key was not rotated: {exc.strerror or exc}"
+        except OSError as exc:  # before the entry: nothing changed; after it: the next start finishes
+            detail = (
+                f"the rotation failed ({exc.strerror or exc}); if its entry was journaled, the next start finishes it"
+            )
             raise Problem(503, "journal-unavailable", "Journal unavailable", detail, {"Retry-After": "5"}) from None
         return JSONBody({"seq": rotation.seq, "retired": rotation.old.encode(), "current": rotation.new.encode()})

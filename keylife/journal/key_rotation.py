@@ -114,9 +114,9 @@ def finish(journal: Journal, key_path: Path) -> str | None:
 
 def _refuse_retired(journal: Journal, key_path: Path) -> None:
     """A key file holding the key the last rotation retired (a restored backup) must not sign."""
-    hints = rot.read_hints(journal.directory)
-    if hints:
-        last = _hinted(journal, hints[-1])
+    rotations = rot.hinted_rotations(journal.directory)
+    if rotations:
+        last = rotations[-1]
         if last.old == journal.signer.verifier:
             raise RotationRefused(
                 f"{key_path} holds {rot.short(last.old)}, the key the rotation at seq {last.seq} retired; "
@@ -125,8 +125,12 @@ def _refuse_retired(journal: Journal, key_path: Path) -> None:
 
 
 def _journaled(journal: Journal, new: Signer) -> rot.Rotation | None:
-    """The rotation entry naming ``new``, among the entries from the one before the latest
-    checkpoint on (the rotation is the last entry before its dual-signed checkpoint)."""
+    """The rotation entry naming ``new``: named in ``key-rotations.json`` (step 3 was done; on a
+    running serve the new key may have signed later checkpoints too), or else among the entries
+    from the one before the latest checkpoint on (a crash between steps 2 and 3)."""
+    for hinted in rot.hinted_rotations(journal.directory):
+        if hinted.new == new.verifier:
+            return hinted
     latest = journal.last_checkpoint
     start = max(0, (latest.size if latest else 0) - 1)
     for entry in iter_entries(journal.directory, start):
@@ -144,9 +148,8 @@ def _journaled(journal: Journal, new: Signer) -> rot.Rotation | None:
 
 def _complete(journal: Journal, key_path: Path, new: Signer, rotation: rot.Rotation) -> None:
     """Steps 3-5 (each skipped when a crash left it done)."""
-    hints = rot.read_hints(journal.directory)
-    if rotation.seq not in hints:  # step 3: before any checkpoint the new key signs
-        known = [_hinted(journal, seq) for seq in hints]
+    known = rot.hinted_rotations(journal.directory)
+    if rotation.seq not in [r.seq for r in known]:  # step 3: before any checkpoint the new key signs
         _atomic_write(journal.directory / rot.HINTS, rot.hint_record([*known, rotation]))
     end = rotation.seq + 1
     latest = journal.last_checkpoint
@@ -167,9 +170,3 @@ def _switch(pending: Path, key_path: Path) -> None:
     """Put the new key in place of the old one in one rename: the old private key is gone."""
     os.replace(pending, key_path)
     fsync_dir(key_path.parent)
-
-
-def _hinted(journal: Journal, seq: int) -> rot.Rotation:
-    for entry in iter_entries(journal.directory, seq):
-        return rot.from_event(entry.seq, entry.event)
-    raise RotationRefused(f"{rot.HINTS} names seq {seq}, which the journal does not hold")
