@@ -468,3 +468,14 @@ def test_a_key_switch_that_fails_on_a_running_writer_is_finished_at_the_next_sta
     journal.close()
     report = verify(tmp_path / "journal", [old])
     assert report.ok and [r.seq for r in report.rotations] == [40], [str(f) for f in report.faults]
+
+
+def test_the_periodic_check_follows_a_rotation_past_the_checkpoint_it_holds(tmp_path: Path) -> None:
+    """serve's check reads up to the checkpoint it holds; a live rotation and checkpoints by the
+    new key logged meanwhile must not look like an unknown key (that would make serve read-only)."""
+    old = make(tmp_path, 40)
+    held = parse((tmp_path / "journal/checkpoint").read_text())
+    rotate(tmp_path, then=60)
+    assert any(cp.size > 41 for cp in checkpoints(tmp_path))
+    report = verify(tmp_path / "journal", [old], held=held, upto=held.size, grace=None)
+    assert report.ok, [str(f) for f in report.faults]

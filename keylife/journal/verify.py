@@ -355,13 +355,18 @@ def verify(
     sizes = sorted({*claimed, *([upto] if upto is not None else [])})
     stopped = False
     for seg, sums, batch, marked in _batches(directory, report.faults):
-        if stopped:
-            break
+        if stopped:  # past ``upto``: only the rotations, which checkpoints logged meanwhile may follow
+            if marked:
+                _rotations(batch, rotations, report.faults)
+            continue
+        batch_first = count
         for part in _cut(batch, count, sizes):
             if upto is not None and count >= upto:
                 if seg is current:
                     check = None  # this segment's index is checked once a later run reads it whole
                 stopped = True
+                if marked:
+                    _rotations(batch[count - batch_first :], rotations, report.faults)
                 break
             if seg is not current:
                 current = seg
