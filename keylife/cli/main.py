@@ -439,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keylife.cli.journal_cmds import register as register_proof_commands
 
     register_proof_commands(jsub)  # prove, check-proof, consistency
+    from keylife.cli.rotate_cmd import register as register_rotate
+
+    register_rotate(jsub)  # rotate-signing-key
     return parser
 
 

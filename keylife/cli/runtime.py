@@ -20,9 +20,11 @@ from keylife.datafold.service import DataFoldService, start_datafold
 from keylife.ingest.ledger import Ledger
 from keylife.ingest.telemetry import Telemetry
 from keylife.journal import verify_status
+from keylife.journal.key_rotation import RotationRefused
+from keylife.journal.key_rotation import finish as finish_rotation
 from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
-from keylife.journal.writer import Journal, JournalSettings
+from keylife.journal.writer import Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry
 
 log = logging.getLogger("keylife.runtime")
@@ -91,6 +93,13 @@ class Runtime:
             if made:
                 notes.append(f"created a local admin token in {config.token_file} (0600)")
         journal = Journal(config.journal_dir, signer, journal_settings(config))
+        try:  # before anything is appended or signed: a rotation a crash interrupted
+            finished = finish_rotation(journal, config.signing_key_path)
+        except (RotationRefused, JournalCorrupt, OSError, ValueError) as exc:
+            journal.mark_faulty(f"signing-key rotation: {exc}")
+        else:
+            notes += [finished] if finished else []
+        signer = journal.signer
         if journal.integrity_fault is None:  # a swapped verifier.key is evidence too: left as found
             _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
         registry = Registry(config.registry_path, origin=config.journal.origin)

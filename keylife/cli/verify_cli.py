@@ -146,6 +146,9 @@ def run_verify(
                     "anchored": report.anchored if anchored else None,
                     "not_checked": gaps,
                     "head": report.head.hex(),
+                    "rotations": [
+                        {"seq": r.seq, "old": r.old.encode(), "new": r.new.encode()} for r in report.rotations
+                    ],
                     "faults": [{"kind": f.kind, "seq": f.seq, "detail": f.detail} for f in report.faults],
                 }
             )
@@ -162,6 +165,8 @@ def run_verify(
         f"{state}: {report.entries} entries, {report.checkpoints} signed checkpoints checked, "
         f"{report.unsigned_tail} entries after the last checkpoint"
     )
+    for rotation in report.rotations:
+        print(f"ROTATED: followed the signing-key rotation at {rotation.describe()} (signed by the retiring key)")
     if anchored:
         print(
             f"ANCHORED: entries 0..{report.anchored - 1} by the checkpoint given on the command line; "

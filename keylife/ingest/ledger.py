@@ -61,6 +61,7 @@ class _Request:
     sync: bool = False  # no events: commit the registry so readers see everything acknowledged
     all_or_nothing: bool = True
     future: Future[list[Outcome]] = field(default_factory=Future)
+    task: Callable[[], Any] | None = None  # run alone on the writer thread (``run_exclusive``)
 
 
 class LedgerStopped(RuntimeError):
@@ -223,6 +224,31 @@ class Ledger:
         self._queue.put(request)
         return request.future
 
+    def run_exclusive(self, task: Callable[[], Any]) -> Future[Any]:
+        """Run ``task`` on the writer thread between two groups (nothing else appends or signs
+        meanwhile), then project what it journaled; the future holds its result or exception.
+        A signing-key rotation goes through here on a running serve."""
+        request = _Request([], task=task)
+        if not self.running:
+            request.future.set_exception(LedgerStopped(self.problem or "the journal writer is not running"))
+            return request.future
+        self._queue.put(request)
+        return request.future
+
+    def _run_task(self, request: _Request) -> None:
+        if not self.running:
+            request.future.set_exception(LedgerStopped(self.problem or "the journal writer is not running"))
+            return
+        try:
+            self._commit_registry()
+            result = request.task() if request.task is not None else None
+        except BaseException as exc:  # answered to the caller; the writer thread goes on
+            request.future.set_exception(exc)
+        else:
+            request.future.set_result(result)
+        if self.registry.last_applied_seq() + 1 < self.journal.committed_size:
+            self._replay_registry()  # project the entries the task journaled
+
     def sync_registry(self) -> Future[list[Outcome]]:
         """Resolves once every acknowledged event is visible to registry readers."""
         request = _Request([], sync=True)
@@ -261,8 +287,13 @@ class Ledger:
             if first is None:
                 self._tick()
                 return
+            if first.task is not None:
+                self._run_task(first)
+                self._tick()
+                continue
             group = [first]
             size = len(first.events)
+            task = None
             while size < self.max_group_events:
                 try:
                     more = self._queue.get_nowait()
@@ -271,13 +302,20 @@ class Ledger:
                 if more is None:
                     self._queue.put(None)
                     break
+                if more.task is not None:
+                    task = more  # after this group, alone
+                    break
                 group.append(more)
                 size += len(more.events)
             if self.running:
                 self._process(group)
             else:
                 self._refuse(group)
-            if time.monotonic() - last_upkeep >= UPKEEP_MAX_DELAY:
+            if task is not None:
+                self._run_task(task)
+                self._tick()
+                upkeep_due, last_upkeep = False, time.monotonic()
+            elif time.monotonic() - last_upkeep >= UPKEEP_MAX_DELAY:
                 self._tick()
                 upkeep_due, last_upkeep = False, time.monotonic()
             else:

@@ -246,9 +246,13 @@ class Journal:
             seqs = self._sums_mismatch
             more = f" and {len(seqs) - 1} more" if len(seqs) > 1 else ""
             return f"modified: seq {seqs[0]}{more} differ from the digests written with them"
-        trusted = [self.signer.verifier, *self.settings.trusted]
+        from keylife.journal.rotation import start_schedule
+
+        schedule, problem = start_schedule(self.directory, self.origin, self.signer.verifier, self.settings.trusted)
+        if problem:
+            return problem
         grace = unsigned_grace(self.settings.checkpoint_interval)
-        return integrity.check_at_start(self.directory, self.origin, self.size, trusted, grace)
+        return integrity.check_at_start(self.directory, self.origin, self.size, schedule, grace)
 
     def _check_tiles(self) -> str | None:
         """The start-up check recomputed the latest checkpoint's root from the entries; the tree
@@ -633,7 +637,7 @@ class Journal:
             if wait:
                 self.checkpoint()
             elif not self._checkpointing.busy:
-                self._checkpointing.start(self.checkpoint)
+                self._checkpointing.start(self._checkpoint_if_behind)
         if not self._active or not self._active_bytes:
             return
         if self._active_bytes >= self.settings.segment_max_bytes or (
@@ -641,17 +645,27 @@ class Journal:
         ):
             self.roll()
 
-    def checkpoint(self) -> Checkpoint:
-        """Sign the committed entries and make the checkpoint durable (any thread)."""
+    def checkpoint(self, cosigners: tuple[Signer, ...] = ()) -> Checkpoint:
+        """Sign and log a checkpoint of the committed entries (any thread); ``cosigners`` add their
+        signatures (a signing-key rotation: the old and the new key both sign the entry naming the
+        new one)."""
         with self._checkpoint_lock:
-            return self._checkpoint()
+            return self._checkpoint(cosigners)
 
-    def _checkpoint(self) -> Checkpoint:
+    def _checkpoint_if_behind(self) -> None:
+        """The background job: a checkpoint signed meanwhile (a rotation's, on the writer thread)
+        may already cover everything committed; then there is nothing to sign."""
+        with self._checkpoint_lock:
+            held = self.last_checkpoint
+            if held is None or held.size < self._committed[0]:
+                self._checkpoint(())
+
+    def _checkpoint(self, cosigners: tuple[Signer, ...]) -> Checkpoint:
         self._refuse_if_faulty()
         with self.lock:  # API threads read the tree (and its block cache) under the same lock
             size = self._committed[0]
             root = self.tree.root(size)
-        cp = sign_checkpoint(self.signer, self.origin, size, root)
+        cp = sign_checkpoint(self.signer, self.origin, size, root, *cosigners)
         note = cp.render()
         record = orjson.dumps({"note": note}) + b"\n"  # everything in it is signed
         try:
