@@ -46,6 +46,9 @@ def test_first_checkpoint_is_cosigned_and_kept(witness: RunningWitness, log: Fak
     assert stored(witness).size == 10
     latest = httpx.get(f"{witness.url}/checkpoint/{ORIGIN}")
     assert latest.status_code == 200 and parse(latest.text).size == 10
+    fetched = parse(latest.text)  # the log's signature and a fresh cosignature by the witness
+    assert witness.cosigner.key.timestamp_of(fetched.signatures[-1], fetched.text) is not None
+    assert httpx.get(f"{witness.url}/checkpoint/elsewhere.example").status_code == 404
 
 
 def test_a_consistent_extension_is_cosigned(witness: RunningWitness, log: FakeLog) -> None:

@@ -2,7 +2,8 @@
 
 * ``POST <prefix>/add-checkpoint``: ``service.Witness.add_checkpoint``;
 * ``GET /metrics``: Prometheus text (requests by origin and result, latest size per log);
-* ``GET <prefix>/checkpoint/<origin>``: the latest checkpoint cosigned for a log (read-only, for monitors).
+* ``GET <prefix>/checkpoint/<origin>``: the latest checkpoint of a log with a fresh cosignature (read-only,
+  for monitors and auditors: what the witness vouches for now, fetched without asking the log).
 
 There is no authentication beyond the log's signature on the checkpoint (tlog-witness,
 *Introduction*). It binds loopback unless told otherwise; with ``--tls-cert``/``--tls-key`` it serves HTTPS.
@@ -71,9 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = f"{self.server.prefix}/checkpoint/"
         if self.path.startswith(prefix):
             origin = urllib.parse.unquote(self.path[len(prefix) :])
-            latest = self.server.witness.state.latest(origin) if origin in self.server.witness.logs else None
-            if latest is not None and latest.note:
-                self._send(Reply(200, latest.note.encode()))
+            note = self.server.witness.latest_cosigned(origin)
+            if note is not None:
+                self._send(Reply(200, note.encode()))
                 return
         self._send(Reply(404, b"not found\n"))
 

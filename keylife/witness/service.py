@@ -95,6 +95,17 @@ class Witness:
         self.metrics.size.labels(cp.origin).set(cp.size)
         return Reply(200, self.cosigner.line(cp.text).encode())
 
+    def latest_cosigned(self, origin: str) -> str | None:
+        """The latest checkpoint of ``origin`` with a cosignature made now: as of now it is still the
+        largest consistent checkpoint this witness saw, which is what a cosignature states."""
+        if origin not in self.logs:
+            return None
+        latest = self.state.latest(origin)
+        if not latest.note:
+            return None
+        body = latest.note.partition("\n\n")[0] + "\n"
+        return latest.note + self.cosigner.line(body)
+
     def _check(self, old: int, proof: list[bytes], cp: Checkpoint, stored) -> Reply | None:
         if old != stored.size:
             why = "rollback" if cp.size < stored.size else "wrong old size"
