@@ -95,7 +95,11 @@ def parse_logs(items: list[str]) -> dict[str, list[Any]]:
 
 
 def cmd_witness_pubkey(args: argparse.Namespace) -> int:
-    cosigner, notes = load_cosigner(args.data_dir, args.name)
+    try:
+        cosigner, notes = load_cosigner(args.data_dir, args.name)
+    except ValueError as exc:
+        print(f"keylife: {exc}", file=sys.stderr)
+        return 2
     for note in notes:
         print(note, file=sys.stderr)
     print(cosigner.key.encode())
