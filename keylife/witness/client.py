@@ -43,7 +43,7 @@ class WitnessTarget:
     key: CosignerKey
 
 
-class _Metrics:
+class ClientMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "keylife_witness_requests", "add-checkpoint requests to witnesses, by witness and result.",
@@ -83,7 +83,7 @@ class WitnessClient:
         self.prove = prove
         self.quorum = quorum
         self.interval = interval
-        self.metrics = _Metrics(registry)
+        self.metrics = ClientMetrics(registry)
         self.known: dict[str, int] = {}  # witness name -> size it last cosigned (0: ask it)
         self.state: dict[str, str] = {}  # witness name -> last outcome, logged when it changes
         self._client = httpx.Client(timeout=timeout, transport=transport)

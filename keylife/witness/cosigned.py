@@ -23,9 +23,10 @@ from pathlib import Path
 
 import orjson
 
-from keylife.common.files import fsync_dir
+from keylife.common.files import create_durably, fsync_dir
 from keylife.journal.cosignature import CosignerKey, valid_cosigners
 from keylife.journal.note import Checkpoint, NoteError, Signature, parse
+from keylife.journal.segments import FILE_MODE
 
 LOG_NAME = "cosignatures.log"
 LATEST_NAME = "checkpoint.cosigned"
@@ -103,7 +104,7 @@ class CosignatureStore:
     def _add(self, witness: str, cp: Checkpoint, line: str) -> Checkpoint:
         cosigned = parse(cp.render() + line)
         record = orjson.dumps({"witness": witness, "note": cosigned.render()}) + b"\n"
-        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             os.write(fd, record)
             os.fsync(fd)
@@ -116,10 +117,8 @@ class CosignatureStore:
         else:
             return self.latest
         tmp = self.directory / (LATEST_NAME + ".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(merged.render().encode())
-            handle.flush()
-            os.fsync(handle.fileno())
+        tmp.unlink(missing_ok=True)  # a leftover would keep its mode
+        create_durably(tmp, merged.render().encode(), FILE_MODE)  # the journal's files are 0640
         tmp.replace(self.directory / LATEST_NAME)
         fsync_dir(self.directory)
         self.latest = merged
