@@ -3,12 +3,14 @@ spec defines, the state it keeps, and that no refusal changes it."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
+from keylife.journal.cosignature import Cosigner
 from keylife.journal.note import parse
 from keylife.journal.signing import Signer
 from keylife.witness.protocol import render_request
@@ -190,3 +192,33 @@ def test_each_refusal_is_one_log_line_naming_the_log(witness: RunningWitness, lo
         post(witness, log.request(4))
     (record,) = caplog.records
     assert ORIGIN in record.getMessage() and "409" in record.getMessage() and "old size 4" in record.getMessage()
+
+
+def test_the_witness_speaks_tls(tmp_path: Path, log: FakeLog) -> None:
+    """``--tls-cert/--tls-key``: the handshake runs in the connection's thread; a plain-HTTP client gets nothing."""
+    from keylife.witness.server import WitnessHTTPServer, tls_context
+    from keylife.witness.service import Witness, WitnessMetrics
+    from tests.tls_helpers import make_server_cert
+
+    ca, cert, key = make_server_cert(tmp_path)
+    cosigner = Cosigner.load_or_create(tmp_path / "w.key", "witness.test/tls")[0]
+    state = WitnessState(tmp_path / "tls.sqlite")
+    witness = Witness(cosigner, {ORIGIN: [log.signer.verifier]}, state, WitnessMetrics())
+    server = WitnessHTTPServer(("127.0.0.1", 0), witness, tls=tls_context(cert, key))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"http://127.0.0.1:{port}/add-checkpoint", content=log.request(0), timeout=5)
+        answer = httpx.post(
+            f"https://127.0.0.1:{port}/add-checkpoint",
+            content=log.request(0),
+            verify=ssl.create_default_context(cafile=str(ca)),
+            timeout=5,
+        )
+        assert answer.status_code == 200 and answer.text.startswith("\u2014 witness.test/tls ")
+    finally:
+        server.shutdown()
+        server.server_close()
+        state.close()

@@ -121,5 +121,8 @@ def test_an_unreachable_witness_does_not_stop_the_others(tmp_path: Path) -> None
         c.round()
         assert requests(c, "gone.test/w", "unreachable") == 1
         assert w.witness.state.latest(ORIGIN).size == 20
+        c.round()  # a quiet journal: the failed witness is asked again, the one that cosigned is not
+        assert requests(c, "gone.test/w", "unreachable") == 2
+        assert requests(c, w.cosigner.key.name, "cosigned") == 1
         c.stop()
     journal.close()

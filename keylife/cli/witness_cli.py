@@ -109,8 +109,10 @@ def cmd_witness_pubkey(args: argparse.Namespace) -> int:
 def cmd_witness_serve(args: argparse.Namespace) -> int:
     import json
     import os
+    import ssl
 
     from keylife.common import logs
+    from keylife.common.secret_files import check_secret_file
     from keylife.witness.server import WitnessHTTPServer, run, tls_context
     from keylife.witness.service import Witness, WitnessMetrics
     from keylife.witness.state import WitnessState
@@ -125,16 +127,18 @@ def cmd_witness_serve(args: argparse.Namespace) -> int:
             raise ValueError("no logs to witness: give --log [ORIGIN ]VERIFIERKEY or --logs-file")
         if bool(args.tls_cert) != bool(args.tls_key):
             raise ValueError("give both --tls-cert and --tls-key, or neither")
+        tls = None
+        if args.tls_key:
+            check_secret_file(args.tls_key, "TLS private key")  # the one rule for secret files
+            tls = tls_context(args.tls_cert, args.tls_key)
         cosigner, notes = load_cosigner(args.data_dir, args.name)
-    except ValueError as exc:
+    except (ValueError, OSError, ssl.SSLError) as exc:
         print(f"keylife: {exc}", file=sys.stderr)
         return 2
     state = WitnessState(args.data_dir / "state.sqlite")
     server = WitnessHTTPServer(
-        (args.host, args.port), Witness(cosigner, witnessed, state, WitnessMetrics()), args.prefix
+        (args.host, args.port), Witness(cosigner, witnessed, state, WitnessMetrics()), args.prefix, tls
     )
-    if args.tls_cert:
-        server.socket = tls_context(args.tls_cert, args.tls_key).wrap_socket(server.socket, server_side=True)
     host, port = server.socket.getsockname()[:2]
     scheme = "https" if args.tls_cert else "http"
     url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}{server.prefix}"

@@ -90,7 +90,7 @@ class WitnessClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="witness")
-        self._done: Checkpoint | None = None
+        self._done: dict[str, str] = {}  # witness name -> body of the checkpoint it cosigned last
         if store.latest is not None:
             for target, _stamp in _cosigners(store.latest, targets):
                 self.known[target.name] = store.latest.size
@@ -117,12 +117,13 @@ class WitnessClient:
             self._stop.wait(max(0.2, self.interval - (time.monotonic() - started)))
 
     def round(self) -> None:
-        """Ask every witness, in parallel, to cosign the latest checkpoint (if not done already)."""
+        """Ask every witness that has not cosigned the latest checkpoint, in parallel, to cosign it.
+        A witness that failed or refused is asked again next round (one log line per state change)."""
         cp = self.latest()
-        if cp is None or cp.size == 0 or (self._done is not None and self._done.text == cp.text):
+        if cp is None or cp.size == 0:
             return
-        list(self._pool.map(lambda target: self.submit(target, cp), self.targets))
-        self._done = cp
+        due = [t for t in self.targets if self._done.get(t.name) != cp.text]
+        list(self._pool.map(lambda target: self.submit(target, cp), due))
 
     def submit(self, target: WitnessTarget, cp: Checkpoint) -> str:
         """One add-checkpoint exchange (with one retry on 409); returns the outcome recorded."""
@@ -168,6 +169,7 @@ class WitnessClient:
         own = [line + "\n" for line in response.text.splitlines() if line.split(" ")[1:2] == [target.key.name]]
         merged = self.store.add(target.name, cp, "".join(own))
         self.known[target.name] = cp.size
+        self._done[target.name] = cp.text
         self.metrics.size.labels(target.name).set(cp.size)
         self.metrics.when.labels(target.name).set(time.time())
         self._publish(merged)

@@ -19,6 +19,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,11 +35,30 @@ class WitnessHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the listen backlog (the stdlib's 5 refuses a burst of logs)
 
-    def __init__(self, address: tuple[str, int], witness: Witness, prefix: str = "") -> None:
+    def __init__(
+        self, address: tuple[str, int], witness: Witness, prefix: str = "", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.witness = witness
         self.prefix = prefix.rstrip("/")
+        self.tls = tls
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """With TLS, the handshake runs here, in the connection's own thread (a slow client holds
+        only its thread, never the accepting one), bounded by the same timeout as a request."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(BODY_TIMEOUT)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # a failed handshake: nothing to answer
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            wrapped.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
