@@ -126,3 +126,16 @@ def test_an_unreachable_witness_does_not_stop_the_others(tmp_path: Path) -> None
         assert requests(c, w.cosigner.key.name, "cosigned") == 1
         c.stop()
     journal.close()
+
+
+def test_a_cosignature_that_cannot_be_stored_does_not_count(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    fill(journal, 20)
+    journal.checkpoint()
+    (journal.directory / LOG_NAME).mkdir()  # the append fails (EISDIR), as a full disk would
+    with running_witness(tmp_path, {ORIGIN: [journal.signer.verifier]}) as w:
+        c = client(journal, [w])
+        assert c.submit(c.targets[0], journal.last_checkpoint) == "store_failed"
+        assert not (journal.directory / LATEST_NAME).exists() and c.known.get(w.cosigner.key.name, 0) == 0
+        c.stop()
+    journal.close()

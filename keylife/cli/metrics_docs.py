@@ -104,7 +104,7 @@ def render() -> str:
         "From `keylife serve` when `journal.witnesses` is configured (docs/journal.md, *Witnesses*):",
         "`witness` is the configured name; `result` is `cosigned`, `conflict` (a 409 even after the one",
         "retry), `http_<status>` (a refusal: `http_422` means the witness found the history inconsistent),",
-        "`unreachable`, `bad_answer`, `bad_cosignature`, `ahead` or `no_proof`.",
+        "`unreachable`, `bad_answer`, `bad_cosignature`, `store_failed`, `ahead` or `no_proof`.",
         "",
         *_telemetry_table(ClientMetrics(CollectorRegistry())),
         "",

@@ -26,7 +26,8 @@ DEFAULT_DIR = Path("keylife-witness")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("witness", help="run a transparency-log witness (C2SP tlog-witness) for other logs")
+    # not keylife's common options (--config, --data-dir of a keylife): a witness has its own directory
+    p = sub.action.add_parser("witness", help="run a transparency-log witness (C2SP tlog-witness) for other logs")
     wsub = p.add_subparsers(dest="witness_command", required=True, metavar="COMMAND")
     s = wsub.add_parser("serve", help="cosign checkpoints of the configured logs that are consistent with the last")
     s.add_argument(
@@ -34,7 +35,12 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--name", help="the witness's key name, set on first start (default <hostname>/keylife-witness)")
     s.add_argument(
-        "--log", action="append", default=[], metavar="[ORIGIN ]VERIFIERKEY", help="a log to witness; repeatable"
+        "--log",
+        action="append",
+        default=[],
+        metavar="LOG",
+        help="a log to witness: its verifier key, or 'ORIGIN VERIFIERKEY' when the origin differs from the key "
+        "name; repeatable",
     )
     s.add_argument("--logs-file", type=Path, help="a file of logs, one '[ORIGIN ]VERIFIERKEY' per line")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -94,6 +94,7 @@ class WitnessClient:
         if store.latest is not None:
             for target, _stamp in _cosigners(store.latest, targets):
                 self.known[target.name] = store.latest.size
+                self.metrics.size.labels(target.name).set(store.latest.size)
             self._publish(store.latest)
 
     def start(self) -> None:
@@ -167,7 +168,10 @@ class WitnessClient:
         if not _cosigners(cosigned, [target]):
             return "bad_cosignature", "no valid cosignature by the configured witness key in the answer", None
         own = [line + "\n" for line in response.text.splitlines() if line.split(" ")[1:2] == [target.key.name]]
-        merged = self.store.add(target.name, cp, "".join(own))
+        try:
+            merged = self.store.add(target.name, cp, "".join(own))
+        except OSError as exc:  # not stored, so it does not count: asked again next round
+            return "store_failed", f"the cosignature could not be stored: {exc.strerror or exc}", None
         self.known[target.name] = cp.size
         self._done[target.name] = cp.text
         self.metrics.size.labels(target.name).set(cp.size)
