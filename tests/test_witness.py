@@ -87,6 +87,8 @@ def test_a_fork_at_the_same_size_is_409(witness: RunningWitness, log: FakeLog, t
     answer = post(witness, other.request(10))
     assert answer.status_code == 409 and answer.text == "10\n"
     assert stored(witness).hash == log.checkpoint().hash
+    ((status, reason, note),) = witness.witness.state.evidence(ORIGIN)  # the forged checkpoint, kept as proof
+    assert status == 409 and reason == "fork" and parse(note).hash == other.checkpoint().hash
 
 
 def test_a_rewritten_history_fails_the_consistency_proof(witness: RunningWitness, log: FakeLog) -> None:
@@ -97,6 +99,8 @@ def test_a_rewritten_history_fails_the_consistency_proof(witness: RunningWitness
     answer = post(witness, forged.request(10))
     assert answer.status_code == 422 and "consistency from size 10 to 16" in answer.text
     assert stored(witness).size == 10 and stored(witness).hash == log.checkpoint().hash
+    ((status, _reason, note),) = witness.witness.state.evidence(ORIGIN)
+    assert status == 422 and parse(note).size == 16
 
 
 def test_a_bad_log_signature_is_403(witness: RunningWitness, log: FakeLog, tmp_path: Path) -> None:
@@ -104,6 +108,7 @@ def test_a_bad_log_signature_is_403(witness: RunningWitness, log: FakeLog, tmp_p
     answer = post(witness, impostor.request(0))
     assert answer.status_code == 403
     assert stored(witness).size == 0
+    assert witness.witness.state.evidence(ORIGIN) == []  # nothing kept that the log did not sign
 
 
 def test_an_unknown_origin_is_404(witness: RunningWitness, tmp_path: Path) -> None:

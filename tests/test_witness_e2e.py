@@ -7,6 +7,7 @@ key: the witness refuses the forged checkpoints (409 at the same size, 422 when 
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,9 @@ def test_a_witness_anchors_verify_and_refuses_a_rewritten_history(tmp_path: Path
         finally:
             log.stop()
         assert httpx.get(f"{witness.url}/checkpoint/{ORIGIN}").text.partition("\n\n")[0] == held.partition("\n\n")[0]
+        with sqlite3.connect(witness.directory / "state" / "state.sqlite") as db:
+            kept = db.execute("SELECT status FROM evidence ORDER BY rowid").fetchall()
+        assert {409, 422} <= {status for (status,) in kept}  # the forged checkpoints, kept by the witness as proof
         refusals = witness.log_path.read_text()
         assert f"refused checkpoint (422) from log '{ORIGIN}'" in refusals
         assert f"refused checkpoint (409) from log '{ORIGIN}'" in refusals

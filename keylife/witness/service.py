@@ -8,6 +8,7 @@
 5. old size == checkpoint size with a different root hash -> 409: a fork (split view);
 6. the RFC 6962 consistency proof from (old size, stored root) to the new checkpoint fails -> 422
    (also a fork: the log rewrote entries the witness had seen);
+   Refusals 5 and 6 keep the validly signed checkpoint in ``state.evidence``: proof the log misbehaved.
 7. else the record is advanced by compare-and-swap (``state.advance``), committed, and the
    witness answers 200 with its cosignature line (C2SP tlog-cosignature v1).
 
@@ -111,6 +112,7 @@ class Witness:
             why = "rollback" if cp.size < stored.size else "wrong old size"
             return self._conflict(cp, stored.size, f"{why}: old size {old}, the witness holds size {stored.size}")
         if old == cp.size and stored.hash is not None and stored.hash != cp.hash:
+            self.state.keep_evidence(cp.origin, 409, "fork", cp.render(), time.time())
             return self._refuse(
                 409, "fork", cp.origin,
                 f"fork: a different root hash for size {cp.size} than the one cosigned",
@@ -123,6 +125,7 @@ class Witness:
             else:
                 merkle.verify_consistency(old, cp.size, stored.hash or b"", cp.hash, proof)
         except merkle.ProofError as exc:
+            self.state.keep_evidence(cp.origin, 422, f"from size {old}: {exc}", cp.render(), time.time())
             return self._refuse(
                 422, "bad_proof", cp.origin, f"consistency from size {old} to {cp.size} does not verify: {exc}"
             )

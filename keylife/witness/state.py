@@ -21,6 +21,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     hash BLOB NOT NULL,
     note TEXT NOT NULL,
     updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    origin TEXT NOT NULL,
+    received REAL NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL
 )
 """
 
@@ -38,7 +45,7 @@ class WitnessState:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # committed means on disk, before we answer
-        self._db.execute(SCHEMA)
+        self._db.executescript(SCHEMA)
         self.lock = threading.Lock()
 
     def latest(self, origin: str) -> Latest:
@@ -75,6 +82,23 @@ class WitnessState:
                     self._db.execute("ROLLBACK")
                 raise
         return None
+
+    def keep_evidence(self, origin: str, status: int, reason: str, note: str, now: float) -> None:
+        """A validly signed checkpoint refused as a fork or an inconsistent history: kept, because it is
+        proof the log misbehaved (tlog-witness lets a witness log such requests). Only checkpoints the
+        log's key signed get here, so a stranger cannot fill the table."""
+        with self.lock:
+            self._db.execute(
+                "INSERT INTO evidence (origin, received, status, reason, note) VALUES (?, ?, ?, ?, ?)",
+                (origin, now, status, reason, note),
+            )
+
+    def evidence(self, origin: str) -> list[tuple[int, str, str]]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT status, reason, note FROM evidence WHERE origin = ? ORDER BY rowid", (origin,)
+            ).fetchall()
+        return [(status, reason, note) for status, reason, note in rows]
 
     def close(self) -> None:
         with self.lock:
