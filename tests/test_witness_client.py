@@ -139,3 +139,40 @@ def test_a_cosignature_that_cannot_be_stored_does_not_count(tmp_path: Path) -> N
         assert not (journal.directory / LATEST_NAME).exists() and c.known.get(w.cosigner.key.name, 0) == 0
         c.stop()
     journal.close()
+
+
+def test_a_hanging_witness_never_delays_an_acknowledgement(tmp_path: Path) -> None:
+    """A witness that accepts the connection and never answers: ingest and checkpoints go on as before,
+    and stopping serve does not wait for it."""
+    import socket
+    import time
+
+    from keylife.journal.cosignature import Cosigner
+    from tests.server import live_server
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)  # never accepted: the request sits in the backlog until the client's timeout
+    key = Cosigner.load_or_create(tmp_path / "h.key", "hang.test/w")[0].key.encode()
+    witnesses = [{"name": "hang", "url": f"http://127.0.0.1:{hang.getsockname()[1]}", "key": key}]
+    settings = {"witnesses": witnesses, "witness_interval_seconds": 0.1, "witness_timeout_seconds": 30}
+    try:
+        with live_server(tmp_path, journal=settings) as live, live.client() as api:
+            slowest = 0.0
+            for n in range(10):
+                body = orjson.dumps(
+                    {"id": f"h-{n}", "type": "usage_report", "key_id": "k", "occurred_at": "2026-11-28T12:00:00Z",
+                     "node": "n", "usage": {"encrypt": 1}}
+                ) + b"\n"  # fmt: skip
+                started = time.monotonic()
+                answer = api.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
+                slowest = max(slowest, time.monotonic() - started)
+                assert answer.status_code == 200, answer.text
+                time.sleep(0.15)  # checkpoints are signed meanwhile, and the client tries to have them cosigned
+            assert slowest < 1.0
+            assert live.runtime.journal.last_checkpoint is not None
+            assert live.runtime.witnessing is not None and live.runtime.witnessing.state == {}  # still waiting
+            closing = time.monotonic()
+        assert time.monotonic() - closing < 5  # shutdown does not wait for the hanging request (30 s timeout)
+    finally:
+        hang.close()

@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -89,7 +88,6 @@ class WitnessClient:
         self._client = httpx.Client(timeout=timeout, transport=transport)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="witness")
         self._done: dict[str, str] = {}  # witness name -> body of the checkpoint it cosigned last
         if store.latest is not None:
             for target, _stamp in _cosigners(store.latest, targets):
@@ -102,10 +100,13 @@ class WitnessClient:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop asking. A request in flight is abandoned (its daemon thread ends with the process), so a
+        hanging witness never delays shutdown by more than a second."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=15)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            self._thread.join(timeout=1.0)
+            if self._thread.is_alive():
+                return  # still waiting on a witness: closing the client under it would only race
         self._client.close()
 
     def _run(self) -> None:
@@ -124,7 +125,16 @@ class WitnessClient:
         if cp is None or cp.size == 0:
             return
         due = [t for t in self.targets if self._done.get(t.name) != cp.text]
-        list(self._pool.map(lambda target: self.submit(target, cp), due))
+        if len(due) == 1:
+            self.submit(due[0], cp)
+            return
+        threads = [
+            threading.Thread(target=self.submit, args=(t, cp), name=f"witness-{t.name}", daemon=True) for t in due
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def submit(self, target: WitnessTarget, cp: Checkpoint) -> str:
         """One add-checkpoint exchange (with one retry on 409); returns the outcome recorded."""
