@@ -85,9 +85,13 @@ def parse_request(body: bytes) -> AddCheckpoint:
         raise BadRequest(f"checkpoint (line {where + 2}): root hash is {len(cp.hash)} bytes, not {HASH_SIZE}")
     if not cp.signatures:
         raise BadRequest("checkpoint: no signature lines")
-    if old > cp.size:
-        raise BadRequest(f"line 1: old size {old} is larger than the checkpoint size {cp.size}")
     return AddCheckpoint(old, proof, cp)
+
+
+def check_sizes(request: AddCheckpoint) -> None:
+    """The old size must not exceed the checkpoint's (400); checked after the origin and signature."""
+    if request.old > request.checkpoint.size:
+        raise BadRequest(f"line 1: old size {request.old} is larger than the checkpoint size {request.checkpoint.size}")
 
 
 def parse_size(body: bytes) -> int:

@@ -1,8 +1,9 @@
 """The witness's add-checkpoint decision, without HTTP: C2SP tlog-witness *add-checkpoint*, in its order.
 
-1. malformed body -> 400 (``protocol.parse_request`` says where); old size > checkpoint size -> 400;
+1. malformed body -> 400 (``protocol.parse_request`` says where);
 2. origin not configured -> 404;
 3. no signature from a key configured for that origin verifies -> 403 (unknown keys are ignored);
+   then an old size larger than the checkpoint's -> 400;
 4. old size != the size of the latest checkpoint cosigned for the origin -> 409, body = that size
    (``text/x.tlog.size``): a rollback, or a log that lost track;
 5. old size == checkpoint size with a different root hash -> 409: a fork (split view);
@@ -28,7 +29,7 @@ from keylife.journal import merkle
 from keylife.journal.cosignature import Cosigner
 from keylife.journal.note import Checkpoint
 from keylife.journal.signing import Verifier
-from keylife.witness.protocol import SIZE_CONTENT_TYPE, BadRequest, parse_request
+from keylife.witness.protocol import SIZE_CONTENT_TYPE, BadRequest, check_sizes, parse_request
 from keylife.witness.state import WitnessState
 
 log = logging.getLogger("keylife.witness")
@@ -85,6 +86,10 @@ class Witness:
             return self._refuse(
                 403, "bad_signature", cp.origin, f"no valid signature by the log's key (size {cp.size})"
             )
+        try:
+            check_sizes(request)
+        except BadRequest as exc:
+            return self._refuse(400, "malformed", cp.origin, f"malformed request: {exc}")
         stored = self.state.latest(cp.origin)
         refusal = self._check(request.old, request.proof, cp, stored)
         if refusal is not None:
