@@ -13,6 +13,7 @@ from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
+from keylife.cli.witnessing import start_witnessing
 from keylife.cli.writer_metrics import WriterCollector
 from keylife.common.datalock import DataLock
 from keylife.common.secret_files import create_secret_file, read_secret_text
@@ -26,6 +27,7 @@ from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
 from keylife.journal.writer import Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry
+from keylife.witness.client import WitnessClient
 
 log = logging.getLogger("keylife.runtime")
 
@@ -69,6 +71,7 @@ class Runtime:
     datafold: DataFoldService | None = None
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
+    witnessing: WitnessClient | None = None
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -140,15 +143,18 @@ class Runtime:
         datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
+        witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, forwarder, datafold, local_token, notes,
+            verifier, pusher, forwarder, datafold, local_token, notes, witnessing,
         )  # fmt: skip
 
     def close(self) -> None:
         if self.pusher is not None:
             self.pusher.shutdown()
         self.verifier.stop()
+        if self.witnessing is not None:
+            self.witnessing.stop()
         if self.datafold is not None:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:

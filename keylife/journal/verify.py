@@ -72,6 +72,7 @@ class Report:
     anchored: int | None = None  # entries covered by a matching checkpoint given from outside
     anchored_by: str = ""
     rotations: list[Rotation] = field(default_factory=list)  # signing-key rotations followed
+    witness_anchored: int | None = None  # entries covered by the matching witness-cosigned checkpoint
 
     @property
     def ok(self) -> bool:
@@ -291,6 +292,7 @@ class _IndexCheck:
 
 EXTERNAL = "checkpoint given on the command line"
 HELD = "checkpoint held in memory by the writer"
+WITNESSED = "checkpoint cosigned by the witnesses"
 
 
 def verify(
@@ -303,6 +305,7 @@ def verify(
     upto: int | None = None,
     grace: float | None = DEFAULT_GRACE,
     now: float | None = None,
+    witnessed: Checkpoint | None = None,
 ) -> Report:
     """Verify a journal; every fault is named in the report.
 
@@ -311,6 +314,8 @@ def verify(
     ``upto`` stops after that many entries (a live journal: the tail past the held checkpoint
     is still being written); ``grace`` seconds is how long an entry may stay uncovered by a
     checkpoint (``None``: not checked), measured against ``now`` and within the uncovered tail.
+    ``witnessed`` is a checkpoint a quorum of witnesses cosigned (``keylife.witness.cosigned``): it
+    must match the journal like any other, and anchors it when it does (``witness_anchored``).
     """
     directory = Path(directory)
     report = Report()
@@ -330,6 +335,8 @@ def verify(
                 )
             )
     claims += [_Claim(EXTERNAL, cp) for cp in external]
+    if witnessed is not None:
+        claims.append(_Claim(WITNESSED, witnessed))
     report.faults += faults
     # Which key may sign which size depends on the rotations in the entries, so signatures are
     # checked after the pass; the pass stops at every claimed size and keeps the root there.
@@ -482,6 +489,8 @@ def verify(
             fits = claim.source == EXTERNAL and size <= count and size not in matched
             if fits and (report.anchored is None or size > report.anchored):
                 report.anchored, report.anchored_by = size, claim.source
+            if claim.source == WITNESSED and size <= count and size not in matched:
+                report.witness_anchored = size
     if grace is not None and report.unsigned_tail and first_uncovered is not None:
         report.faults += _unsigned_tail(report, first_uncovered, last_line, grace, time.time() if now is None else now)
     return report
