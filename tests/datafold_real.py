@@ -1,5 +1,5 @@
 """Builders of DataFold output exactly as its Rust code formats and serializes it (shiba4life/fold_db,
-branches mainline, security, security2; extracted read-only under /work/fold_db). Each builder cites
+branches mainline, security, security2). Each builder cites
 the struct or ``format!`` it follows; field order is the struct's (serde writes fields in declaration
 order), JSON is compact (``serde_json::to_string``).
 """
