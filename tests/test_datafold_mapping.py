@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from keylife.datafold.build import content_stem
 from keylife.datafold.contract import Line
 from keylife.datafold.mapping import Adapter
 from keylife.domain.events import Event, check_not_future
@@ -27,6 +28,7 @@ NODE = "node-a"
 ROTATION = "0813e30b-9cdc-415d-b3cd-0645ea508097"
 OLD, NEW = "378892e9ecc387ab", "edd38fc7ef24f8e0"
 MASTER = f"datafold-master:{NODE}"
+NODE_ID = f"datafold-node:{NODE}"  # the node's identity
 SSE = "sse:http://node-a:9001/api/logs/stream"
 
 
@@ -107,13 +109,15 @@ def test_node_log_every_line(tmp_path: Path) -> None:
     lines = file_lines("node-log.log")
     out = feed_all(adapter, lines)
     rotation = {"node": NODE, "actor": "client-7f3a", "correlation_id": ROTATION}
+    # A rotation record names no key: a signal on the node's identity, never on the actor (issue 12 item 6).
     assert out[0] == [{
-        "id": "df-6deda758-ef02-498f-a4a6-535b3f4fb043-0", "type": "security_event", "key_id": "client-7f3a",
-        "occurred_at": "2025-06-16T12:30:49.355921Z", "reason": "KeyOperation key_rotation_start", **rotation,
-        "attributes": crypto("KeyOperation", "key_rotation_start", "crypto_key_ops", "info", "InProgress",
-                             rotation_reason="Scheduled", **{"meta.key_type": "key_rotation"})}]  # fmt: skip
+        "id": "df-6deda758-ef02-498f-a4a6-535b3f4fb043-0", "type": "security_event", "key_id": NODE_ID,
+        "occurred_at": "2025-06-16T12:30:49.355921Z", "reason": f"rotation started (operation {ROTATION})",
+        **rotation, "attributes": crypto("KeyOperation", "key_rotation_start", "crypto_key_ops", "info", "InProgress",
+                                         rotation_reason="Scheduled", key_type="key_rotation",
+                                         **{"datafold.signal": "rotation_started"})}]  # fmt: skip
     assert out[1] == [{
-        "id": "df-21411b96-1a6e-4640-8ea1-69e64343c162-0", "type": "security_event", "key_id": "client-7f3a",
+        "id": "df-21411b96-1a6e-4640-8ea1-69e64343c162-0", "type": "security_event", "key_id": NODE_ID,
         "occurred_at": "2025-06-16T12:12:03.725869Z", "reason": "Security key_rotation_validated", **rotation,
         "attributes": crypto("Security", "key_rotation_validated", "crypto_security", "warning", "Success",
                              rotation_reason="Scheduled")}]  # fmt: skip
@@ -135,13 +139,13 @@ def test_node_log_every_line(tmp_path: Path) -> None:
                              errors="signature does not verify with old key",
                              public_key=OLD + "8b4585023a0286cce33b53f68e6f9833288305d32df5ce9f")}]  # fmt: skip
     assert out[6] == [{
-        "id": "df-0bd99f98-b405-4370-8eaa-b8b0d2c3fcbb-0", "type": "security_event", "key_id": "client-7f3a",
+        "id": "df-0bd99f98-b405-4370-8eaa-b8b0d2c3fcbb-0", "type": "security_event", "key_id": NODE_ID,
         "occurred_at": "2025-06-16T12:36:26.491141Z", "reason": "2 of 5 nodes did not confirm", "node": NODE,
         "actor": "client-7f3a", "correlation_id": "a8236113-986f-4c11-aedf-504bfea2fad4",
         "attributes": crypto("KeyOperation", "key_rotation_rollback", "crypto_key_ops", "error", "Failure",
                              error_type="PropagationError", error_code="ROLLBACK_EXECUTED",
-                             error_message="2 of 5 nodes did not confirm",
-                             **{"meta.key_type": "key_rotation"})}]  # fmt: skip
+                             error_message="2 of 5 nodes did not confirm", key_type="key_rotation",
+                             **{"datafold.signal": "rotation_rolled_back"})}]  # fmt: skip
     # AuthenticationSuccess (12:46:25) is a verify; its interval opening closes the 12:05 interval
     # (ended more than the 60 s lateness before): that report comes out with this line.
     assert out[7] == [usage(MASTER, "2025-06-16T12:05:00Z", "2025-06-16T12:06:00Z", {"decrypt": 1}, [DEC], True)]
@@ -208,11 +212,18 @@ def test_web_logs_http_buffer_form(tmp_path: Path) -> None:
 # ----- shape 3: the event bus -------------------------------------------------------------------------
 def test_event_bus_every_line(tmp_path: Path) -> None:
     adapter = new_adapter(tmp_path)
-    out = feed_all(adapter, file_lines("event-bus.jsonl"))
+    lines = file_lines("event-bus.jsonl")
+    out = feed_all(adapter, lines)
     base = {"actor": "client-7f3a", "correlation_id": ROTATION}
+    # ids: base.event_id plus a digest of the event's content (the propagation events share base.event_id)
+    stems = [f"{eid}-{content_stem(orjson.loads(line.text)['event'])}" for eid, line in zip(
+        ["dd4cd79c-c8c5-4f25-b7fd-0fe1731c5694", "ae5fff1f-4829-477b-bf88-3ff4457d391d",
+         "01fb999f-fd24-453e-b992-79ca3c473620", "5882ee1e-4b1a-4631-b206-aa0f61ed0a9c",
+         "c4c118f0-ce74-41f3-910b-79f9f4d747eb", "a5655225-e693-4eb4-8689-91d4715f9a62",
+         "c36d9da3-ae3b-4803-8006-b1eb6c295ee1"], lines, strict=True)]  # fmt: skip
     # PropagationStarted: every target node holds the old key, active, until it is updated.
     assert out[0] == [
-        {"id": f"df-dd4cd79c-c8c5-4f25-b7fd-0fe1731c5694-{n}", "type": "propagated", "key_id": OLD,
+        {"id": f"df-{stems[0]}-{n}", "type": "propagated", "key_id": OLD,
          "occurred_at": "2025-06-16T13:31:45.553804Z", "node": node, "state": "active", **base,
          "attributes": bus("PropagationStarted")}
         for n, node in enumerate(["node-a", "node-b", "node-c", "node-d", "node-e"])
@@ -222,15 +233,15 @@ def test_event_bus_every_line(tmp_path: Path) -> None:
                ("01fb999f-fd24-453e-b992-79ca3c473620", "node-b", "2025-06-16T13:59:22.944734Z"),
                ("5882ee1e-4b1a-4631-b206-aa0f61ed0a9c", "node-c", "2025-06-16T13:46:59.349657Z"),
                ("c4c118f0-ce74-41f3-910b-79f9f4d747eb", "node-d", "2025-06-16T13:45:19.226761Z")]  # fmt: skip
-    for got, (eid, node, at) in zip(out[1:5], updated, strict=True):
+    for got, stem, (_, node, at) in zip(out[1:5], stems[1:5], updated, strict=True):
         assert got == [
-            {"id": f"df-{eid}-0", "type": "propagated", "key_id": NEW, "occurred_at": at, "node": node,
+            {"id": f"df-{stem}-0", "type": "propagated", "key_id": NEW, "occurred_at": at, "node": node,
              "state": "active", **base, "attributes": bus("NodeUpdated")},
-            {"id": f"df-{eid}-1", "type": "propagated", "key_id": OLD, "occurred_at": at, "node": node,
+            {"id": f"df-{stem}-1", "type": "propagated", "key_id": OLD, "occurred_at": at, "node": node,
              "state": "deactivated", **base, "attributes": bus("NodeUpdated")},
         ]  # fmt: skip
     assert out[5] == [{
-        "id": "df-a5655225-e693-4eb4-8689-91d4715f9a62-0", "type": "security_event", "key_id": OLD,
+        "id": f"df-{stems[5]}-0", "type": "security_event", "key_id": OLD,
         "occurred_at": "2025-06-16T13:04:28.356415Z", "node": NODE,
         "reason": "key rotation PropagationFailed (PartialFailure)", **base,
         "attributes": bus("PropagationFailed", "warning", rotation_type="PropagationFailed",
@@ -239,7 +250,7 @@ def test_event_bus_every_line(tmp_path: Path) -> None:
                           new_key=NEW, affected_associations="3")}]  # fmt: skip
     # Any variant but KeyRotation: a security event on the key it names, the raw variant kept.
     assert out[6] == [{
-        "id": "df-c36d9da3-ae3b-4803-8006-b1eb6c295ee1-0", "type": "security_event", "key_id": "client-0000",
+        "id": f"df-{stems[6]}-0", "type": "security_event", "key_id": "client-0000",
         "occurred_at": "2025-06-16T13:26:12.820085Z", "node": NODE, **base,
         "reason": "Authentication verify_request_signature",
         "attributes": bus("verify_request_signature", "warning", "Authentication", result="Failure",
@@ -308,9 +319,9 @@ def test_security_audit_text_every_line(tmp_path: Path) -> None:
         "node": NODE, "attributes": {"datafold.shape": "audit_text",
                                      "datafold.event_type": "SignatureVerification"}}]  # fmt: skip
     # "Event logged - type=key_removal" names no key and is logged whatever the outcome: kept as a
-    # security event on the client, not a revocation of a key it cannot name.
+    # security event on the node's identity (a client name is not a key), not a revocation.
     assert out[2] == [{
-        "id": text_id("2025-06-16T14:01:00Z", messages[2]) + "-0", "type": "security_event", "key_id": "client-7f3a",
+        "id": text_id("2025-06-16T14:01:00Z", messages[2]) + "-0", "type": "security_event", "key_id": NODE_ID,
         "occurred_at": "2025-06-16T14:01:00Z", **who, "reason": f"SECURITY_AUDIT: {messages[2]}",
         "attributes": {"datafold.shape": "audit_text", "datafold.event": "key_removal",
                        "client_id": "client-7f3a"}}]  # fmt: skip

@@ -13,6 +13,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from keylife.datafold.shapes import Failure, Reject
 
 # At-rest data is encrypted with AES-256-GCM keys derived from each node's database master key;
@@ -32,8 +34,24 @@ def master_key(node: str) -> str:
 
 
 def node_key(node: str) -> str:
-    """The subject of a security signal that names no key: the node itself."""
+    """The node's identity: the one subject of every signal that concerns the node and names no key
+    (a rotation record of the crypto audit, a failed request with no key id, a configuration change)."""
     return f"datafold-node:{node}"
+
+
+def system_key(node: str) -> str:
+    """mainline's one system-wide verifying key (``SYSTEM_WIDE_PUBLIC_KEY``, mainline constants.rs:9):
+    one per node, so named per node."""
+    return f"datafold-system:{node}"
+
+
+def content_stem(raw: Any) -> str:
+    """An id stem for a source event whose own id is not unique (the event bus's propagation events
+    are clones of the rotation event, ``base.event_id`` included: security events/
+    key_rotation_handlers.rs:373-401): SHA-256 of the event's whole content, keys sorted, so two
+    distinct events never share it and the same event read twice (envelope or bare) always does."""
+    digest = hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return digest[:24]
 
 
 def _fmt(at: datetime | str) -> str:

@@ -1,11 +1,15 @@
 """Everything that reads DataFold output as text: the line frames, the ``SECURITY_AUDIT`` text
 shape, and ``parse``, which tells a line's shape and hands JSON messages to ``shapes.py``.
 
-A node writes the same messages in two framings (EVENTS.md, "Where lines come from"):
+The framings the node binaries really produce (docs/datafold.md, "Reading a line"):
 
-* its log file, env_logger style: ``[2025-06-16T12:00:00Z INFO  crypto_audit] message`` (level
-  padded to five characters, then the log target);
-* its HTTP log buffer (``/api/logs``, ``/api/logs/stream``): ``INFO - message``, no time, no target.
+* mainline and security: the web logger (``src/web_logger.rs:31``, installed by
+  ``src/bin/datafold_node.rs`` and ``datafold_http_server.rs``): ``INFO - message`` on stdout and in
+  the HTTP buffer (``/api/logs``, ``/api/logs/stream``); no time, no target;
+* security2: env_logger 0.10's default format (``src/logging/mod.rs:151``, ``env_logger::init()``):
+  ``[2025-06-16T12:00:00Z INFO  crypto_audit] message`` (level padded to five, then the target), only
+  ERROR unless ``RUST_LOG`` says more; ANSI colours when stderr is a terminal (stripped here);
+* whole-line JSON: the event bus's ``AuditLogHandler`` file, key status answers.
 
 This runs once per line of a node log, so it is plain string slicing (no regex, no datetime):
 the timestamp is handed on as text and parsed only by the shapes that need it. ``parse`` then
@@ -20,19 +24,22 @@ from typing import Any
 
 import orjson
 
+from keylife.datafold.plain import recognise, unified_audit
+from keylife.datafold.rotstatus import is_rotation_status, rotation_status
 from keylife.datafold.shapes import (
-    CRYPTO_TARGETS,
     Parsed,
     Reject,
     audit_entry,
     bus_event,
     crypto_audit,
+    is_bare_bus,
     key_status,
     loads,
     security_event,
 )  # fmt: skip
 
 LEVELS = frozenset({"ERROR", "WARN", "INFO", "DEBUG", "TRACE"})
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # (timestamp, level, target, message): the time as RFC 3339 text; time and target are None in
@@ -41,7 +48,9 @@ Split = tuple[str | None, str, str | None, str]
 
 
 def split_line(text: str) -> Split | None:
-    """The frame of an env_logger or HTTP-buffer line; None for anything else (noise, whole-line JSON)."""
+    """The frame of an env_logger or web-logger line; None for anything else (noise, whole-line JSON)."""
+    if text[:1] == "\x1b":  # env_logger styles "[", the level and "]" when writing to a terminal
+        text = _ANSI.sub("", text)
     if text[:1] == "[":
         parts = text.split(None, 3)  # one C call: "[time", "LEVEL", "target]", message
         if len(parts) < 3:
@@ -139,11 +148,18 @@ def _whole_json(obj: Any) -> tuple[str, Any] | None:
 
 
 _MARKS: tuple[tuple[str, Any, Any], ...] = (
-    ("event_bus", lambda o: "envelope_id" in o or ("event" in o and "source" in o and "version" in o), bus_event),
-    ("audit_entry", lambda o: type(o.get("event")) is dict and "event_type" in o["event"], audit_entry),
-    ("key_status", lambda o: "success" in o and ("data" in o or "error" in o), key_status),
-    ("security_event", lambda o: "client_info" in o, security_event),
+    # the crypto audit first: under the web logger (mainline, security) it is the bulk of the JSON messages,
+    # and no other shape has a top-level "component" and "event_id"
     ("crypto_audit", lambda o: "component" in o and "event_id" in o, crypto_audit),
+    ("security_event", lambda o: "client_info" in o, security_event),
+    (
+        "event_bus",
+        lambda o: "envelope_id" in o or ("event" in o and "source" in o and "version" in o) or is_bare_bus(o),
+        bus_event,
+    ),
+    ("audit_entry", lambda o: type(o.get("event")) is dict and "event_type" in o["event"], audit_entry),
+    ("rotation_status", is_rotation_status, rotation_status),  # before key_status: same ApiResponse wrapper
+    ("key_status", lambda o: "success" in o and ("data" in o or "error" in o), key_status),
 )
 
 
@@ -151,9 +167,9 @@ def parse(text: str) -> Parsed | None:
     """The shape of one line, None for noise; ``Reject`` when it has a shape's marks but not its form.
 
     Whole-line JSON (event bus, audit entries, key status answers) must be a shape: those sources
-    carry nothing else. A framed message is a shape when its target is ``crypto_audit*``, it starts
-    with ``SECURITY_EVENT:`` / ``SECURITY_AUDIT:``, or it is a JSON object with a shape's fields;
-    every other framed message (``connected to peer ...``) is noise.
+    carry nothing else. A framed message is a shape when its target is ``crypto_audit``, it starts
+    with ``SECURITY_EVENT:`` / ``SECURITY_AUDIT:``, it is a JSON object with a shape's fields, or it
+    is one of the plain lines of ``plain.py`` (shape ``plain``); every other message is noise.
     """
     shape = None
     try:
@@ -164,9 +180,10 @@ def parse(text: str) -> Parsed | None:
             return (found[0], found[1], None, None)
         frame = split_line(text)
         if frame is None:
-            return None
+            found_plain = unified_audit(text) if text[:2] == "[1" else None
+            return None if found_plain is None else ("plain", found_plain, None, None)
         stamp, level, target, message = frame
-        if target in CRYPTO_TARGETS:
+        if target == "crypto_audit":
             shape = "crypto_audit"
             try:
                 obj = orjson.loads(message)  # the hot path: no wrapper call
@@ -175,7 +192,7 @@ def parse(text: str) -> Parsed | None:
             return (shape, crypto_audit(obj), stamp, level)
         if message.startswith("SECURITY_EVENT: "):
             shape = "security_event"
-            return (shape, security_event(loads(message[16:], "SECURITY_EVENT")), stamp, level)
+            return (shape, security_event(loads(message[16:], "SECURITY_EVENT (truncated?)")), stamp, level)
         if message.startswith("SECURITY_AUDIT: "):
             shape = "audit_text"
             return (shape, audit_text(message[16:]), stamp, level)
@@ -189,7 +206,9 @@ def parse(text: str) -> Parsed | None:
             found = _whole_json(obj)
             if found is not None:
                 return (found[0], found[1], stamp, level)
-        return None
+            return None
+        found_plain = recognise(message)
+        return None if found_plain is None else ("plain", found_plain, stamp, level)
     except Reject as exc:
         exc.shape = exc.shape or shape
         raise

@@ -1,12 +1,15 @@
 """DataFold node output -> keylife events (what ``POST /v1/events`` accepts). docs/datafold.md has
-the table; this module is that table in code.
+the table; this module dispatches it (the per-shape rules live in ``cryptomap``, ``authmap``,
+``busmap``, ``plainmap``, ``rotstatus``).
 
 Three rules shape everything here:
 
 * **Deterministic ids**: the n-th keylife event made from a source event is ``df-<source id>-<n>``,
   so re-reading a file (or reading the same event through the log file and the HTTP buffer)
-  yields the same ids and bodies and the journal dedupes them. Text lines, which carry no id,
-  hash node, time, message and occurrence; usage reports are content-addressed (``usage.py``).
+  yields the same ids and bodies and the journal dedupes them. Event-bus ids add a digest of the
+  event (its clones share ``base.event_id``); text lines, which carry no id, hash node, time,
+  message and occurrence, or, without a time (the web logger), node, source, position and message;
+  usage reports are content-addressed (``usage.py``).
 * **Only what the lifecycle accepts**: a rotation is one ``rotated`` event (keylife moves the old
   key to ``deactivated`` and makes the successor active, creating it if unseen); adding
   ``deactivated`` would be a ``skipped_transition`` violation.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,10 +34,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from keylife.datafold.authmap import correlation, describe
 from keylife.datafold.build import (
     CLIENT_KEY,
     MASTER_KEY,
-    failure,
     is_key_id,
     make,
     master_key,
@@ -43,27 +45,38 @@ from keylife.datafold.build import (
     node_key,
     source_id,
     text,
-    utc,
 )
+from keylife.datafold.busmap import bus_events
 from keylife.datafold.contract import Line
+from keylife.datafold.cryptomap import crypto_events
 from keylife.datafold.lines import AuditText, parse
+from keylife.datafold.plain import Plain
+from keylife.datafold.plainmap import AlertBook, plain_events
+from keylife.datafold.rotstatus import rotation_status, rotation_status_events
 from keylife.datafold.shapes import (
     AuditEntry,
     BusEvent,
     CryptoAudit,
-    Failure,
     Reject,
     SecurityEvent,
     key_status,
     parse_time,
 )  # fmt: skip
-from keylife.datafold.status import STATUS_URL, StatusTracker, key_id_of
+from keylife.datafold.status import STATUS_URL, StatusTracker
 from keylife.datafold.usage import UsageAggregator
 from keylife.domain.events import MAX_FUTURE_SKEW, Event, check_not_future
 
 log = logging.getLogger("keylife.datafold.mapping")
-SHAPES = ("crypto_audit", "security_event", "event_bus", "audit_entry", "audit_text", "key_status")
-_HEX = re.compile(r"[0-9a-fA-F]{16,}\Z")
+SHAPES = (
+    "crypto_audit",
+    "security_event",
+    "event_bus",
+    "audit_entry",
+    "audit_text",
+    "key_status",
+    "plain",
+    "rotation_status",
+)
 
 
 class Adapter:
@@ -107,7 +120,12 @@ class Adapter:
         self._map: dict[str, Callable[[Any, Line, str | None], list[dict[str, Any]]]] = {
             "crypto_audit": self._crypto, "security_event": self._security, "event_bus": self._bus,
             "audit_entry": self._entry, "audit_text": self._text, "key_status": self._status_line,
+            "plain": self._plain, "rotation_status": lambda r, line, _: rotation_status_events(r, self._node(line)),
         }  # fmt: skip
+        self.alerts = AlertBook()
+        self.verified: dict[str, tuple[str, Any]] = {}  # source -> (key, path) of its last logged auth success
+        self._verified = self.verified
+        self.node_of, self.use = self._node, self._use  # for plainmap
 
     # ----- the contract ---------------------------------------------------------------------------
     def feed(self, line: Line) -> list[dict[str, Any]]:
@@ -155,6 +173,17 @@ class Adapter:
             return self._reject(line, "key_status", exc.reason)
         self.counts["parsed.key_status"] += 1
         self.counts["events.key_status"] += len(events)
+        return events
+
+    def rotation_status(self, answer: dict[str, Any], node: str | None = None) -> list[dict[str, Any]]:
+        """A rotation status answer (``POST /api/crypto/keys/rotate/status``) a poller got: rotation events."""
+        line = Line(orjson.dumps(answer).decode(), "poll:/api/crypto/keys/rotate/status", -1, node)
+        try:
+            events = rotation_status_events(rotation_status(answer), node or self.node or "unknown")
+        except Reject as exc:
+            return self._reject(line, "rotation_status", exc.reason)
+        self.counts["parsed.rotation_status"] += 1
+        self.counts["events.rotation_status"] += len(events)
         return events
 
     def close(self) -> None:
@@ -228,98 +257,66 @@ class Adapter:
     # ----- shape 1: crypto audit ------------------------------------------------------------------
     def _crypto(self, r: CryptoAudit, line: Line, _: str | None) -> list[dict[str, Any]]:
         node = self._node(line)
-        et, op, meta = r.event_type, r.operation, r.metadata
+        et = r.event_type
         if (et == "Encryption" or et == "Decryption") and r.result == "Success":
             kind = "encrypt" if et == "Encryption" else "decrypt"
             return self._use(node, master_key(node), kind, r.timestamp, r.event_id, line, MASTER_KEY)
-        old, new, target = meta.get("old_key"), meta.get("new_key"), meta.get("target")
-        at = utc(r.stamp, r.timestamp)
-        base = {"node": node, "actor": r.actor or text(meta.get("actor")),
-                "correlation_id": r.correlation_id or text(meta.get("correlation_id"))}  # fmt: skip
-        if et == "KeyOperation" and op == "key_rotation_complete" and r.result == "Success":
-            for name, value in (("old_key", old), ("new_key", new)):
-                if not isinstance(value, str) or not value:
-                    raise Reject(f"metadata.{name} is missing: a completed rotation must name both keys")
-            attrs = {"datafold.shape": "crypto_audit", "datafold.operation": op}
-            reason = text(meta.get("reason"))
-            return [make(f"df-{r.event_id}-0", "rotated", old, at, successor=new, reason=reason,
-                         attributes=attrs, **base, **CLIENT_KEY)]  # fmt: skip
-        if isinstance(old, str) and old:
-            key = old
-        elif op == "invalid_key_rotation" and isinstance(target, str) and _HEX.match(target):
-            key = key_id_of(target)  # the old public key, named the way rotation records name keys
-        elif et in ("Encryption", "Decryption") or not base["actor"]:
-            key = master_key(node)
-        else:
-            key = base["actor"]
-        errors = meta.get("errors")
-        attrs = {"datafold.shape": "crypto_audit", "datafold.event_type": et, "datafold.operation": op,
-                 "datafold.component": r.component, "severity": r.severity.lower(), **failure(r.result),
-                 "threat_level": text(meta.get("threat_level")), "source_ip": text(meta.get("source")),
-                 "rotation_reason": text(meta.get("reason")), "new_key": text(new),
-                 "errors": "; ".join(map(str, errors)) if isinstance(errors, list) else None,
-                 "public_key": target if op == "invalid_key_rotation" else None, "session_id": r.session_id,
-                 **meta_attrs(meta, {"old_key", "new_key", "target", "errors", "threat_level", "source", "reason",
-                                      "actor", "correlation_id", "event_type"})}  # fmt: skip
-        reason = r.result.error_message if isinstance(r.result, Failure) else f"{et} {op}"
-        return [make(f"df-{r.event_id}-0", "security_event", key, at, reason=reason, attributes=attrs, **base)]
+        if r.severity in ("Critical", "Error") or et == "Security":  # audit_logger.rs:722-725: an alert follows
+            self.alerts.expect(line.source, r.severity, r.component, r.operation)
+        return crypto_events(r, node)
 
     # ----- shape 2: SECURITY_EVENT ----------------------------------------------------------------
     def _security(self, r: SecurityEvent, line: Line, _: str | None) -> list[dict[str, Any]]:
-        node, client = self._node(line), r.client_info
-        key = client["key_id"]
+        node, client, req = self._node(line), r.client_info, r.request_info
+        key = client["key_id"]  # null on every failure (signature_auth.rs:1958); set on success (:2298-2299)
         if r.event_type == "AuthenticationSuccess":
             if not key:
                 raise Reject("client_info.key_id is null: an AuthenticationSuccess must name the key it verified")
+            self._verified[line.source] = (key, req.get("path"))  # the middleware's info! line repeats it
             return self._use(node, key, "verify", r.timestamp, r.event_id, line, CLIENT_KEY)
-        err, req = r.error_details or {}, r.request_info
+        variant, code, err_attrs, rejected_key = describe(r.error_details)
         attrs = {"datafold.shape": "security_event", "datafold.event_type": r.event_type,
                  "severity": r.severity.lower(), "source_ip": client["ip_address"],
                  "forwarded_for": client["forwarded_for"], "user_agent": client["user_agent"],
-                 "http.method": text(req.get("method")), "http.path": text(req.get("path")),
-                 "error_code": text(err.get("code")), "error_message": text(err.get("message")),
-                 "processing_time_ms": r.metrics.get("processing_time_ms")}  # fmt: skip
-        reason = f"{r.event_type}" + (f": {err['message']}" if isinstance(err.get("message"), str) else "")
-        return [make(f"df-{r.event_id}-0", "security_event", key or node_key(node), r.timestamp, node=node, actor=key,
-                     correlation_id=r.correlation_id, reason=reason, attributes=attrs)]  # fmt: skip
+                 "http.method": text(req.get("method")), "http.path": text(req.get("path")), **err_attrs,
+                 "processing_time_ms": r.metrics.get("processing_time_ms"),
+                 "pattern_score": r.metrics.get("pattern_score") or None}  # fmt: skip
+        detail = err_attrs.get("error_message") if variant is None else (
+            code if not err_attrs.get("auth.reason") else f"{code} ({err_attrs['auth.reason']})")  # fmt: skip
+        reason = r.event_type + (f": {detail}" if detail else "")
+        subject = key or rejected_key or node_key(node)
+        return [make(f"df-{r.event_id}-0", "security_event", subject, r.timestamp, node=node, actor=key,
+                     correlation_id=correlation(r.correlation_id), reason=reason, attributes=attrs)]  # fmt: skip
 
     # ----- shape 3: event bus ---------------------------------------------------------------------
     def _bus(self, r: BusEvent, line: Line, _: str | None) -> list[dict[str, Any]]:
-        node, f, eid, at = r.source_node or self._node(line), r.fields, r.event_id, utc(r.stamp, r.timestamp)
-        attrs = {"datafold.shape": "event_bus", "datafold.variant": r.variant, "datafold.operation": r.operation,
-                 "datafold.component": r.component, "severity": r.severity.lower(), **failure(r.result)}  # fmt: skip
-        if r.variant != "KeyRotation":
-            key = text(f.get("key_id")) or r.actor or node_key(node)
-            attrs |= {"source_ip": text(f.get("source_ip")), **meta_attrs(f, {"key_id", "source_ip"}, "bus")}
-            return [make(f"df-{eid}-0", "security_event", key, at, node=node, actor=r.actor,
-                         correlation_id=r.correlation_id, reason=f"{r.variant} {r.operation}",
-                         attributes=attrs)]  # fmt: skip
-        kind, old, new, ok = f["rotation_type"], f["old_key_id"], f["new_key_id"], r.result == "Success"
-        base = {"actor": r.actor, "correlation_id": f["operation_id"]}
-        if kind == "RotationCompleted" and ok:
-            if not old or not new:
-                raise Reject("event.KeyRotation.old_key_id and new_key_id are required on RotationCompleted")
-            return [make(f"df-{eid}-0", "rotated", old, at, successor=new, node=node,
-                         reason=f["rotation_reason"], attributes=attrs, **base, **CLIENT_KEY)]  # fmt: skip
-        applied: list[tuple[str, str, str]] = []  # (key, node, state the node applied)
-        if kind == "NodeUpdated" and ok:
-            target = text(r.metadata.get("node_id")) or r.target
-            if not target:
-                raise Reject("NodeUpdated names no node: base.metadata.node_id and target are both null")
-            applied = [(k, target, s) for k, s in ((new, "active"), (old, "deactivated")) if k]
-        elif kind == "PropagationStarted" and ok and old:  # the targets hold the old key, active, until updated
-            applied = [(old, n, "active") for n in f["target_nodes"]]
-        elif kind == "PropagationCompleted" and ok and f["propagation_status"] == "Completed":
-            applied = [(k, n, s) for n in f["target_nodes"] for k, s in ((new, "active"), (old, "deactivated")) if k]
-        if applied:
-            return [make(f"df-{eid}-{i}", "propagated", k, at, node=n, state=s, attributes=attrs, **base)
-                    for i, (k, n, s) in enumerate(applied)]  # fmt: skip
-        attrs |= {"rotation_type": kind, "propagation_status": f["propagation_status"],
-                  "target_nodes": ",".join(f["target_nodes"]), "operation_id": f["operation_id"],
-                  "rotation_reason": f["rotation_reason"], "user_id": f["user_id"], "old_key": old, "new_key": new,
-                  "affected_associations": f.get("affected_associations"), "target": r.target}  # fmt: skip
-        return [make(f"df-{eid}-0", "security_event", old or new or r.actor or node_key(node), at, node=node,
-                     reason=f"key rotation {kind} ({f['propagation_status']})", attributes=attrs, **base)]  # fmt: skip
+        return bus_events(r, r.source_node or self._node(line))
+
+    # ----- plain lines (plain.py) -----------------------------------------------------------------
+    def _plain(self, r: Plain, line: Line, stamp: str | None) -> list[dict[str, Any]]:
+        return plain_events(self, r, line, stamp)
+
+    def text_stem(self, line: Line, stamp: str | None, message: str) -> tuple[str, datetime, str | None]:
+        """(id stem, time, time_source) of a text line, which carries no id. With a frame time: a hash
+        of node, time, message and the line's number among identical lines of that second. Without one
+        (the web logger of mainline and security prints no time): the time of reading, said in
+        ``time_source="read"``, and a hash of node, source, position and message, so re-reading the
+        same file position gives the same id."""
+        node = self._node(line)
+        if stamp is None:
+            digest = hashlib.sha256(f"{node}\0{line.source}\0{line.position}\0{message}".encode()).hexdigest()
+            return "df-r" + digest[:32], self.clock(), "read"
+        at = parse_time(stamp, "line timestamp")
+        if at.timestamp() > self._horizon:
+            self._not_future(at)
+        seen = self._texts.get(line.source)
+        if seen is None or seen[0] != stamp:
+            seen = self._texts[line.source] = (stamp, {})
+        at_positions = seen[1].setdefault(message, [])  # identical lines in one second stay apart, and a
+        if line.position not in at_positions:  # line read again (a source restarted) keeps its number
+            at_positions.append(line.position)
+        nth = at_positions.index(line.position)
+        return "df-t" + hashlib.sha256(f"{node}\0{stamp}\0{message}\0{nth}".encode()).hexdigest()[:32], at, None
 
     # ----- shape 4: audit entries and their text form ---------------------------------------------
     def _entry(self, r: AuditEntry, line: Line, _: str | None) -> list[dict[str, Any]]:
@@ -327,20 +324,8 @@ class Adapter:
         return self._audit(node, line, f"df-{source_id(r.id)}", r.timestamp, kind, ev, r.client_id, r.correlation_id)
 
     def _text(self, r: AuditText, line: Line, stamp: str | None) -> list[dict[str, Any]]:
-        if stamp is None:
-            raise Reject("SECURITY_AUDIT text has no time of its own and this line has no timestamp prefix")
         node = self._node(line)
-        at = parse_time(stamp, "line timestamp")
-        if at.timestamp() > self._horizon:
-            self._not_future(at)
-        seen = self._texts.get(line.source)
-        if seen is None or seen[0] != stamp:
-            seen = self._texts[line.source] = (stamp, {})
-        at_positions = seen[1].setdefault(r.message, [])  # identical lines in one second stay apart, and a
-        if line.position not in at_positions:  # line read again (a source restarted) keeps its number
-            at_positions.append(line.position)
-        nth = at_positions.index(line.position)
-        stem = "df-t" + hashlib.sha256(f"{node}\0{stamp}\0{r.message}\0{nth}".encode()).hexdigest()[:32]
+        stem, at, time_source = self.text_stem(line, stamp, r.message)
         fields, kind = r.fields, r.kind
         as_entry = {"key_registered": ("KeyRegistration", True), "key_registration_failed": ("KeyRegistration", False),
                     "signature_verified": ("SignatureVerification", True),
@@ -354,14 +339,16 @@ class Adapter:
         if as_entry is None:
             extra = meta_attrs(fields, {"type", "client"}, "text")
             attrs = {"datafold.shape": "audit_text", "datafold.event": logged or r.title, "client_id": r.client,
-                     **extra}  # fmt: skip
-            return [make(f"{stem}-0", "security_event", r.client or node_key(node), at, node=node, actor=r.client,
+                     "time_source": time_source, **extra}  # fmt: skip
+            subject = text(fields.get("key_id")) or node_key(node)  # a client name is not a key
+            return [make(f"{stem}-0", "security_event", subject, at, node=node, actor=r.client,
                          reason=f"SECURITY_AUDIT: {r.message}", attributes=attrs)]  # fmt: skip
         ev = {**fields, "success": as_entry[1], "permissions": []}
-        return self._audit(node, line, stem, at, as_entry[0], ev, r.client, None, "audit_text")
+        return self._audit(node, line, stem, at, as_entry[0], ev, r.client, None, "audit_text", time_source)
 
     def _audit(self, node: str, line: Line, stem: str, at: datetime, kind: str, ev: dict[str, Any],
-               client: str | None, corr: str | None, shape: str = "audit_entry") -> list[dict[str, Any]]:  # fmt: skip
+               client: str | None, corr: str | None, shape: str = "audit_entry",
+               time_source: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Shape 4, either form: ``stem`` is the id stem (``df-<entry id>`` or the text hash)."""
         ok, key, error = ev.get("success"), ev.get("key_id"), ev.get("error")
         base = {"node": node, "actor": client, "correlation_id": corr}
@@ -371,10 +358,12 @@ class Adapter:
         if kind == "SignatureVerification" and ok:
             return self._use(node, key, "verify", at, stem, line, CLIENT_KEY)
         if kind == "KeyRegistration" and ok:
-            attrs = {"client_id": client, "permissions": ",".join(map(str, ev.get("permissions") or [])) or None}
+            attrs = {"client_id": client, "permissions": ",".join(map(str, ev.get("permissions") or [])) or None,
+                     "time_source": time_source}  # fmt: skip
             owner = ev["owner_id"]
             return [make(f"{stem}-0", "generated", key, at, owner=owner, attributes=attrs, **base, **CLIENT_KEY),
-                    make(f"{stem}-1", "activated", key, at, **base)]  # fmt: skip
+                    make(f"{stem}-1", "activated", key, at, attributes={"time_source": time_source},
+                         **base)]  # fmt: skip
         if kind == "KeyRemoval" and ok:
             return [make(f"{stem}-0", "revoked", key, at, reason="key removed from the node", **base)]
         if kind == "AuthenticationAttempt" and ok:
@@ -382,9 +371,11 @@ class Adapter:
         if kind == "ConfigurationChange":  # a setting of the node, not of any client's key
             subject = node_key(node)
         else:
-            subject = key or (master_key(node) if kind == "EncryptionOperation" else client or node_key(node))
+            # never the client: a client name (``admin-console``) is not a key
+            subject = key or (master_key(node) if kind == "EncryptionOperation" else node_key(node))
         rest = meta_attrs(ev, {"event_type", "key_id", "error", "success", "permissions", "client"}, "audit")
-        attrs = {"datafold.shape": shape, "datafold.event_type": kind, "client_id": client, "error": error, **rest}
+        attrs = {"datafold.shape": shape, "datafold.event_type": kind, "client_id": client, "error": error,
+                 "time_source": time_source, **rest}  # fmt: skip
         if kind == "ConfigurationChange":
             base["actor"] = text(ev.get("admin_id")) or client
         reason = f"{kind} failed: {error}" if ok is False and error else f"{kind}" + (" failed" if ok is False else "")

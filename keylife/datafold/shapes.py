@@ -1,7 +1,8 @@
-"""The JSON message shapes a DataFold node emits (EVENTS.md), parsed into typed records (the one
-text shape, ``SECURITY_AUDIT: ...``, is read in ``lines.py`` with the other text handling).
+"""The JSON message shapes a DataFold node emits (the serde output of its structs, cited per shape
+in docs/datafold.md), parsed into typed records (the text shapes are read in ``lines.py`` and
+``plain.py``).
 
-Strict where EVENTS.md is explicit (a documented field missing or of the wrong JSON type, a
+Strict where the structs are explicit (a documented field missing or of the wrong JSON type, a
 ``result`` or ``Duration`` of another form, a time that is not RFC 3339 / Unix seconds): the line
 ``Reject``s with a reason naming the field, because a half-understood record must not become a
 key lifecycle fact. Tolerant elsewhere: extra fields are ignored, and variant names outside the
@@ -22,7 +23,6 @@ import orjson
 
 NoneType = type(None)
 OPT_STR = (str, NoneType)
-CRYPTO_TARGETS = frozenset({"crypto_audit", "crypto_audit_alert"})
 KEY_STATUSES = frozenset({"active", "revoked", "suspended"})
 
 
@@ -81,11 +81,11 @@ class SecurityEvent:
 
 @dataclass(slots=True)
 class BusEvent:
-    """Shape 3: one event-bus envelope; ``fields`` are the variant's own fields besides ``base``."""
+    """Shape 3: one event-bus event; ``fields`` are the variant's own fields besides ``base``."""
 
-    envelope_id: str
-    source_node: str | None
-    target: str | None
+    envelope_id: str | None  # None in the bare form
+    source_node: str | None  # ``PlatformInfo`` has no node id: None except in the reference samples
+    target: str | None  # the target ``PlatformInfo.platform_type``, when there is one
     variant: str
     event_id: str
     timestamp: datetime
@@ -98,6 +98,7 @@ class BusEvent:
     correlation_id: str | None
     fields: dict[str, Any]
     stamp: str  # ``base.timestamp`` as the node wrote it
+    raw: dict[str, Any]  # ``{variant: body}`` as parsed: what the event ids are derived from
 
 
 @dataclass(slots=True)
@@ -278,6 +279,9 @@ def security_event(obj: Any) -> SecurityEvent:
               and (agent is None or type(agent) is str) and (key is None or type(key) is str)
               and (fwd is None or type(fwd) is str))  # fmt: skip
     if not ok:  # the slow path names the field
+        if obj.get("truncated") is True:  # security signature_auth.rs:1316-1324, security2 auth_middleware.rs:615-623
+            raise Reject(f"SECURITY_EVENT truncated by the node: the event was {obj.get('original_size')} bytes, "
+                         "over its security_logging.max_log_entry_size (default 8192)")  # fmt: skip
         client = get(obj, "client_info", dict)
         for name in ("ip_address", "user_agent", "key_id", "forwarded_for"):
             get(client, name, OPT_STR, "client_info.")
@@ -289,26 +293,47 @@ def security_event(obj: Any) -> SecurityEvent:
     return SecurityEvent(eid, corr, when, etype, sev, client, req, err, metrics)
 
 
+BUS_VARIANTS = frozenset({"Authentication", "Authorization", "Configuration", "Performance", "Security",
+                          "Verification", "System", "KeyRotation", "Generic"})  # fmt: skip
+
+
+def is_bare_bus(obj: dict[str, Any]) -> bool:
+    """The bare ``SecurityEvent`` the event bus's ``AuditLogHandler`` writes, one per line
+    (security events/handlers.rs:108, serde's external tag): ``{"KeyRotation": {"base": ...}}``."""
+    if len(obj) != 1:
+        return False
+    ((variant, body),) = obj.items()
+    return variant in BUS_VARIANTS and type(body) is dict and ("base" in body or "event_id" in body)
+
+
 def bus_event(obj: dict[str, Any]) -> BusEvent:
-    """Shape 3: the envelope and its externally tagged variant (``{"KeyRotation": {...}}``)."""
-    envelope_id = get(obj, "envelope_id", str)
-    source = get(obj, "source", dict)
-    node = get(source, "node_id", OPT_STR, "source.") if "node_id" in source else None
-    target = get(obj, "target", OPT_STR)
-    event = get(obj, "event", dict)
+    """Shape 3: an ``EventEnvelope`` (security events/transport.rs:651) or the bare externally tagged
+    ``SecurityEvent`` (``{"KeyRotation": {...}}``). ``source`` and ``target`` are ``PlatformInfo``
+    objects (``target`` may be null) that name no node; ``raw`` keeps the event for its id."""
+    if "envelope_id" in obj or "event" in obj:
+        envelope_id = get(obj, "envelope_id", str)
+        source = get(obj, "source", dict)
+        node = text_of(source.get("node_id"))  # the reference samples have one; the real PlatformInfo does not
+        target = get(obj, "target", (dict, str, NoneType))  # a str only in the reference samples
+        event = get(obj, "event", dict)
+    else:
+        envelope_id, node, target, event = None, None, None, obj
     if len(event) != 1:
         raise Reject(f"event must hold exactly one variant, not {len(event)} ({', '.join(sorted(event)) or 'none'})")
     ((variant, body),) = event.items()
     if type(body) is not dict:
         raise Reject(f"event.{variant} must be an object, not {_json_type(body)}")
-    at = f"event.{variant}.base."
-    base = get(body, "base", dict, f"event.{variant}.")
+    if variant == "Generic" and "base" not in body:  # Generic(VerificationEvent): the body is the base
+        at, base, fields = "event.Generic.", body, {}
+    else:
+        at = f"event.{variant}.base."
+        base = get(body, "base", dict, f"event.{variant}.")
+        fields = {k: v for k, v in body.items() if k != "base"}
     eid = _uuid(get(base, "event_id", str, at), f"{at}event_id")
-    fields = {k: v for k, v in body.items() if k != "base"}
-    if variant == "KeyRotation":
+    if variant == "KeyRotation":  # security events/event_types.rs:287
         at_kr = "event.KeyRotation."
         for name, kinds in (("rotation_type", str), ("old_key_id", OPT_STR), ("new_key_id", OPT_STR),
-                            ("operation_id", str), ("target_nodes", list), ("propagation_status", str),
+                            ("operation_id", OPT_STR), ("target_nodes", list), ("propagation_status", str),
                             ("rotation_reason", OPT_STR), ("user_id", OPT_STR)):  # fmt: skip
             get(body, name, kinds, at_kr)
         if not all(type(n) is str for n in body["target_nodes"]):
@@ -316,11 +341,16 @@ def bus_event(obj: dict[str, Any]) -> BusEvent:
     stamp = get(base, "timestamp", str, at)
     when = parse_time(stamp, f"{at}timestamp")
     result = _result(get(base, "result", (str, dict), at), f"{at}result")
+    platform = text_of(target.get("platform_type")) if type(target) is dict else target
     return BusEvent(
-        envelope_id, node, target, variant, eid, when, get(base, "severity", str, at),
+        envelope_id, node, platform, variant, eid, when, get(base, "severity", str, at),
         get(base, "component", str, at), get(base, "operation", str, at), get(base, "actor", OPT_STR, at),
-        result, get(base, "metadata", dict, at), get(base, "correlation_id", OPT_STR, at), fields, stamp,
+        result, get(base, "metadata", dict, at), get(base, "correlation_id", OPT_STR, at), fields, stamp, event,
     )  # fmt: skip
+
+
+def text_of(value: Any) -> str | None:
+    return value if type(value) is str and value else None
 
 
 _LIST = list
