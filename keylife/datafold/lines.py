@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from keylife.datafold.answers import is_answer, node_answer
 from keylife.datafold.shapes import (
     CRYPTO_TARGETS,
     Parsed,
@@ -27,7 +28,6 @@ from keylife.datafold.shapes import (
     audit_entry,
     bus_event,
     crypto_audit,
-    key_status,
     loads,
     security_event,
 )  # fmt: skip
@@ -141,7 +141,7 @@ def _whole_json(obj: Any) -> tuple[str, Any] | None:
 _MARKS: tuple[tuple[str, Any, Any], ...] = (
     ("event_bus", lambda o: "envelope_id" in o or ("event" in o and "source" in o and "version" in o), bus_event),
     ("audit_entry", lambda o: type(o.get("event")) is dict and "event_type" in o["event"], audit_entry),
-    ("key_status", lambda o: "success" in o and ("data" in o or "error" in o), key_status),
+    ("key_status", is_answer, node_answer),  # every key answer shape of the three branches: answers.py
     ("security_event", lambda o: "client_info" in o, security_event),
     ("crypto_audit", lambda o: "component" in o and "event_id" in o, crypto_audit),
 )
