@@ -1,0 +1,228 @@
+"""keylife as a signed DataFold client (issue 12, item 9), against ``tests/fakes/datafold_node.py``,
+which refuses requests as the ``security`` / ``security2`` signature middleware does (its docstring
+cites the lines) and, stricter than the node, also verifies each RFC 9421 signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import stat
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keylife.datafold.poll import KeyStatusPoller
+from keylife.datafold.runner import Counters, sse_runner
+from keylife.datafold.signing import COVERED, NodeAuth, public_hex
+from keylife.datafold.sse import SseClient
+from tests.fakes.datafold_node import FakeNode, fake_node
+from tests.test_datafold_follow import FakeAdapter, FakeSink, wait_for
+
+UUID4 = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+def auth(tmp_path: Path, mode: str = "always", client_id: str = "keylife-test") -> NodeAuth:
+    return NodeAuth(tmp_path / "client-keys" / f"{client_id}.pem", client_id, mode)  # type: ignore[arg-type]
+
+
+def poller(node: FakeNode, signer: NodeAuth | None, got: list | None = None, **options: Any) -> KeyStatusPoller:
+    sink = got if got is not None else []
+    return KeyStatusPoller(node.url, ["keylife-test"], lambda a, c, s: sink.append((c, s, a)), auth=signer, **options)
+
+
+def test_an_unsigned_request_gets_the_nodes_400_missing_headers() -> None:
+    with fake_node("security") as node:
+        answer = httpx.get(f"{node.url}/api/crypto/keys/status/keylife-test")
+    assert answer.status_code == 400
+    body = answer.json()
+    correlation = body["correlation_id"]
+    # signature_auth.rs:3228-3232 with user_friendly_message("production"), :202-221 (note the "..")
+    assert body == {
+        "error": True, "error_code": "MISSING_HEADERS", "correlation_id": correlation,
+        "message": "Missing required authentication headers. Please include Signature-Input and Signature headers.. "
+                   f"For assistance, reference error ID: {correlation} or visit: "
+                   "https://docs.datafold.dev/signature-auth/setup",
+    }  # fmt: skip
+    assert node.refusals == [{"error_code": "MISSING_HEADERS", "reason": "Signature-Input"}]
+
+
+def test_the_signed_poller_registers_its_key_and_is_answered(tmp_path: Path) -> None:
+    signer = auth(tmp_path)
+    got: list = []
+    with fake_node("security") as node:
+        p = poller(node, signer, got)
+        assert p.poll_once() == 1 and p.poll_once() == 1
+        p.close()
+    key_file = tmp_path / "client-keys" / "keylife-test.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    reg = node.registrations["keylife-test"]
+    assert reg["public_key"] == public_hex(signer.key) and reg["key_name"] == "keylife"
+    assert [(c, s, a["data"]["public_key"]) for c, s, a in got] == [("keylife-test", 200, reg["public_key"])] * 2
+    assert node.refusals == [] and [a[2] for a in node.accepted] == ["keylife-test"] * 2  # keyid = the client id
+    headers = node.requests[-1][2]
+    assert headers["signature-input"].startswith('sig1=("@method" "@target-uri" "content-type" "content-digest")')
+
+    assert re.fullmatch(rf'sig1=\({" ".join(f"{chr(34)}{c}{chr(34)}" for c in COVERED)}\);created=\d+;'
+                        rf'keyid="keylife-test";alg="ed25519";nonce="{UUID4}"', headers["signature-input"])  # fmt: skip
+    assert headers["content-digest"] == "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:"  # RFC 9530, empty
+    assert re.fullmatch(r"sig1=:[A-Za-z0-9+/]{86}==:", headers["signature"])  # RFC 9421 4.2: a byte sequence
+    assert signer.stats["registrations"] == 1 and signer.refusal is None
+    assert "signature" not in node.requests[0][2]  # the register request: exempt, sent unsigned
+
+
+def test_auto_signs_after_the_first_missing_headers_answer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    signer = auth(tmp_path, "auto")
+    got: list = []
+    with fake_node("security2") as node, caplog.at_level(logging.INFO, "keylife.datafold"):
+        p = poller(node, signer, got)
+        assert p.poll_once() == 1 and p.poll_once() == 1
+        p.close()
+    assert [r["error_code"] for r in node.refusals] == ["MISSING_HEADERS"]  # once, then signed
+    assert [(m, path.split("/")[-1]) for m, path, _ in node.requests] == [
+        ("GET", "keylife-test"), ("POST", "register"), ("GET", "keylife-test"), ("GET", "keylife-test")]  # fmt: skip
+    assert [s for _, s, _ in got] == [200, 200] and p.problem is None
+    assert sum("requires signed requests" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_auto_never_signs_for_a_node_that_does_not_ask(tmp_path: Path) -> None:
+    signer = auth(tmp_path, "auto")
+    with fake_node("mainline") as node:
+        node.system_key = None
+        p = KeyStatusPoller(node.url, [], lambda *a: None, auth=signer, system_key=True)
+        assert p.poll_once() == 1  # the 404 "System key not found" answer
+        p.close()
+    assert all("signature" not in h for _, _, h in node.requests) and not (tmp_path / "client-keys").exists()
+
+
+def test_a_replayed_nonce_and_a_stale_timestamp_are_refused_as_the_node_would(tmp_path: Path) -> None:
+    signer = auth(tmp_path)
+    with fake_node("security") as node:
+        with httpx.Client(auth=signer) as client:
+            first = client.get(f"{node.url}/api/crypto/keys/status/keylife-test")
+        assert first.status_code == 200  # registered, signed, accepted
+        _method, path, headers = node.requests[-1]
+        replay = {k: v for k, v in headers.items() if k not in ("host", "content-length")}
+        again = httpx.get(f"{node.url}{path}", headers=replay)
+        assert again.status_code == 401 and again.json()["error_code"] == "NONCE_VALIDATION_FAILED"
+        assert node.refusals[-1] == {"error_code": "NONCE_VALIDATION_FAILED", "reason": "Nonce replay detected"}
+        assert "Please use a unique nonce for each request.. For assistance" in again.json()["message"]
+        node.clock_offset = 400  # the node's clock runs ahead: keylife's created is 400 s old (> 300 + 30)
+        with httpx.Client(auth=signer) as client:
+            stale = client.get(f"{node.url}/api/crypto/keys/status/keylife-test")
+        assert stale.status_code == 401 and stale.json()["error_code"] == "TIMESTAMP_VALIDATION_FAILED"
+        assert node.refusals[-1]["reason"].startswith("Timestamp outside allowed window: 40")
+        assert node.refusals[-1]["reason"].endswith(" seconds (max: 330)")
+        node.clock_offset = -90  # keylife's created is 90 s ahead (> 60)
+        with httpx.Client(auth=signer) as client:
+            ahead = client.get(f"{node.url}/api/crypto/keys/status/keylife-test")
+        assert ahead.json()["error_code"] == "TIMESTAMP_VALIDATION_FAILED"
+        assert node.refusals[-1]["reason"].startswith("Timestamp too far in future: ")
+    assert signer.refusal == "TIMESTAMP_VALIDATION_FAILED" and signer.stats["refusals"] == 2
+
+
+def test_the_fake_refuses_what_the_node_refuses() -> None:
+    """Nonce format, uncovered components and the algorithm, as signature_auth.rs checks them."""
+    created = int(time.time())
+
+    def ask(node: FakeNode, components: str, nonce: str, alg: str = "ed25519") -> dict[str, Any]:
+        value = f'sig1=({components});created={created};keyid="x";alg="{alg}";nonce="{nonce}"'
+        r = httpx.get(f"{node.url}/api/logs", headers={"Signature-Input": value, "Signature": "sig1=:AA==:"})
+        body = r.json()
+        return {"status": r.status_code, **(body if isinstance(body, dict) else {"lines": body})}
+
+    with fake_node("security", verify_signatures=False) as node:
+        assert ask(node, '"@method"', "not-a-uuid")["error_code"] == "NONCE_VALIDATION_FAILED"
+        assert ask(node, '"@method" "@target-uri"', str(uuid.uuid4()))["error_code"] == "INVALID_SIGNATURE_FORMAT"
+        assert node.refusals[-1]["reason"] == "Required component 'content-type' not covered by signature"
+        assert ask(node, '"@method"', str(uuid.uuid4()), "rsa")["error_code"] == "INVALID_SIGNATURE_FORMAT"
+        assert node.refusals[-1]["reason"] == "Permission error: Unsupported algorithm: rsa"
+        covered = '"@method" "@target-uri" "content-type" "content-digest"'
+        assert ask(node, covered, str(uuid.uuid4()))["status"] == 200  # the node never checks the signature
+
+
+def test_a_persistent_refusal_is_one_log_line_and_a_problem_not_a_silent_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    signer = auth(tmp_path, "never")
+    with fake_node("security") as node, caplog.at_level(logging.INFO, "keylife.datafold"):
+        p = poller(node, signer)
+        for _ in range(4):
+            assert p.poll_once() == 0
+        p.close()
+    assert p.stats["refusals"] == 4 and p.stats["errors"] == 4
+    assert p.problem == "refused by the node's signature check: MISSING_HEADERS"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lines == [
+        "the DataFold node refuses keylife's requests: MISSING_HEADERS (signing is off for this source: set sign to "
+        "auto or always)",
+        "key status poll failed: refused by the node's signature check: MISSING_HEADERS",
+    ]  # fmt: skip
+
+
+def test_the_signed_sse_client_reads_the_stream(tmp_path: Path) -> None:
+    lines = ["INFO - Public key registered successfully for client: keylife-test", "WARN - x"]
+    with fake_node("security", lines=lines) as node:
+        client = SseClient(f"{node.url}/api/logs/stream", auth=auth(tmp_path, "auto"), retry_seconds=0.05)
+        got = []
+        for event in client.events():
+            got.append(event.data)
+            if len(got) == 2:
+                break
+        client.close()
+        client.close_client()
+    assert got == lines
+    assert [r["error_code"] for r in node.refusals] == ["MISSING_HEADERS"]  # the first, unsigned try
+    assert node.accepted and node.accepted[-1][1] == "/api/logs/stream"
+
+
+def test_security2_has_no_log_stream_and_keylife_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with fake_node("security2") as node, caplog.at_level(logging.INFO, "keylife.datafold"):
+        stop = threading.Event()
+        runner = sse_runner(f"{node.url}/api/logs/stream", FakeAdapter(), FakeSink(), None, stop,
+                            sse_options={"auth": auth(tmp_path, "auto"), "retry_seconds": 0.01,
+                                         "max_retry_seconds": 0.05})  # fmt: skip
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: runner.source.client.stats["failures"] >= 3)
+            wait_for(lambda: runner.counters.problem is not None)
+        finally:
+            stop.set()
+            runner.source.close()
+            thread.join(5)
+    counters: Counters = runner.counters
+    assert counters.problem is not None and "no log stream" in counters.problem and counters.lines == 0
+    assert "'Log streaming not available'" in counters.problem
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("log stream unusable: the node has no log stream")
+    assert [r["error_code"] for r in node.refusals] == ["MISSING_HEADERS"]  # signed after the first
+
+
+def test_rotation_history_is_asked_on_security_and_given_up_on_security2(tmp_path: Path) -> None:
+    from tests.test_datafold_answers import PUB_OLD, rotation
+
+    got: list = []
+    with fake_node("security") as node:
+        p = poller(node, auth(tmp_path), got, rotations=True)
+        p.poll_once()
+        public = node.registrations["keylife-test"]["public_key"]
+        node.rotations.append(rotation(old_public_key=PUB_OLD.hex(), new_public_key=public) | {"actor": None})
+        p.poll_once()
+        p.close()
+    history = [a for _, _, a in got if "rotations" in a.get("data", {})]
+    assert [len(a["data"]["rotations"]) for a in history] == [0, 1] and p.rotations
+    assert history[1]["data"]["rotations"][0]["new_public_key"] == public
+    got.clear()
+    with fake_node("security2") as node:
+        p = poller(node, auth(tmp_path / "2"), got, rotations=True)
+        p.poll_once()
+        p.poll_once()
+        p.close()
+    assert not p.rotations and p.problem is None
+    assert sum(path.endswith("/history") for _, path, _ in node.requests) == 1  # 501: asked once
