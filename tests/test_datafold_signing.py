@@ -226,3 +226,71 @@ def test_rotation_history_is_asked_on_security_and_given_up_on_security2(tmp_pat
         p.close()
     assert not p.rotations and p.problem is None
     assert sum(path.endswith("/history") for _, path, _ in node.requests) == 1  # 501: asked once
+
+
+def test_serve_polls_a_signing_node_into_the_ledger(tmp_path: Path) -> None:
+    """``keylife serve`` with a poll source (sign: auto, rotations) and an SSE source on a security
+    node: both sign after the first refusal, share one 0600 key, and their events are journaled."""
+    from keylife.cli.config import Config
+    from keylife.datafold.service import start_datafold
+    from keylife.journal.reader import iter_entries
+    from tests.server import live_server
+
+    line = "INFO - Public key registered successfully for client: keylife"
+    with live_server(tmp_path) as live, fake_node("security", lines=[line]) as node:
+        data = live.runtime.config.model_dump() | {
+            "datafold": {
+                "poll": [{"url": node.url, "node": "node-b", "clients": ["keylife"], "interval_seconds": 0.05,
+                          "rotations": True}],
+                "sse": [{"url": f"{node.url}/api/logs/stream", "node": "node-b"}],
+                "state_dir": str(tmp_path / "df"),
+            }
+        }  # fmt: skip
+        service = start_datafold(Config.model_validate(data), live.runtime.ledger,
+                                 runner_options={"batch_seconds": 0.01})  # fmt: skip
+        try:
+            journal = live.runtime.journal.directory
+
+            def events() -> list[dict[str, Any]]:
+                return [e.event for e in iter_entries(journal) if e.event["id"].startswith("df-")]
+
+            wait_for(lambda: len(events()) >= 2)
+            wait_for(lambda: service.counters()[f"sse:{node.url}/api/logs/stream"].lines >= 1)
+        finally:
+            service.stop()
+    registered = node.registrations["keylife"]
+    key = registered["public_key"][:16]
+    assert [(e["type"], e["key_id"], e["node"]) for e in events()][:2] == [
+        ("generated", key, "node-b"), ("activated", key, "node-b")]  # fmt: skip
+    assert stat.S_IMODE((tmp_path / "df" / "client-keys" / "keylife.pem").stat().st_mode) == 0o600
+    assert {r["error_code"] for r in node.refusals} == {"MISSING_HEADERS"} and len(node.refusals) <= 2
+    assert any(path == "/api/crypto/keys/rotate/history" for _, path, _ in node.requests)
+    counters = service.counters()[f"poll:{node.url}"]
+    assert counters.problem is None and counters.refusals == 0
+
+
+def test_metrics_name_the_stuck_source_and_its_cause(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from keylife.cli.config import Config
+    from keylife.cli.datafold_metrics import DataFoldCollector, cause
+    from keylife.datafold.service import start_datafold
+    from tests.server import live_server
+
+    with live_server(tmp_path) as live, fake_node("security") as node:
+        data = live.runtime.config.model_dump() | {"datafold": {
+            "poll": [{"url": node.url, "clients": ["keylife"], "interval_seconds": 0.05, "sign": "never"}],
+            "state_dir": str(tmp_path / "df")}}  # fmt: skip
+        service = start_datafold(Config.model_validate(data), live.runtime.ledger)
+        try:
+            wait_for(lambda: getattr(service.counters().get(f"poll:{node.url}"), "refusals", 0) >= 2)
+            registry = CollectorRegistry()
+            registry.register(DataFoldCollector(service))
+            text = generate_latest(registry).decode()
+        finally:
+            service.stop()
+    source = f"poll:{node.url}"
+    assert f'keylife_datafold_source_problem{{cause="MISSING_HEADERS",source="{source}"}} 1.0' in text
+    assert re.search(rf'keylife_datafold_refusals_total{{source="{re.escape(source)}"}} [2-9]', text)
+    assert cause(None) == "none" and cause("the node has no log stream: ...") == "no_log_stream"
+    assert cause("ConnectError: [Errno 111] Connection refused") == "unavailable"
