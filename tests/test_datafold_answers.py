@@ -187,3 +187,21 @@ def test_answers_of_no_known_form_are_still_rejected(adapter: Adapter) -> None:
     assert adapter.status(bad_key, "c", NODE, 200) == []
     assert adapter.counts["rejected.key_status"] == 2
     assert base64.b64encode(PUB_NEW).decode() == public_key_info(PUB_NEW)["public_key"]
+
+
+def test_rotate_stats_and_validate_answers_are_known_not_rejected(adapter: Adapter) -> None:
+    # security key_rotation_routes.rs:266-274: KeyRotationApiResponse (:36-51); new_key_id is
+    # hex(new_public_key_hex.as_bytes()[..8]) (key_rotation_operations.rs:300): not a key name
+    rotate = {"success": True, "new_key_id": PUB_NEW.hex()[:8].encode().hex(), "old_key_invalidated": True,
+              "correlation_id": CORR, "timestamp": chrono(NOW), "warnings": [], "associations_updated": 0}  # fmt: skip
+    # security2 key_rotation_routes.rs:78-90 / :143-151: KeyRotationResponse stubs, 202
+    stub = {"correlation_id": "stub-correlation-id", "status": "queued", "new_public_key": None,
+            "timestamp": chrono(NOW), "details": "Rotation request accepted"}  # fmt: skip
+    # security :475-510 statistics (a HashMap, db_operations/key_rotation_operations.rs:508-560); :535-543 validation
+    stats = {"total_rotations": 3, "successful_rotations": 2, "failed_rotations": 1, "success_rate": 66.66666666666666,
+             "reason_breakdown": {"Scheduled": 3}}  # fmt: skip
+    valid_answer = {"valid": True, "errors": [], "warnings": [], "request_id": "unknown"}
+    for data in (rotate, stub, stats, valid_answer):
+        assert adapter.status({"success": True, "data": data}, "c", NODE, 200) == []
+    assert adapter.counts["answers.acknowledged"] == 4
+    no_rejects(adapter)

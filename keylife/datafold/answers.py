@@ -118,6 +118,14 @@ def node_answer(obj: Any, http_status: int | None = None) -> Answer:
         entries = get(data, "rotations", list, "data.")
         return Rotations([_rotation(_obj(e, f"data.rotations[{i}]."), f"data.rotations[{i}].")
                           for i, e in enumerate(entries)])  # fmt: skip
+    if "new_key_id" in data or ("correlation_id" in data and "timestamp" in data):
+        # security KeyRotationApiResponse (key_rotation_routes.rs:36-51, 266-274): names only the new
+        # key, and new_key_id is hex(new_public_key_hex.as_bytes()[..8]) (key_rotation_operations.rs:300),
+        # the ASCII of 4 key bytes, not a key name; security2 KeyRotationResponse stub (:31-43, 78-90).
+        # The status / history answer of the same correlation id names both keys.
+        return Acknowledged(f"rotation {str(data.get('correlation_id'))[:60]} requested")
+    if "total_rotations" in data or ("valid" in data and "errors" in data):  # rotation stats / validation
+        return Acknowledged("rotation statistics or validation")
     if "registration_id" in data and "last_used" not in data:  # a registration answer: no use yet
         return key_status({"success": True, "data": {**data, "last_used": None}})
     return key_status(obj)
