@@ -205,3 +205,25 @@ def test_rotate_stats_and_validate_answers_are_known_not_rejected(adapter: Adapt
         assert adapter.status({"success": True, "data": data}, "c", NODE, 200) == []
     assert adapter.counts["answers.acknowledged"] == 4
     no_rejects(adapter)
+
+
+def test_mainlines_other_security_answers_are_known_and_the_demo_secret_never_stored(
+    adapter: Adapter, tmp_path: Path
+) -> None:
+    # mainline security_routes.rs:80-89, :104-111, :125-133, :213-216, :241-246
+    answers = [
+        {"success": True, "verification_result": {"is_valid": True, "timestamp_valid": True, "owner_id": "admin",
+                                                  "permissions": ["read"], "error": None}},
+        {"success": True, "warning": "This is for development/testing only. Never expose secret keys in production!",
+         "keypair": {"public_key": base64.b64encode(PUB_NEW).decode(), "secret_key": "c2VjcmV0"}},
+        {"success": True, "status": {"signatures_required": True, "tls_required": False, "encryption_enabled": False,
+                                     "system_key_present": True}},
+        {"success": True, "examples": {"javascript": "..."}},
+        {"success": True, "message": "Access granted", "authenticated_user": "admin", "data": "This is protected data"},
+    ]  # fmt: skip
+    for answer in answers:
+        line = Line(orjson.dumps(answer).decode(), "file:/tmp/answers.ndjson", 0, NODE)
+        assert adapter.feed(line) == []
+    assert adapter.counts["answers.acknowledged"] == 5
+    no_rejects(adapter)
+    assert not (tmp_path / "rejects.ndjson").exists()

@@ -86,11 +86,16 @@ class Acknowledged:
 Answer = KeyStatus | StatusError | SystemKey | Rotations | Acknowledged
 
 
+# Fields beside "success" that make a JSON object a node answer. Besides the key answers: mainline's
+# other security_routes.rs answers (verification_result :80-89, keypair :104-111 -- it holds a
+# secret key, so it must never reach rejects.ndjson --, status :125-133, examples :213-216).
+_ANSWER_FIELDS = ("data", "error", "key", "message", "public_key_id", "status", "verification_result", "keypair",
+                  "examples")  # fmt: skip
+
+
 def is_answer(obj: dict[str, Any]) -> bool:
-    """The marks of a node answer among whole-line JSON."""
-    return "success" in obj and (
-        "data" in obj or "error" in obj or "key" in obj or "message" in obj or "public_key_id" in obj
-    )
+    """The marks of a node answer among whole-line JSON (no log record has a top-level ``success``)."""
+    return "success" in obj and any(name in obj for name in _ANSWER_FIELDS)
 
 
 def node_answer(obj: Any, http_status: int | None = None) -> Answer:
@@ -107,11 +112,13 @@ def node_answer(obj: Any, http_status: int | None = None) -> Answer:
         return key_status(obj)  # ApiError {code, message, details}; Reject names what is missing
     if "key" in obj:
         return _system_key(get(obj, "key", dict))
-    if "data" not in obj:
+    data = obj.get("data")
+    if type(data) is not dict:  # no key facts: a registration id, a message, a verification, the demo keypair
         if "public_key_id" in obj:  # mainline KeyRegistrationResponse
             return Acknowledged(f"system key registered as {get(obj, 'public_key_id', OPT_STR)}")
-        return Acknowledged(str(get(obj, "message", str))[:200])
-    data = get(obj, "data", dict)
+        if "data" in obj and "message" not in obj:
+            get(obj, "data", dict)  # rejects, naming the field
+        return Acknowledged(next(name for name in _ANSWER_FIELDS if name in obj))
     if "old_public_key" in data:
         return Rotations([_rotation(data, "data.")])
     if "rotations" in data:
