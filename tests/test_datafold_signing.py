@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from keylife.datafold.poll import KeyStatusPoller
@@ -294,3 +295,14 @@ def test_metrics_name_the_stuck_source_and_its_cause(tmp_path: Path) -> None:
     assert re.search(rf'keylife_datafold_refusals_total{{source="{re.escape(source)}"}} [2-9]', text)
     assert cause(None) == "none" and cause("the node has no log stream: ...") == "no_log_stream"
     assert cause("ConnectError: [Errno 111] Connection refused") == "unavailable"
+
+
+def test_a_restart_does_not_register_again(tmp_path: Path) -> None:
+    with fake_node("security") as node:
+        for _ in range(2):  # two processes, one key file
+            p = poller(node, auth(tmp_path))
+            assert p.poll_once() == 1
+            p.close()
+    assert sum(path == "/api/crypto/keys/register" for _, path, _ in node.requests) == 1
+    marker = tmp_path / "client-keys" / "keylife-test.pem.registered.json"
+    assert list(orjson.loads(marker.read_bytes())) == [node.url]

@@ -128,7 +128,8 @@ class NodeAuth(httpx.Auth):
         self.signing = mode == "always"
         self._key: Ed25519PrivateKey | None = None
         self._signer: HTTPMessageSigner | None = None
-        self.registered: dict[str, str] = {}  # node origin -> how (registration id, or "already registered")
+        self.marker = self.key_path.with_name(self.key_path.name + ".registered.json")
+        self.registered: dict[str, str] = _load_marker(self.marker)  # node origin -> registration id / how
         self.refusal: str | None = None
         self.stats = {"signed": 0, "refusals": 0, "registrations": 0, "registration_failures": 0}
         self._lock = threading.Lock()
@@ -178,6 +179,8 @@ class NodeAuth(httpx.Auth):
             before, self.refusal = self.refusal, code
             if code is not None:
                 self.stats["refusals"] += 1
+        if code == "PUBLIC_KEY_LOOKUP_FAILED":  # the node lost keylife's key (a node that verifies): register again
+            self.registered.pop(_origin(request.url), None)
         if code is not None and code != before:
             hint = " (signing is off for this source: set sign to auto or always)" if not self.signing else ""
             log.error(
@@ -208,6 +211,7 @@ class NodeAuth(httpx.Auth):
             return
         self.stats["registrations"] += 1
         self.registered[origin] = how
+        _save_marker(self.marker, {k: v for k, v in self.registered.items() if v != "failed"})
         log.info("keylife's client key is registered with the DataFold node",
                  extra={"node": origin, "client_id": self.client_id, "registration": how})  # fmt: skip
 
@@ -227,6 +231,25 @@ def _registration(answer: httpx.Response) -> str | None:
     if answer.status_code == 409 and isinstance(error, dict) and error.get("code") == "CLIENT_ALREADY_REGISTERED":
         return "already registered"
     return None
+
+
+def _load_marker(path: Path) -> dict[str, str]:
+    """Nodes this key is registered with, so a restart does not register again (each repeat is a
+    409 and an ERROR line on the node, security crypto_routes.rs:703)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _save_marker(path: Path, registered: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(orjson.dumps(registered, option=orjson.OPT_SORT_KEYS))
+        tmp.replace(path)
+    except OSError as exc:  # only costs a second registration after a restart
+        log.warning("could not record the registration", extra={"path": str(path), "error": str(exc)})
 
 
 def _origin(url: httpx.URL) -> str:
