@@ -147,6 +147,19 @@ def test_the_fake_refuses_what_the_node_refuses() -> None:
         assert ask(node, covered, str(uuid.uuid4()))["status"] == 200  # the node never checks the signature
 
 
+def test_the_rate_limit_counts_every_request_per_ip_as_the_node_does(tmp_path: Path) -> None:
+    with fake_node("security") as node:
+        node.max_requests_per_window = 2  # the node's default is 100 per 60 s (signature_auth.rs:745-753)
+        answers = [httpx.get(f"{node.url}/api/logs") for _ in range(3)]
+        p = poller(node, None)
+        assert p.poll_once() == 0
+        p.close()
+    assert [a.status_code for a in answers] == [400, 400, 429]
+    assert answers[2].json()["error_code"] == "RATE_LIMIT_EXCEEDED"
+    assert answers[2].json()["message"].startswith("Rate limit exceeded. Please reduce request frequency")
+    assert p.problem == "refused by the node's signature check: RATE_LIMIT_EXCEEDED"  # detected without a signer
+
+
 def test_a_persistent_refusal_is_one_log_line_and_a_problem_not_a_silent_loop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -241,7 +254,7 @@ def test_serve_polls_a_signing_node_into_the_ledger(tmp_path: Path) -> None:
     with live_server(tmp_path) as live, fake_node("security", lines=[line]) as node:
         data = live.runtime.config.model_dump() | {
             "datafold": {
-                "poll": [{"url": node.url, "node": "node-b", "clients": ["keylife"], "interval_seconds": 0.05,
+                "poll": [{"url": node.url, "node": "node-b", "clients": ["keylife"], "interval_seconds": 0.2,
                           "rotations": True}],
                 "sse": [{"url": f"{node.url}/api/logs/stream", "node": "node-b"}],
                 "state_dir": str(tmp_path / "df"),
@@ -280,7 +293,7 @@ def test_metrics_name_the_stuck_source_and_its_cause(tmp_path: Path) -> None:
 
     with live_server(tmp_path) as live, fake_node("security") as node:
         data = live.runtime.config.model_dump() | {"datafold": {
-            "poll": [{"url": node.url, "clients": ["keylife"], "interval_seconds": 0.05, "sign": "never"}],
+            "poll": [{"url": node.url, "clients": ["keylife"], "interval_seconds": 0.2, "sign": "never"}],
             "state_dir": str(tmp_path / "df")}}  # fmt: skip
         service = start_datafold(Config.model_validate(data), live.runtime.ledger)
         try:

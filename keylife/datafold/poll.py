@@ -31,6 +31,7 @@ import httpx
 import orjson
 
 from keylife.datafold.answers import SYSTEM_KEY_ID
+from keylife.datafold.signing import refusal_code
 
 log = logging.getLogger("keylife.datafold.poll")
 
@@ -138,7 +139,9 @@ class KeyStatusPoller:
             response = self._client.request(method, url, json=body)
         except httpx.HTTPError as exc:
             return self._error(problems, f"{type(exc).__name__}: {exc}")
-        refused = getattr(self.auth, "refusal", None) if response.status_code >= 400 else None
+        refused = None
+        if response.status_code >= 400:
+            refused = getattr(self.auth, "refusal", None) if self.auth is not None else refusal_code(response)
         if refused is not None:
             self.stats["refusals"] += 1
             return self._error(problems, f"refused by the node's signature check: {refused}")
