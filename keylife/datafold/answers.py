@@ -7,7 +7,7 @@ JSON. Each shape below is what the node's serde output is, cited by branch and f
   ``ApiResponse`` wrapper (``crypto_routes.rs:22-29``, ``data``/``error`` skipped when None) around
   ``PublicKeyStatusResponse`` (``security`` ``crypto_routes.rs:181-189``); errors are ``ApiError``
   ``{code, message, details}`` (``:51-55``): 404 ``CLIENT_NOT_FOUND`` / ``REGISTRATION_NOT_FOUND``,
-  500 ``DATABASE_ERROR`` / ``INTERNAL_ERROR`` (``:733-790``). Parsed by ``shapes.key_status``.
+  500 ``DATABASE_ERROR`` / ``INTERNAL_ERROR`` (``security`` ``:719-790``, ``security2`` ``:733-804``).
 * **Registration** (same branches, ``POST /api/crypto/keys/register``): ``PublicKeyRegistrationResponse``
   (``crypto_routes.rs:170-177``): a key status without ``last_used``; 409/400 errors as above.
 * **System key** (``mainline``, ``GET /api/security/system-key``, ``security_routes.rs:53-70``):

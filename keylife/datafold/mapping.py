@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from keylife.datafold.answers import SYSTEM_KEY_ID, Acknowledged, Answer, Rotations, node_answer
+from keylife.datafold.answers import Acknowledged, Answer, node_answer
 from keylife.datafold.build import (
     CLIENT_KEY,
     MASTER_KEY,
@@ -55,10 +55,9 @@ from keylife.datafold.shapes import (
     Failure,
     Reject,
     SecurityEvent,
-    StatusError,
     parse_time,
 )  # fmt: skip
-from keylife.datafold.status import STATUS_URL, StatusTracker, key_id_of, rotation_events
+from keylife.datafold.status import STATUS_URL, StatusTracker, key_id_of
 from keylife.datafold.usage import UsageAggregator
 from keylife.domain.events import MAX_FUTURE_SKEW, Event, check_not_future
 
@@ -145,11 +144,9 @@ class Adapter:
         """The oldest position of ``source`` whose usage is still held: persist no further."""
         return self.usage.safe_position(source)
 
-    def status(
-        self, answer: dict[str, Any], client_id: str, node: str | None = None, http_status: int | None = None
-    ) -> list[dict[str, Any]]:
-        """A key answer the poller got for ``client_id`` (shape 5: key status, system key, rotation
-        status or history; ``answers.py``), as events on change."""
+    def status(self, answer: dict[str, Any], client_id: str, node: str | None = None,
+               http_status: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """A key answer the poller got for ``client_id`` (shape 5, any form in ``answers.py``)."""
         line = Line(orjson.dumps(answer).decode(), f"poll:/api/crypto/keys/status/{client_id}", -1, node)
         try:
             events = self._answer(node_answer(answer, http_status), client_id, node or self.node)
@@ -398,19 +395,10 @@ class Adapter:
     def _status_line(self, r: Any, line: Line, _: str | None) -> list[dict[str, Any]]:
         found = STATUS_URL.search(line.source)
         client = found.group(1) if found else getattr(r, "client_id", None)
-        if client is None and isinstance(r, StatusError) and r.code == "NOT_FOUND":
-            client = SYSTEM_KEY_ID  # mainline's 404 "System key not found": the one key it asks about
         return self._answer(r, client, self._node(line))
 
     def _answer(self, r: Answer, client: str | None, node: str | None) -> list[dict[str, Any]]:
-        if isinstance(r, Rotations):
-            out = []
-            for rotation in r.records:
-                out += rotation_events(rotation, node)
-                if rotation.status == "Completed":
-                    self.tracker.rotated.add((key_id_of(rotation.old_public_key), key_id_of(rotation.new_public_key)))
-            return out
         if isinstance(r, Acknowledged):
             self.counts["answers.acknowledged"] += 1
             return []
-        return self.tracker.answer(r, client, node)
+        return self.tracker.handle(r, client, node)

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from keylife.datafold.answers import NOT_FOUND, Rotation, SystemKey
+from keylife.datafold.answers import NOT_FOUND, SYSTEM_KEY_ID, Rotation, Rotations, SystemKey
 from keylife.datafold.build import CLIENT_KEY, make, source_id
 from keylife.datafold.shapes import KeyStatus, StatusError
 
@@ -49,6 +49,22 @@ class StatusTracker:
         self.rotated: set[tuple[str, str]] = set()  # (old, new) key ids a rotation answer reported
         if path is not None and path.exists():
             self.clients = orjson.loads(path.read_bytes()).get("clients", {})
+
+    def handle(
+        self, record: KeyStatus | StatusError | SystemKey | Rotations, client: str | None, node: str | None
+    ) -> list[dict[str, Any]]:
+        """Any key answer: rotation records become their events (and the pairs they name are
+        remembered, so the key change they explain is not told twice); the rest is ``answer``."""
+        if isinstance(record, Rotations):
+            out = []
+            for rotation in record.records:
+                out += rotation_events(rotation, node)
+                if rotation.status == "Completed":
+                    self.rotated.add((key_id_of(rotation.old_public_key), key_id_of(rotation.new_public_key)))
+            return out
+        if client is None and isinstance(record, StatusError) and record.code == "NOT_FOUND":
+            client = SYSTEM_KEY_ID  # mainline's 404 "System key not found": the one key it asks about
+        return self.answer(record, client, node)
 
     def answer(
         self, record: KeyStatus | StatusError | SystemKey, client: str | None, node: str | None
