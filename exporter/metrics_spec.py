@@ -106,5 +106,19 @@ PIPELINE = (
         "gauge",
         "Closed journal segments not sealed yet (sealing, or waiting to retry after a failure); normally 0 or 1.",
     ),
+    Spec(
+        "keylife_datafold_source_problem",
+        "gauge",
+        "1 while a DataFold source (file:, sse:, poll:) delivers nothing for a lasting cause: the node's signature "
+        "middleware refuses keylife (cause = its error code, e.g. MISSING_HEADERS, TIMESTAMP_VALIDATION_FAILED), "
+        'no_log_stream (security2), unavailable (unreachable, 5xx); 0 with cause "none" otherwise.',
+        ("source", "cause"),
+    ),
+    Spec(
+        "keylife_datafold_refusals",
+        "counter",
+        "Requests to a DataFold node its signature middleware refused (400/401/429 with an error_code), per source.",
+        ("source",),
+    ),
     Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
 )

@@ -206,16 +206,32 @@ class DataFoldFile(_Section):
     node: str | None = Field(None, max_length=128, pattern=_NODE)  # for lines that do not name their node
 
 
-class DataFoldSse(_Section):
+class _DataFoldClient(_Section):
+    """How keylife talks to a node's ``/api`` (docs/datafold.md, "Talking to a node: signed requests")."""
+
+    # RFC 9421 signatures: auto = after the node's first 400 MISSING_HEADERS (security, security2).
+    sign: Literal["auto", "always", "never"] = "auto"
+    client_id: str = Field("keylife", max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")  # the keyid
+
+
+class DataFoldSse(_DataFoldClient):
     url: str = Field(min_length=1, pattern=r"^https?://")  # a node's GET /api/logs/stream
     node: str | None = Field(None, max_length=128, pattern=_NODE)
 
 
-class DataFoldPoll(_Section):
+class DataFoldPoll(_DataFoldClient):
     url: str = Field(min_length=1, pattern=r"^https?://")  # the node's base URL
     node: str | None = Field(None, max_length=128, pattern=_NODE)
-    clients: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(min_length=1)  # whose key status to ask
+    clients: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list)  # whose key status
+    system_key: bool = False  # mainline: GET /api/security/system-key (its one key; no per-client keys)
+    rotations: bool = False  # security: POST /api/crypto/keys/rotate/history per client key (names both keys)
     interval_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> DataFoldPoll:
+        if not self.clients and not self.system_key:
+            raise ValueError("a poll source needs clients (security, security2) or system_key: true (mainline)")
+        return self
 
 
 class DataFoldConfig(_Section):

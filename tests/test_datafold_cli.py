@@ -191,7 +191,9 @@ class LineEvents:
     def safe_position(self, source: str) -> int | None:
         return None
 
-    def status(self, answer: dict[str, Any], client_id: str, node: str | None) -> list[dict[str, Any]]:
+    def status(
+        self, answer: dict[str, Any], client_id: str, node: str | None, http_status: int | None = None
+    ) -> list[dict[str, Any]]:
         return [event(f"status-{client_id}", node=node)]
 
 
@@ -239,14 +241,14 @@ def test_the_poller_hands_over_every_answer_and_counts_what_is_not_one() -> None
     got: list[tuple[str, dict[str, Any]]] = []
     with node_api() as node:
         poller = KeyStatusPoller(node.url, ["client-7f3a", "client-0c1d", "nobody", "boom", "html"],
-                                 lambda answer, client: got.append((client, answer)))  # fmt: skip
+                                 lambda answer, client, _status: got.append((client, answer)))  # fmt: skip
         assert poller.poll_once() == 3
-        poller.callback = lambda answer, client: 1 / 0  # a failing callback is counted, not raised
+        poller.callback = lambda answer, client, _status: 1 / 0  # a failing callback is counted, not raised
         assert poller.poll_once() == 0
         poller.close()
     assert [client for client, _ in got] == ["client-7f3a", "client-0c1d", "nobody"]
     assert got[2][1]["success"] is False  # "no key for this client" is an answer too
-    assert poller.stats == {"rounds": 2, "answers": 3, "errors": 2 + 5}
+    assert poller.stats == {"rounds": 2, "answers": 3, "errors": 2 + 5, "refusals": 0}
     assert node.asked[:3] == ["client-7f3a", "client-0c1d", "nobody"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from keylife.datafold.build import source_id
 from keylife.datafold.contract import Line
 from tests import datafold_real as real
 from tests.test_datafold_mapping import NOW, new_adapter, valid
@@ -281,7 +282,7 @@ def test_rotation_status_answer_is_the_rotation_with_both_keys(tmp_path: Path) -
             "reason",
         )
     } == {
-        "id": f"df-rot-{OP}-0",
+        "id": f"df-rotation-{source_id(OP)}",
         "type": "rotated",
         "key_id": "378892e9ecc387ab",
         "successor": "edd38fc7ef24f8e0",
@@ -290,14 +291,14 @@ def test_rotation_status_answer_is_the_rotation_with_both_keys(tmp_path: Path) -
         "node": NODE,
         "algorithm": "ed25519",
         "purpose": "signing",
-        "reason": "Scheduled",
+        "reason": f"key rotation {OP} completed (Scheduled)",
     }
     assert adapter.rotation_status(status_answer("Completed"), NODE) == [rotated]  # polled again: same event
     (failed,) = valid(adapter.rotation_status(status_answer("RolledBack"), NODE))
     assert (failed["type"], failed["key_id"], failed["reason"]) == (
         "security_event",
         "378892e9ecc387ab",
-        "key rotation RolledBack: storage failure",
+        f"key rotation {OP} RolledBack (Scheduled): storage failure",
     )
     assert adapter.rotation_status(status_answer("InProgress"), NODE) == []
     import orjson  # the same answer as a whole line (a poller that writes its answers to a file)

@@ -200,8 +200,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         problem = "give exactly one of --file, --sse and --poll"
     elif args.follow and not args.df_file:
         problem = "--follow goes with --file"
-    elif bool(args.poll) != bool(args.client):
-        problem = "--poll needs at least one --client, and --client needs --poll"
+    elif bool(args.poll) != bool(args.client or args.system_key):
+        problem = "--poll needs --client (repeatable) or --system-key, and they need --poll"
     if problem:
         print(f"keylife ingest datafold: {problem}\nusage: {_DATAFOLD_USAGE}", file=sys.stderr)
         return 2
@@ -218,6 +218,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         node=args.node,
         state_dir=args.state_dir,
         interval=args.interval,
+        sign=args.sign,
+        client_id=args.client_id,
+        system_key=args.system_key,
+        rotations=args.rotations,
     )
 
 
@@ -428,6 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--poll", metavar="URL", help="a node's base URL, to poll key status")
             d.add_argument("--client", metavar="ID", action="append", default=[], help="client id to poll; repeatable")
             d.add_argument("--interval", type=float, default=60.0, help="seconds between polls")
+            d.add_argument("--system-key", action="store_true", help="poll mainline's system-wide key")
+            d.add_argument("--rotations", action="store_true", help="poll each client key's rotation history")
+            d.add_argument(
+                "--sign",
+                choices=["auto", "always", "never"],
+                default="auto",
+                help="RFC 9421 request signatures (auto: once the node asks with 400 MISSING_HEADERS)",
+            )
+            d.add_argument("--client-id", default="keylife", help="keylife's client id (keyid) on the node")
             d.add_argument("--node", help="node name for lines that do not say")
             d.add_argument(
                 "--state-dir", type=Path, metavar="DIR", help="keep read positions here (else start from the beginning)"

@@ -12,6 +12,7 @@ from exporter.policy import load_policy
 from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.cli.config import SCOPES, Config, Token
+from keylife.cli.datafold_metrics import DataFoldCollector
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
 from keylife.cli.witnessing import start_witnessing
 from keylife.cli.writer_metrics import WriterCollector
@@ -141,6 +142,7 @@ class Runtime:
             wake.append(forwarder)
             forwarder.start()
         datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
+        telemetry.registry.register(DataFoldCollector(datafold))
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread

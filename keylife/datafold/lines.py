@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
+from keylife.datafold.answers import is_answer, node_answer
 from keylife.datafold.plain import recognise, unified_audit
-from keylife.datafold.rotstatus import is_rotation_status, rotation_status
 from keylife.datafold.shapes import (
     Parsed,
     Reject,
@@ -33,7 +33,6 @@ from keylife.datafold.shapes import (
     bus_event,
     crypto_audit,
     is_bare_bus,
-    key_status,
     loads,
     security_event,
 )  # fmt: skip
@@ -158,8 +157,7 @@ _MARKS: tuple[tuple[str, Any, Any], ...] = (
         bus_event,
     ),
     ("audit_entry", lambda o: type(o.get("event")) is dict and "event_type" in o["event"], audit_entry),
-    ("rotation_status", is_rotation_status, rotation_status),  # before key_status: same ApiResponse wrapper
-    ("key_status", lambda o: "success" in o and ("data" in o or "error" in o), key_status),
+    ("key_status", is_answer, node_answer),  # every key and rotation answer of the three branches: answers.py
 )
 
 

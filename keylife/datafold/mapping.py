@@ -1,6 +1,6 @@
 """DataFold node output -> keylife events (what ``POST /v1/events`` accepts). docs/datafold.md has
 the table; this module dispatches it (the per-shape rules live in ``cryptomap``, ``authmap``,
-``busmap``, ``plainmap``, ``rotstatus``).
+``busmap``, ``plainmap``; node answers in ``answers`` and ``status``).
 
 Three rules shape everything here:
 
@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from keylife.datafold.answers import Acknowledged, Answer, node_answer
 from keylife.datafold.authmap import correlation, describe
 from keylife.datafold.build import (
     CLIENT_KEY,
@@ -52,14 +53,12 @@ from keylife.datafold.cryptomap import crypto_events
 from keylife.datafold.lines import AuditText, parse
 from keylife.datafold.plain import Plain
 from keylife.datafold.plainmap import AlertBook, plain_events
-from keylife.datafold.rotstatus import rotation_status, rotation_status_events
 from keylife.datafold.shapes import (
     AuditEntry,
     BusEvent,
     CryptoAudit,
     Reject,
     SecurityEvent,
-    key_status,
     parse_time,
 )  # fmt: skip
 from keylife.datafold.status import STATUS_URL, StatusTracker
@@ -75,7 +74,6 @@ SHAPES = (
     "audit_text",
     "key_status",
     "plain",
-    "rotation_status",
 )
 
 
@@ -120,7 +118,7 @@ class Adapter:
         self._map: dict[str, Callable[[Any, Line, str | None], list[dict[str, Any]]]] = {
             "crypto_audit": self._crypto, "security_event": self._security, "event_bus": self._bus,
             "audit_entry": self._entry, "audit_text": self._text, "key_status": self._status_line,
-            "plain": self._plain, "rotation_status": lambda r, line, _: rotation_status_events(r, self._node(line)),
+            "plain": self._plain,
         }  # fmt: skip
         self.alerts = AlertBook()
         self.verified: dict[str, tuple[str, Any]] = {}  # source -> (key, path) of its last logged auth success
@@ -162,11 +160,12 @@ class Adapter:
         """The oldest position of ``source`` whose usage is still held: persist no further."""
         return self.usage.safe_position(source)
 
-    def status(self, answer: dict[str, Any], client_id: str, node: str | None = None) -> list[dict[str, Any]]:
-        """A key status answer the poller got for ``client_id`` (shape 5), as events on change."""
+    def status(self, answer: dict[str, Any], client_id: str, node: str | None = None,
+               http_status: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """A key answer the poller got for ``client_id`` (shape 5, any form in ``answers.py``)."""
         line = Line(orjson.dumps(answer).decode(), f"poll:/api/crypto/keys/status/{client_id}", -1, node)
         try:
-            events = self.tracker.answer(key_status(answer), client_id, node or self.node)
+            events = self._answer(node_answer(answer, http_status), client_id, node or self.node)
             if self.validate:
                 self._check(events)
         except Reject as exc:
@@ -177,14 +176,7 @@ class Adapter:
 
     def rotation_status(self, answer: dict[str, Any], node: str | None = None) -> list[dict[str, Any]]:
         """A rotation status answer (``POST /api/crypto/keys/rotate/status``) a poller got: rotation events."""
-        line = Line(orjson.dumps(answer).decode(), "poll:/api/crypto/keys/rotate/status", -1, node)
-        try:
-            events = rotation_status_events(rotation_status(answer), node or self.node or "unknown")
-        except Reject as exc:
-            return self._reject(line, "rotation_status", exc.reason)
-        self.counts["parsed.rotation_status"] += 1
-        self.counts["events.rotation_status"] += len(events)
-        return events
+        return self.status(answer, "", node)  # answers.py reads both keys; status.rotation_events maps them
 
     def close(self) -> None:
         if self._rejects_fd is not None:
@@ -385,4 +377,10 @@ class Adapter:
     def _status_line(self, r: Any, line: Line, _: str | None) -> list[dict[str, Any]]:
         found = STATUS_URL.search(line.source)
         client = found.group(1) if found else getattr(r, "client_id", None)
-        return self.tracker.answer(r, client, self._node(line))
+        return self._answer(r, client, self._node(line))
+
+    def _answer(self, r: Answer, client: str | None, node: str | None) -> list[dict[str, Any]]:
+        if isinstance(r, Acknowledged):
+            self.counts["answers.acknowledged"] += 1
+            return []
+        return self.tracker.handle(r, client, node)

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from keylife.datafold.answers import SYSTEM_KEY_ID  # mainline constants.rs:9
 from keylife.datafold.build import CLIENT_KEY, MASTER_KEY, make, master_key, node_key, system_key
 from keylife.datafold.plain import Plain
 
 if TYPE_CHECKING:
     from keylife.datafold.contract import Line
     from keylife.datafold.mapping import Adapter
-
-SYSTEM_KEY_ID = "SYSTEM_WIDE_PUBLIC_KEY"  # mainline constants.rs:9
 
 
 class AlertBook:
@@ -43,6 +42,14 @@ class AlertBook:
             return True
         self._pending.pop(key, None)
         return False
+
+
+def _system_key(adapter: Adapter, node: str) -> str:
+    """mainline's system key: the log lines name no key bytes, the status answer does (``status.py``
+    names it like a client key, by its public key's first 8 bytes). Once the poller has seen it, the
+    log lines name that key; before, the node's one system-key name (``build.system_key``)."""
+    known = adapter.tracker.clients.get(SYSTEM_KEY_ID)
+    return known["key_id"] if known else system_key(node)
 
 
 def plain_events(adapter: Adapter, r: Plain, line: Line, stamp: str | None) -> list[dict[str, Any]]:
@@ -74,18 +81,18 @@ def plain_events(adapter: Adapter, r: Plain, line: Line, stamp: str | None) -> l
         return [make(f"{stem}-0", "generated", key, at, node=node, reason=reason, attributes=attrs, **MASTER_KEY),
                 make(f"{stem}-1", "activated", key, at, node=node, attributes=attrs)]  # fmt: skip
     if kind == "system_key_registered":
-        key = system_key(node)
+        key = _system_key(adapter, node)
         return [make(f"{stem}-0", "generated", key, at, node=node, attributes=attrs, **CLIENT_KEY),
                 make(f"{stem}-1", "activated", key, at, node=node, attributes=attrs)]  # fmt: skip
     if kind == "system_key_removed":
-        return [make(f"{stem}-0", "revoked", system_key(node), at, node=node,
+        return [make(f"{stem}-0", "revoked", _system_key(adapter, node), at, node=node,
                      reason="system public key removed from the node", attributes=attrs)]  # fmt: skip
     subject, actor, reason = node_key(node), None, r.message
     if kind == "system_key_registration_failed":
-        subject, attrs["error"] = system_key(node), g[0]
+        subject, attrs["error"] = _system_key(adapter, node), g[0]
     elif kind == "signature_invalid_for_key":
         if g[0] == SYSTEM_KEY_ID:
-            subject = system_key(node)
+            subject = _system_key(adapter, node)
         else:
             attrs["claimed_key_id"] = g[0]
     elif kind == "signature_failed":

@@ -41,7 +41,9 @@ class Adapter(Protocol):
     def feed(self, line: Line) -> list[dict[str, Any]]: ...
     def flush(self, upto: Any = None) -> list[dict[str, Any]]: ...
     def safe_position(self, source: str) -> int | None: ...
-    def status(self, answer: dict[str, Any], client_id: str, node: str | None) -> list[dict[str, Any]]: ...
+    def status(
+        self, answer: dict[str, Any], client_id: str, node: str | None, http_status: int | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 class Source(Protocol):
@@ -66,6 +68,8 @@ class Counters:
     sink_failures: int = 0  # failed deliveries (each retried)
     adapter_errors: int = 0  # lines the adapter failed on (logged, passed over)
     source_errors: int = 0  # failed reads: stream interruptions, unanswered polls (each retried)
+    refusals: int = 0  # requests the node's signature middleware refused (each retried, logged once per change)
+    problem: str | None = None  # why the source delivers nothing now (a refusal, no log stream), None when fine
     position: int | None = None  # the last position persisted
 
     def snapshot(self) -> dict[str, Any]:
@@ -108,6 +112,8 @@ class Runner:
             while not self.stop.is_set():
                 got = self.source.read(self.batch_events, self.read_timeout)
                 self.counters.source_errors = getattr(self.source, "errors", 0)
+                self.counters.refusals = getattr(self.source, "refusals", 0)
+                self.counters.problem = getattr(self.source, "problem", None)
                 if got is None:  # the input ended
                     if not self.follow:  # ... and all of it was read: every aggregate is complete
                         self._add(self.adapter.flush())
@@ -238,8 +244,8 @@ class PollRunner:
         self._events: list[dict[str, Any]] = []
         self.poller = KeyStatusPoller(url, clients, self._on_answer, interval=interval, **poller_options)
 
-    def _on_answer(self, answer: dict[str, Any], client_id: str) -> None:
-        events = self.adapter.status(answer, client_id, self.node)
+    def _on_answer(self, answer: dict[str, Any], client_id: str, http_status: int) -> None:
+        events = self.adapter.status(answer, client_id, self.node, http_status)
         self.counters.lines += 1
         self.counters.events += len(events)
         self._events.extend(events)
@@ -248,6 +254,8 @@ class PollRunner:
         self._events = []
         self.poller.poll_once()
         self.counters.source_errors = self.poller.stats["errors"]
+        self.counters.refusals = self.poller.stats["refusals"]
+        self.counters.problem = self.poller.problem
         try:
             submit_dropping_rejects(self.sink, self._events, self.counters, self.source)
         except Exception as exc:

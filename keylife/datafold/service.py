@@ -48,9 +48,11 @@ class LockedAdapter:
         with self._lock:
             return self.adapter.safe_position(source)
 
-    def status(self, answer: dict[str, Any], client_id: str, node: str | None) -> list[dict[str, Any]]:
+    def status(
+        self, answer: dict[str, Any], client_id: str, node: str | None, http_status: int | None = None
+    ) -> list[dict[str, Any]]:
         with self._lock:
-            return self.adapter.status(answer, client_id, node)
+            return self.adapter.status(answer, client_id, node, http_status)
 
     def close(self) -> None:
         closer = getattr(self.adapter, "close", None)
@@ -127,11 +129,15 @@ def start_datafold(
         )
     for e in df.sse:
         state = state_file(state_dir, f"sse:{e.url}")
-        factories[f"sse:{e.url}"] = partial(sse_runner, e.url, adapter, sink, state, stop, node=e.node, **options)
+        auth = node_auth(state_dir, e.sign, e.client_id)
+        factories[f"sse:{e.url}"] = partial(
+            sse_runner, e.url, adapter, sink, state, stop, node=e.node, sse_options={"auth": auth}, **options
+        )
     for p in df.poll:
         factories[f"poll:{p.url}"] = partial(
-            PollRunner, p.url, p.clients, adapter, sink, node=p.node, interval=p.interval_seconds, stop=stop
-        )
+            PollRunner, p.url, p.clients, adapter, sink, node=p.node, interval=p.interval_seconds, stop=stop,
+            auth=node_auth(state_dir, p.sign, p.client_id), system_key=p.system_key, rotations=p.rotations,
+        )  # fmt: skip
     for name, factory in factories.items():
         thread = threading.Thread(
             target=_run, args=(service, name, factory, restart_seconds), name=f"datafold {name}", daemon=True
@@ -140,6 +146,15 @@ def start_datafold(
         service.threads.append(thread)
     log.info("datafold sources started", extra={"sources": sorted(factories)})
     return service
+
+
+def node_auth(state_dir: Path | None, sign: str, client_id: str) -> Any:
+    """A source's signer (``signing.NodeAuth``): keylife's client key is one 0600 file per client
+    id in the state directory, shared by the sources that use that id; made only when needed."""
+    from keylife.datafold.signing import NodeAuth
+
+    directory = Path(state_dir) if state_dir is not None else Path("data") / "datafold"
+    return NodeAuth(directory / "client-keys" / f"{client_id}.pem", client_id, sign)  # type: ignore[arg-type]
 
 
 def _run(service: DataFoldService, name: str, factory: Callable[[], Runner | PollRunner], pause: float) -> None:
@@ -172,6 +187,10 @@ def run_once_from_cli(
     node: str | None = None,
     state_dir: Path | None = None,
     interval: float = 60.0,
+    sign: str = "auto",
+    client_id: str = "keylife",
+    system_key: bool = False,
+    rotations: bool = False,
     adapter_factory: Callable[[DataFoldConfig, Path | None], Adapter] | None = None,
 ) -> int:
     """``keylife ingest datafold``: one source, sent to a keylife server over HTTP. A file read
@@ -196,10 +215,13 @@ def run_once_from_cli(
         runner = file_runner(path, adapter, sink, state, follow, stop, node=node)
     elif sse is not None:
         state = state_file(state_dir, f"sse:{sse}") if state_dir else None
-        runner = sse_runner(sse, adapter, sink, state, stop, node=node)
+        options = {"auth": node_auth(state_dir, sign, client_id)}
+        runner = sse_runner(sse, adapter, sink, state, stop, node=node, sse_options=options)
     else:
         assert poll is not None
-        runner = PollRunner(poll, clients or [], adapter, sink, node=node, interval=interval, stop=stop)
+        runner = PollRunner(poll, clients or [], adapter, sink, node=node, interval=interval, stop=stop,
+                            auth=node_auth(state_dir, sign, client_id), system_key=system_key,
+                            rotations=rotations)  # fmt: skip
     code = 0
     try:
         runner.run()

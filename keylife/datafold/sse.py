@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from keylife.datafold.contract import Line
 from keylife.datafold.follow import STATE_VERSION, load_state, save_state
+from keylife.datafold.signing import refusal_code
 
 log = logging.getLogger("keylife.datafold.sse")
 
@@ -127,6 +129,7 @@ class SseClient:
         read_timeout: float = 90.0,
         stop: threading.Event | None = None,
         verify: Any = True,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.url = url
         self.source = "sse:" + url
@@ -137,12 +140,16 @@ class SseClient:
         self.max_retry_seconds = max_retry_seconds
         self.stop = stop or threading.Event()
         timeout = httpx.Timeout(10.0, read=read_timeout)
-        self._client = client or httpx.Client(timeout=timeout, verify=verify)
+        self.auth = auth
+        self._client = client or httpx.Client(timeout=timeout, verify=verify, auth=auth)
+        if client is not None and auth is not None:
+            client.auth = auth
         self._own_client = client is None
+        self.problem: str | None = None  # why the stream is down now (logged once per change), None when up
         self._response: httpx.Response | None = None
         self._counter = 0
         self._connected = False
-        self.stats = {"connects": 0, "failures": 0, "events": 0}
+        self.stats = {"connects": 0, "failures": 0, "events": 0, "refusals": 0}
 
     def lines(self) -> Iterator[Line]:
         """Each ``message`` event's data as a Line; position counts events in this process."""
@@ -157,11 +164,14 @@ class SseClient:
         while not self.stop.is_set():
             self._connected = False
             quiet = False
+            lasting = False  # the node answered, but will answer the same until someone acts
             try:
                 yield from self._connect_once()
                 problem = "the stream ended"
             except httpx.ReadTimeout:
                 problem, quiet = "nothing received within the read timeout", True
+            except _Refused as exc:
+                problem, lasting = str(exc), True
             except (httpx.HTTPError, _BadAnswer, OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             self.parser.reset_stream()
@@ -171,13 +181,19 @@ class SseClient:
             failures = 1 if self._connected else failures + 1
             self.stats["failures"] += 1
             retry = self.retry_seconds if self.parser.retry_ms is None else self.parser.retry_ms / 1000
-            delay = min(self.max_retry_seconds, retry * 2 ** (failures - 1))
+            delay = self.max_retry_seconds if lasting else min(self.max_retry_seconds, retry * 2 ** (failures - 1))
             delay *= random.uniform(0.9, 1.1)  # a fleet of readers does not reconnect in step
-            log.log(
-                logging.INFO if quiet and self._connected else logging.WARNING,
-                "log stream interrupted; reconnecting",
-                extra={"url": self.url, "problem": problem, "delay": round(delay, 3), "last_event_id": self.last_id},
-            )
+            extra = {"url": self.url, "problem": problem, "delay": round(delay, 3), "last_event_id": self.last_id}
+            if lasting:  # one line per change, not one per attempt
+                if problem != self.problem:
+                    log.error(
+                        f"log stream unusable: {problem}; retrying every {self.max_retry_seconds:g}s", extra=extra
+                    )
+                self.problem = problem
+            else:
+                self.problem = None
+                level = logging.INFO if quiet and self._connected else logging.WARNING
+                log.log(level, "log stream interrupted; reconnecting", extra=extra)
             self.stop.wait(delay)
 
     @property
@@ -192,12 +208,16 @@ class SseClient:
             self._response = response
             try:
                 if response.status_code != 200:
+                    self._refused(response)
                     raise _BadAnswer(f"HTTP {response.status_code}")
                 kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if kind != "text/event-stream":
                     raise _BadAnswer(f"content type {kind!r}, not text/event-stream")
                 self.stats["connects"] += 1
                 self._connected = True
+                if self.problem is not None:
+                    log.info("log stream usable again", extra={"url": self.url, "was": self.problem})
+                    self.problem = None
                 decoder = codecs.getincrementaldecoder("utf-8")("replace")
                 first = True
                 for chunk in response.iter_bytes():
@@ -211,6 +231,28 @@ class SseClient:
                         return
             finally:
                 self._response = None
+
+    def _refused(self, response: httpx.Response) -> None:
+        """Raise ``_Refused`` for answers that stay the same until someone acts: the signature
+        middleware's refusal, and a node without a log stream (``security2``'s
+        ``logging::subscribe()`` is always None, ``src/logging/mod.rs:143-146``, so
+        ``routes/log_routes.rs:43-44`` answers 500 ``{"error": "Log streaming not available"}``;
+        its ``/api/logs`` answers ``[]`` for the same reason, ``mod.rs:137-140``)."""
+        code = getattr(self.auth, "refusal", None) or refusal_code(response)
+        if code is not None:
+            self.stats["refusals"] += 1
+            hint = "" if self.auth is not None else " (this source does not sign: set sign to auto or always)"
+            raise _Refused(f"HTTP {response.status_code} {code} from the node's signature check{hint}")
+        if response.status_code == 500:
+            try:
+                body = orjson.loads(response.read()[:4096])
+            except (orjson.JSONDecodeError, httpx.HTTPError):
+                return
+            if isinstance(body, dict) and body.get("error") == "Log streaming not available":
+                raise _Refused(
+                    "the node has no log stream: /api/logs/stream answers 500 'Log streaming not available' "
+                    "(security2 never installs its web log output; read the node's log file instead)"
+                )
 
     def close(self) -> None:
         """Stop: wake a read blocked on a quiet stream (shutting its socket down), then close."""
@@ -230,6 +272,10 @@ class SseClient:
 
 class _BadAnswer(Exception):
     """The server answered, but not with an event stream."""
+
+
+class _Refused(_BadAnswer):
+    """The server answered with a refusal or lack that retrying soon will not change."""
 
 
 class SseSource:
@@ -298,6 +344,14 @@ class SseSource:
     @property
     def errors(self) -> int:
         return self.client.stats["failures"]
+
+    @property
+    def refusals(self) -> int:
+        return self.client.stats["refusals"]
+
+    @property
+    def problem(self) -> str | None:
+        return self.client.problem
 
     def persist(self, position: int) -> None:
         last = None

@@ -25,12 +25,13 @@ from typing import Any
 
 import orjson
 
-from keylife.datafold.build import CLIENT_KEY, make
+from keylife.datafold.answers import NOT_FOUND, SYSTEM_KEY_ID, Rotation, Rotations, SystemKey
+from keylife.datafold.build import CLIENT_KEY, make, source_id
 from keylife.datafold.shapes import KeyStatus, StatusError
 
 STATUS_URL = re.compile(r"/api/crypto/keys/status/([^/?#\s]+)")  # a poll source names the client asked
 # Known client, same key: the keylife event that brings keylife from the old status to the new one.
-CHANGE = {"revoked": "revoked", "suspended": "suspended", "active": "reactivated"}
+CHANGE = {"revoked": "revoked", "suspended": "suspended", "active": "reactivated", "expired": "expired"}
 
 
 def key_id_of(public_key_hex: str) -> str:
@@ -45,25 +46,49 @@ class StatusTracker:
         self.path = path
         self.clock = clock
         self.clients: dict[str, dict[str, Any]] = {}
+        self.rotated: set[tuple[str, str]] = set()  # (old, new) key ids a rotation answer reported
         if path is not None and path.exists():
             self.clients = orjson.loads(path.read_bytes()).get("clients", {})
 
-    def answer(self, record: KeyStatus | StatusError, client: str | None, node: str | None) -> list[dict[str, Any]]:
+    def handle(
+        self, record: KeyStatus | StatusError | SystemKey | Rotations, client: str | None, node: str | None
+    ) -> list[dict[str, Any]]:
+        """Any key answer: rotation records become their events (and the pairs they name are
+        remembered, so the key change they explain is not told twice); the rest is ``answer``."""
+        if isinstance(record, Rotations):
+            out = []
+            for rotation in record.records:
+                out += rotation_events(rotation, node)
+                if rotation.status == "Completed":
+                    self.rotated.add((key_id_of(rotation.old_public_key), key_id_of(rotation.new_public_key)))
+            return out
+        if client is None and isinstance(record, StatusError) and record.code == "NOT_FOUND":
+            client = SYSTEM_KEY_ID  # mainline's 404 "System key not found": the one key it asks about
+        return self.answer(record, client, node)
+
+    def answer(
+        self, record: KeyStatus | StatusError | SystemKey, client: str | None, node: str | None
+    ) -> list[dict[str, Any]]:
         """The events one answer implies; ``client`` is the client id asked about (an error answer
         does not name it)."""
         if isinstance(record, StatusError):
             return self._error(record, client, node)
+        extra: dict[str, Any] = {}
+        if isinstance(record, SystemKey):
+            record, extra = self._system_key(record)
         client, key = record.client_id, key_id_of(record.public_key)
         prev = self.clients.get(client)
         attrs = {"client_id": client, "registration_id": record.registration_id, "public_key": record.public_key}
         if record.key_name:
             attrs["key_name"] = record.key_name
-        base = {"node": node, "actor": client, "attributes": attrs}
+        base = {"node": node, "actor": client, "attributes": attrs | extra}
         if prev is not None and prev["key_id"] == key and prev["status"] == record.status:
             return []
         out: list[dict[str, Any]] = []
         if prev is None or prev["key_id"] != key:
-            if prev is not None and prev["status"] == "active":  # the client's active key was replaced
+            if prev is not None and (prev["key_id"], key) in self.rotated:
+                pass  # a rotation answer named both keys: its event (with the node's times) carries this change
+            elif prev is not None and prev["status"] == "active":  # the client's active key was replaced
                 out.append(self._change(client, prev["key_id"], "rotated", record, base, successor=key))
             elif record.status == "active":
                 stem = f"df-status-{record.registration_id}-{key}"
@@ -88,10 +113,11 @@ class StatusTracker:
                     **base, **fields)  # fmt: skip
 
     def _error(self, record: StatusError, client: str | None, node: str | None) -> list[dict[str, Any]]:
-        """``CLIENT_NOT_FOUND`` for a client whose key was live: the node removed it (revoked).
-        Other errors say nothing about the key (a failed poll) and change nothing."""
+        """No such key (``CLIENT_NOT_FOUND``, ``REGISTRATION_NOT_FOUND``, mainline's 404 "System key not
+        found") for a client whose key was live: the node removed it (revoked). Other errors say
+        nothing about the key (a failed poll) and change nothing."""
         prev = self.clients.get(client) if client else None
-        if record.code != "CLIENT_NOT_FOUND" or prev is None or prev["status"] in ("revoked", "removed"):
+        if record.code not in NOT_FOUND or prev is None or prev["status"] in ("revoked", "removed"):
             return []
         n = prev["changes"] = prev.get("changes", 0) + 1
         key = prev["key_id"]
@@ -100,6 +126,16 @@ class StatusTracker:
                      attributes={"client_id": client, "error_code": record.code})  # fmt: skip
         self._remember(client, key, "removed", prev.get("registration_id"))
         return [event]
+
+    def _system_key(self, key: SystemKey) -> tuple[KeyStatus, dict[str, Any]]:
+        """mainline's one system-wide key, tracked under its id like a client: ``is_active`` false is
+        suspended, an ``expires_at`` passed (by the adapter's clock) is expired."""
+        status = "active" if key.is_active else "suspended"
+        if key.expires_at is not None and key.expires_at <= self.clock():
+            status = "expired"
+        record = KeyStatus(key.id, key.id, key.public_key, None, key.created_at, status, None)
+        extra = {"owner_id": key.owner_id, "permissions": ",".join(key.permissions), "datafold.key_id": key.id}
+        return record, extra
 
     def _remember(self, client: str, key: str, status: str, registration_id: str | None) -> None:
         entry = self.clients.setdefault(client, {"changes": 0})
@@ -115,3 +151,33 @@ class StatusTracker:
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
+
+
+def rotation_events(rotation: Rotation, node: str | None) -> list[dict[str, Any]]:
+    """A rotation record names both keys (the only node record that does). ``Completed``: the old
+    key rotated to the new one at ``completed_at``; ``Failed`` / ``Cancelled`` / ``RolledBack`` (and
+    a status this code does not know): a security event on the old key naming the new; the rest
+    (``Requested``, ``Validating``, ``InProgress``) changed nothing yet. Ids come from the node's
+    correlation id and the status, so the status and history answers of one rotation, asked again
+    and again, make one event each."""
+    r = rotation
+    if r.status in ("Requested", "Validating", "InProgress"):
+        return []
+    old, new = key_id_of(r.old_public_key), key_id_of(r.new_public_key)
+    at = r.completed_at or r.started_at
+    attrs = {"datafold.shape": "rotation_status", "rotation_status": r.status, "rotation_reason": r.reason,
+             "old_public_key": r.old_public_key, "new_public_key": r.new_public_key,
+             "started_at": r.started_at.isoformat(), "associations_updated": r.associations_updated,
+             "error_details": r.error_details}  # fmt: skip
+    base = {"node": node, "actor": r.actor, "correlation_id": r.correlation_id}
+    if r.status == "Completed":
+        reason = f"key rotation {r.correlation_id} completed ({r.reason})"
+        return [make(f"df-rotation-{source_id(r.correlation_id)}", "rotated", old, at, successor=new, reason=reason,
+                     attributes=attrs, **base, **CLIENT_KEY)]  # fmt: skip
+    attrs["successor"] = new
+    reason = f"key rotation {r.correlation_id} {r.status} ({r.reason})" + (
+        f": {r.error_details}" if r.error_details else ""
+    )
+    stem = f"df-rotation-{source_id(r.correlation_id)}"
+    return [make(f"{stem}-{re.sub('[^a-z0-9]', '', r.status.lower())[:20]}", "security_event", old, at,
+                 reason=reason, attributes=attrs, **base)]  # fmt: skip

@@ -279,7 +279,10 @@ class Registry(RegistryReader):
                 self._touch_observed(ev, key_id, seq, at)
                 self._node_keys[(key_id, ev["node"])] = (ev["state"], at, seq)
             else:
-                record = self._touch(key_id, seq, None)
+                # A security event is about a key even if keylife never saw it made (an auth failure
+                # naming a client key, a node signal): the key gets a row, with no state, so it is
+                # findable with its history. Other kinds (a refused command) invent no key.
+                record = self._touch(key_id, seq, at if kind == "security_event" else None)
                 if kind == "policy_violation":
                     self._violation(record, key_id, seq, "policy_breach", ev["violation"], at)
 
