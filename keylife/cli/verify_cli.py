@@ -146,6 +146,10 @@ def run_verify(
                     "anchored": report.anchored if anchored else None,
                     "not_checked": gaps,
                     "head": report.head.hex(),
+                    "pruned": [
+                        {"first": r.first, "last": r.last, "by_seq": r.by.seq if r.by else None} for r in report.pruned
+                    ],
+                    "notes": report.notes,
                     "faults": [{"kind": f.kind, "seq": f.seq, "detail": f.detail} for f in report.faults],
                 }
             )
@@ -162,6 +166,10 @@ def run_verify(
         f"{state}: {report.entries} entries, {report.checkpoints} signed checkpoints checked, "
         f"{report.unsigned_tail} entries after the last checkpoint"
     )
+    for pruned in report.pruned:
+        print(f"PRUNED: {pruned}")
+    for note in report.notes:
+        print(f"NOTE: {note}")
     if anchored:
         print(
             f"ANCHORED: entries 0..{report.anchored - 1} by the checkpoint given on the command line; "

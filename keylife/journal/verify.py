@@ -14,7 +14,10 @@ Needs only the journal files and the trusted verifier key(s). What it checks:
   from ``checkpoints.log`` or a checkpoint held in memory missing from it are
   ``missing_checkpoint``; a later checkpoint smaller than an earlier one is ``rollback``; two
   validly signed checkpoints of one size with different hashes are ``split_view``; entries
-  older than the grace (``anchor.unsigned_grace``) that no checkpoint covers are ``unsigned_tail``.
+  older than the grace (``anchor.unsigned_grace``) that no checkpoint covers are ``unsigned_tail``;
+* pruned segments (keylife/journal/prune.py): their kept leaf hashes stand in for the entries in
+  every root, and their range must be announced by a ``journal_pruned`` entry that a valid
+  checkpoint covers (else ``deleted``) whose recorded root the kept leaves give (else ``modified``).
 
 Which hash a checkpoint must carry is ``anchor.RootBuilder``'s answer (one place).
 
@@ -34,6 +37,7 @@ from pathlib import Path
 import orjson
 import zstandard
 
+from keylife.journal import prune
 from keylife.journal import segments as segs
 from keylife.journal.anchor import RootBuilder, accepts, leaf_hashes, legacy_checkpoint_limit
 from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
@@ -70,6 +74,8 @@ class Report:
     covered: int = 0  # entries covered by the largest valid checkpoint within the journal
     anchored: int | None = None  # entries covered by a matching checkpoint given from outside
     anchored_by: str = ""
+    pruned: list[prune.PrunedRange] = field(default_factory=list)  # bodies removed by a signed prune
+    notes: list[str] = field(default_factory=list)  # not faults: what an auditor should know
 
     @property
     def ok(self) -> bool:
@@ -161,15 +167,32 @@ def _split_views(by_size: dict[int, list[_Claim]]) -> list[Fault]:
     return faults
 
 
-def _batches(directory: Path, faults: list[Fault]) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes]]]:
+def _batches(
+    directory: Path, faults: list[Fault], announced: list[bytes]
+) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes]]]:
     """(segment, its sums, lines) per frame or open segment, in file order; corrupt frames become
-    faults, not crashes."""
+    faults, not crashes. A pruned segment gives (segment, b"", its kept leaf hashes). Lines that
+    announce a prune are added to ``announced``."""
+    mark = segs.PRUNE_MARK
     for seg in segs.list_segments(directory / "segments"):
+        if seg.pruned:
+            try:
+                index = segs.read_index(seg)
+                leaves = segs.read_leaves(seg, seg.first_seq, index["count"])
+                if len(leaves) != index["count"] or seg.path("leaves").stat().st_size != 32 * index["count"]:
+                    raise ValueError(f"{seg.path('leaves').name} does not hold {index['count']} leaf hashes")
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
+                faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {exc}"))
+                continue
+            yield seg, b"", leaves
+            continue
         sums = segs.read_sums(seg)
         if seg.sealed:
             try:
                 for _first, data in segs.iter_frames(seg):
                     lines = segs.split_lines(data)
+                    if mark in data:
+                        announced += [line for line in lines if mark in line]
                     if lines:
                         yield seg, sums, lines
             except (zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
@@ -177,6 +200,8 @@ def _batches(directory: Path, faults: list[Fault]) -> Iterator[tuple[segs.Segmen
         elif seg.path("log").exists():
             data = seg.path("log").read_bytes()
             lines = segs.split_lines(data)
+            if mark in data:
+                announced += [line for line in lines if mark in line]
             for at in range(0, len(lines), BATCH):
                 yield seg, sums, lines[at : at + BATCH]
             if data and not data.endswith(b"\n"):
@@ -328,9 +353,39 @@ def verify(
     tree = RootBuilder()  # the RFC 6962 root checkpoints carry (anchor.py: the one place)
     sizes = sorted({*by_size, *([upto] if upto is not None else [])})
     stopped = False
-    for seg, sums, batch in _batches(directory, report.faults):
+    announced: list[bytes] = []
+    pruned: list[tuple[int, int]] = []
+    for seg, sums, batch in _batches(directory, report.faults, announced):
         if stopped:
             break
+        if seg.pruned:  # batch: the kept leaf hashes; the index carries the chain across
+            if upto is not None and count >= upto:
+                stopped = True
+                break
+            if check is not None:
+                check.finish(report.faults)
+                check = None
+            current = seg
+            index = segs.read_index(seg)
+            if index["first_seq"] != count or index["prev_hash"] != chain.hex():
+                report.faults.append(
+                    Fault("modified", count, f"index of pruned segment {seg.first_seq} does not follow seq {count}")
+                )
+            end_chain = bytes.fromhex(index["last_hash"])
+            for part in _cut(batch, count, sizes):
+                tree.extend(part)
+                count += len(part)
+                if count in by_size:
+                    root, head = tree.root(), end_chain if count == index["last_seq"] + 1 else b""
+                    claims_here = by_size[count]
+                    mismatched += [
+                        (count, c)
+                        for c in claims_here
+                        if not accepts(c.checkpoint.hash, count, root, head, legacy_upto)
+                    ]
+            pruned.append((seg.first_seq, count - 1))
+            expected, chain = count, end_chain
+            continue
         for part in _cut(batch, count, sizes):
             if upto is not None and count >= upto:
                 if seg is current:
@@ -437,6 +492,8 @@ def verify(
             fits = claim.source == EXTERNAL and size <= count and size not in matched
             if fits and (report.anchored is None or size > report.anchored):
                 report.anchored, report.anchored_by = size, claim.source
+    if pruned or announced:
+        _check_pruned(directory, report, pruned, announced)
     if grace is not None and report.unsigned_tail and first_uncovered is not None:
         report.faults += _unsigned_tail(report, first_uncovered, last_line, grace, time.time() if now is None else now)
     return report
@@ -475,3 +532,29 @@ def _unsigned_tail(report: Report, first: bytes, last: bytes, grace: float, now:
             "a running writer signs (deleted checkpoints, or a writer that stopped without signing)",
         )
     ]
+
+
+def _check_pruned(directory: Path, report: Report, pruned: list[tuple[int, int]], announced: list[bytes]) -> None:
+    """Pruned ranges are ``pruned`` when a signed announcement names them and their kept leaves give
+    its recorded root; otherwise ``deleted`` (no announcement) or ``modified`` (other leaves)."""
+    found = [a for a in (prune.Announcement.from_line(line) for line in announced) if a is not None]
+    result = prune.check(directory / "segments", pruned, found, report.covered)
+    report.pruned = result.pruned
+    for first, last in result.unannounced:
+        report.faults.append(
+            Fault(
+                "deleted",
+                first,
+                f"entries {first}..{last} were removed: only their index and leaf hashes are left, and no "
+                "journal_pruned entry covered by a signed checkpoint announces them",
+            )
+        )
+    for by, why in result.bad_leaves:
+        report.faults.append(
+            Fault("modified", by.first, f"entries {by.first}..{by.last} pruned at seq {by.seq}: {why}")
+        )
+    for by in result.unfinished:
+        report.notes.append(
+            f"the prune at seq {by.seq} (entries {by.first}..{by.last}) is not finished: some bodies are still "
+            "there (interrupted; run keylife journal prune again to finish it)"
+        )

@@ -194,7 +194,7 @@ class Journal:
                 segs.fsync_dir(self.seg_dir)
         for position, seg in enumerate(seg_list):
             is_last = position == len(seg_list) - 1
-            if seg.sealed:
+            if seg.sealed or seg.pruned:  # pruned: the index keeps the chain across the removed bodies
                 index = segs.read_index(seg)
                 if index["first_seq"] != self.size or bytes.fromhex(index["prev_hash"]) != self.head:
                     raise JournalCorrupt(f"sealed segment {seg.first_seq} does not follow seq {self.size}")

@@ -1,0 +1,105 @@
+"""``keylife journal prune --before DATE``: retention, offline, on a stopped ``serve``.
+
+It takes the data directory's lock as ``serve`` does (a running ``serve`` makes it refuse in one
+line), opens the journal with the signing key (the start-up integrity check runs: a journal
+that fails it is not pruned), journals a ``journal_pruned`` entry, commits it and signs a
+checkpoint over it, and only then removes the bodies (keylife/journal/prune.py has the file
+format and the crash-safe order). Running it again finishes an interrupted prune.
+
+Why offline: the writer's tree holds leaf-hash blocks and tail readers hold segment listings;
+removing files under a running writer would need both to re-read the pruned range. A stopped
+journal has no such readers, and a prune runs once a day or a year.
+
+Exit codes: 0 pruned (or nothing old enough: it says why), 1 refused (a faulty journal, a
+date in the future), 2 could not run (bad date, busy data directory, no signing key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+
+def register(jsub: Any) -> None:
+    p = jsub.add_parser(
+        "prune", help="remove the bodies of entries observed before DATE, keeping their hashes (serve stopped)"
+    )
+    p.add_argument("--before", required=True, help="a date (2019-01-01, midnight UTC) or an RFC 3339 time")
+    p.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
+    p.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from keylife.cli.main import UsageError, _config
+    from keylife.cli.runtime import journal_settings
+    from keylife.common.datalock import DataLock
+    from keylife.domain.events import Event, EventType, format_time
+    from keylife.journal import prune
+    from keylife.journal.signing import Signer
+    from keylife.journal.writer import Journal
+
+    try:
+        before = prune.parse_time(args.before)
+    except ValueError as exc:
+        raise UsageError(f"--before {args.before!r} is not a date or an RFC 3339 time: {exc}") from None
+    now = datetime.now(UTC)
+    if before > now:
+        print(
+            f"keylife: refused: --before {prune.format_time(before)} is in the future; entries observed before it "
+            "are still being written and are not covered by a signed checkpoint yet",
+            file=sys.stderr,
+        )
+        return 1
+    config = _config(args)
+    if not (config.journal_dir / "journal.json").exists():
+        raise UsageError(f"{config.journal_dir} is not a keylife journal (no journal.json)")
+    if not config.signing_key_path.exists():
+        raise UsageError(f"no signing key at {config.signing_key_path}: the prune entry must be signed")
+    lock = DataLock(config.data_dir).acquire("journal prune")  # refuses while serve runs
+    try:
+        signer, _ = Signer.load_or_create(config.signing_key_path, config.journal.origin)
+        settings = journal_settings(config)
+        settings.seal_in_background = False
+        journal = Journal(config.journal_dir, signer, settings)
+        try:
+            if journal.integrity_fault is not None:
+                fault = journal.integrity_fault
+                print(f"keylife: refused: the journal fails its integrity check: {fault}", file=sys.stderr)
+                return 1
+            covered = journal.last_checkpoint.size if journal.last_checkpoint else 0
+            chosen = prune.plan(config.journal_dir, before, covered)
+            if not chosen.segments:
+                why = f": {chosen.stopped}" if chosen.stopped else ""
+                print(f"nothing to prune before {chosen.before}{why}")
+                if chosen.leftovers and not args.dry_run:
+                    prune.carry_out(chosen)
+                return 0
+            what = f"entries {chosen.first}..{chosen.last} ({chosen.count} entries, {len(chosen.segments)} segments)"
+            if args.dry_run:
+                print(f"would prune {what}; kept from seq {chosen.last + 1}: {chosen.stopped or 'the end'}")
+                return 0
+            event = Event.model_validate(
+                {
+                    "id": f"keylife-{uuid.uuid4().hex}",
+                    "type": EventType.JOURNAL_PRUNED,
+                    "occurred_at": format_time(now),
+                    "actor": "keylife",
+                    "reason": f"bodies of {what} observed before {chosen.before} removed; leaf hashes kept",
+                    "attributes": prune.attributes(config.journal_dir, chosen),
+                }
+            )
+            [entry] = journal.append([event.payload()])
+            journal.commit(maintain=False)
+            journal.checkpoint()  # the announcement is durable and signed before any body goes
+            prune.carry_out(chosen)
+        finally:
+            journal.close()
+    finally:
+        lock.release()
+    print(f"pruned {what}, observed before {chosen.before}; announced at seq {entry.seq}")
+    if chosen.stopped:
+        print(f"kept from seq {chosen.last + 1}: {chosen.stopped}")
+    return 0

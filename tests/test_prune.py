@@ -1,0 +1,307 @@
+"""``keylife journal prune``: bodies go, hashes stay; every checkpoint and proof still verifies,
+verify reports the range as pruned, and a prune that was not journaled is a deletion."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from keylife.common.datalock import DataLock
+from keylife.journal import merkle, prune
+from keylife.journal import segments as segs
+from keylife.journal.note import parse
+from keylife.journal.reader import EntryTail, genesis_hash
+from keylife.journal.signing import Signer
+from keylife.journal.tree import open_tree
+from keylife.journal.writer import Journal, JournalSettings
+from tests.journal_helpers import usage_event
+
+ORIGIN = "test.keylife/prune"
+DAYS, PER_DAY = 10, 60
+TOTAL = DAYS * PER_DAY
+T0 = datetime(2019, 1, 1, tzinfo=UTC).timestamp()
+
+
+def keylife(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "keylife.cli", *args], capture_output=True, text=True, check=False)
+
+
+def settings(**more: object) -> JournalSettings:
+    options = {"segment_max_bytes": 4096, "seal_in_background": False, "checkpoint_every": 50, **more}
+    return JournalSettings(origin=ORIGIN, **options)  # type: ignore[arg-type]
+
+
+class Site:
+    """A stopped keylife data directory: config, signing key, a journal over ten days of 2019."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = root / "data"
+        self.journal = self.data / "journal"
+        self.config = root / "keylife.yaml"
+        self.config.write_text(f"data_dir: {self.data}\njournal:\n  origin: {ORIGIN}\n  segment_max_bytes: 4096\n")
+        self.signer = Signer.load_or_create(self.data / "keys" / "journal-signing.key", ORIGIN)[0]
+        self.key = root / "verifier.key"
+        self.key.write_text(self.signer.verifier.encode() + "\n")
+        self.before = root / "before.checkpoint"
+
+    def open(self) -> Journal:
+        return Journal(self.journal, self.signer, settings())
+
+    def build(self) -> None:
+        journal = self.open()
+        n = 0
+        for day in range(DAYS):
+            for step in range(PER_DAY // 10):
+                journal.append([usage_event(n + i) for i in range(10)], observed_at=T0 + day * 86400 + step)
+                journal.commit()
+                n += 10
+        journal.close()
+        self.before.write_bytes((self.journal / "checkpoint").read_bytes())
+
+    def prune(self, before: str = "2019-01-05", *more: str) -> subprocess.CompletedProcess[str]:
+        return keylife("journal", "prune", "--config", str(self.config), "--before", before, *more)
+
+    def verify(self, checkpoint: Path) -> subprocess.CompletedProcess[str]:
+        return keylife("verify", str(self.journal), "--key", str(self.key), "--checkpoint", str(checkpoint))
+
+    def checkpoints(self) -> list[str]:
+        lines = (self.journal / "checkpoints.log").read_bytes().splitlines()
+        return [orjson.loads(line)["note"] for line in lines]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    s = Site(tmp_path)
+    s.build()
+    return s
+
+
+def pruned_first_segments(site: Site) -> list[segs.SegmentFiles]:
+    return [seg for seg in segs.list_segments(site.journal / "segments") if seg.pruned]
+
+
+def test_prune_keeps_hashes_and_verify_reports_the_range_as_pruned(site: Site, tmp_path: Path) -> None:
+    done = site.prune()
+    assert done.returncode == 0, done.stderr
+    first_line = done.stdout.splitlines()[0]
+    assert first_line.startswith("pruned entries 0..") and "observed before 2019-01-05T00:00:00Z" in first_line
+    last = int(first_line.split("..")[1].split(" ")[0])
+    assert f"announced at seq {TOTAL}" in first_line
+    assert f"kept from seq {last + 1}: segment {last + 1}" in done.stdout  # rounded down to whole segments
+    kept = pruned_first_segments(site)
+    assert kept and all(not seg.path("zst").exists() and not seg.path("sums").exists() for seg in kept)
+    # every entry pruned was observed before the date; the next one was not
+    lines = list(segs.segment_lines(segs.list_segments(site.journal / "segments")[len(kept)]))
+    assert orjson.loads(lines[-1])["observed_at"] >= "2019-01-05"
+
+    pruned_line = (
+        f"PRUNED: entries 0..{last} (bodies of entries observed before 2019-01-05T00:00:00Z removed on "
+        f"{datetime.now(UTC):%Y-%m-%d} by the prune at seq {TOTAL}; leaf hashes kept)"
+    )
+    for checkpoint in (site.before, site.journal / "checkpoint"):  # anchored before and after the prune
+        done = site.verify(checkpoint)
+        assert done.returncode == 0, done.stdout
+        assert done.stdout.startswith(f"OK: {TOTAL + 1} entries") and pruned_line in done.stdout
+        assert "FAULT" not in done.stdout
+
+
+def test_bytes_kept_per_pruned_entry(site: Site) -> None:
+    assert site.prune().returncode == 0
+    kept = pruned_first_segments(site)
+    count = sum(segs.read_index(seg)["count"] for seg in kept)
+    leaves = sum(seg.path("leaves").stat().st_size for seg in kept)
+    index = sum(seg.path("idx").stat().st_size for seg in kept)
+    assert leaves == 32 * count
+    # ~20 entries a segment here: the .idx (~560 B) weighs; at 64 MiB segments it is < 0.01 B/entry
+    print(f"pruned: {leaves / count:.1f} B/entry leaves + {index / count:.1f} B/entry index ({count} entries)")
+
+
+def test_proofs_over_the_pruned_range_still_verify(site: Site, tmp_path: Path) -> None:
+    assert site.prune().returncode == 0
+    notes = site.checkpoints()
+    old = parse(notes[0])  # size 50: wholly inside the pruned range
+    new = parse((site.journal / "checkpoint").read_text())
+    tree, _ = open_tree(site.journal, new.size)
+    assert tree.root(old.size) == old.hash and tree.root() == new.hash
+    merkle.verify_consistency(old.size, new.size, old.hash, new.hash, tree.consistency(old.size, new.size))
+    leaf = tree.subtree(7, 8)  # a pruned entry: its leaf hash is kept and its inclusion proven
+    merkle.verify_inclusion(7, old.size, leaf, tree.inclusion(7, old.size), old.hash)
+    merkle.verify_inclusion(7, new.size, leaf, tree.inclusion(7, new.size), new.hash)
+
+    (tmp_path / "old").write_text(notes[0])
+    done = keylife(
+        "journal", "consistency", str(tmp_path / "old"), str(site.journal / "checkpoint"),
+        "--journal", str(site.journal), "--key", str(site.key),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    done = keylife("journal", "prove", "--journal", str(site.journal), "--seq", "7")
+    assert done.returncode == 2
+    assert "seq 7 was pruned" in done.stderr and "its leaf hash is kept" in done.stderr
+    end = segs.read_index(pruned_first_segments(site)[-1])["last_seq"]
+    bundle = tmp_path / "bundle.json"
+    first_kept = str(end + 1)  # in the same 256-entry block as pruned entries
+    done = keylife(
+        "journal", "prove", "--journal", str(site.journal), "--seq", first_kept, "--seq", "590", "--out", str(bundle)
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"entries 0..{end} were pruned: their bodies are gone and not in the bundle" in done.stderr
+    done = keylife("journal", "check-proof", str(bundle), "--key", str(site.key))
+    assert done.returncode == 0, done.stdout
+    done = keylife("journal", "prove", "--journal", str(site.journal), "--key-id", "key-3", "--out", str(bundle))
+    assert done.returncode == 0, done.stderr
+    seqs = [item["seq"] for item in orjson.loads(bundle.read_bytes())["entries"]]
+    assert seqs and min(seqs) > end and orjson.loads(bundle.read_bytes())["pruned"] == [[0, end]]
+    assert keylife("journal", "check-proof", str(bundle), "--key", str(site.key)).returncode == 0
+
+
+def test_a_journal_opens_on_a_pruned_start_and_keeps_appending(site: Site) -> None:
+    assert site.prune().returncode == 0
+    journal = site.open()
+    assert journal.integrity_fault is None and journal.size == TOTAL + 1
+    journal.append([usage_event(10_000)])
+    journal.commit()
+    journal.close()
+    done = site.verify(site.journal / "checkpoint")
+    assert done.returncode == 0 and f"OK: {TOTAL + 2} entries" in done.stdout
+
+
+def test_serve_starts_on_a_pruned_journal_and_ingests(site: Site, tmp_path: Path) -> None:
+    from tests.server import live_server
+
+    done = keylife("registry", "rebuild", "--config", str(site.config))  # the registry serve kept before
+    assert done.returncode == 0, done.stderr
+    assert site.prune().returncode == 0
+    event = usage_event(20_000) | {"id": "after-prune"}
+    journal = {"origin": ORIGIN}
+    with live_server(tmp_path, journal=journal) as live:
+        assert live.runtime.journal.integrity_fault is None
+        with live.client() as client:
+            response = client.post("/v1/events", json=event)
+            assert response.status_code in (200, 201, 202), response.text
+            proof = client.get("/v1/journal/proof/inclusion", params={"seq": 3, "size": 50})
+            assert proof.status_code == 200, proof.text  # a pruned entry: its leaf hash and path
+            answer = proof.json()
+            old = parse(site.checkpoints()[0])
+            path = [base64.b64decode(h) for h in answer["proof"]]
+            merkle.verify_inclusion(3, 50, base64.b64decode(answer["leaf_hash"]), path, old.hash)
+            forged = {"id": "forged-prune", "type": "journal_pruned", "occurred_at": "2026-12-01T00:00:00Z"}
+            refused = client.post("/v1/events", json=forged)  # producers cannot announce a prune
+            assert refused.status_code == 422 and "written by keylife itself" in refused.text
+    done = keylife(
+        "verify", str(tmp_path / "data" / "journal"), "--key", str(site.key), "--checkpoint", str(site.before)
+    )
+    assert done.returncode == 0, done.stdout
+    assert f"OK: {TOTAL + 2} entries" in done.stdout and "PRUNED: entries 0.." in done.stdout
+
+
+def test_segments_removed_without_a_prune_entry_are_deleted(site: Site) -> None:
+    """An insider removes old segments and leaves correct leaf hashes so that every root matches."""
+    chosen = prune.plan(site.journal, prune.parse_time("2019-01-05"), TOTAL)
+    prune.carry_out(chosen)
+    done = site.verify(site.before)
+    assert done.returncode == 1
+    assert f"FAULT deleted       seq 0: entries 0..{chosen.last} were removed" in done.stdout
+    assert "no journal_pruned entry covered by a signed checkpoint announces them" in done.stdout
+    journal = site.open()
+    assert journal.integrity_fault is not None and "were removed without a journaled, signed prune" in (
+        journal.integrity_fault
+    )
+
+
+def test_changed_leaf_hashes_are_detected(site: Site) -> None:
+    assert site.prune().returncode == 0
+    leaves = pruned_first_segments(site)[1].path("leaves")
+    data = bytearray(leaves.read_bytes())
+    data[40] ^= 1
+    leaves.write_bytes(bytes(data))
+    done = site.verify(site.before)
+    assert done.returncode == 1
+    assert "does not match" in done.stdout  # the roots over the changed leaves
+    assert "their leaf hashes differ from those the prune recorded" in done.stdout
+    assert site.open().integrity_fault is not None
+
+
+def test_prune_refuses_what_it_cannot_do_safely(site: Site) -> None:
+    done = site.prune("2999-01-01")
+    assert done.returncode == 1
+    assert "in the future" in done.stderr and "not covered by a signed checkpoint" in done.stderr
+    done = site.prune("yesterday")
+    assert done.returncode == 2 and "is not a date or an RFC 3339 time" in done.stderr
+    done = site.prune("2019-01-01")
+    assert done.returncode == 0
+    assert done.stdout.startswith("nothing to prune before 2019-01-01T00:00:00Z: segment 0 (entries 0..")
+    lock = DataLock(site.data).acquire("serve")
+    try:
+        done = site.prune()
+        assert done.returncode == 2 and "is in use by keylife serve" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        lock.release()
+    assert not pruned_first_segments(site)
+
+
+def test_dry_run_changes_nothing(site: Site) -> None:
+    before = sorted(p.name for p in (site.journal / "segments").iterdir())
+    done = site.prune("2019-01-05", "--dry-run")
+    assert done.returncode == 0 and done.stdout.startswith("would prune entries 0..")
+    assert sorted(p.name for p in (site.journal / "segments").iterdir()) == before
+
+
+def test_a_crash_at_any_step_leaves_a_journal_that_verifies(site: Site) -> None:
+    """The announcement is durable and signed first; a crash after it, or between files, leaves
+    every segment whole or pruned with its leaves, and a second run finishes the job."""
+    journal = site.open()
+    chosen = prune.plan(site.journal, prune.parse_time("2019-01-05"), TOTAL)
+    event = {
+        "id": "prune-1", "type": "journal_pruned", "occurred_at": "2026-12-01T00:00:00Z", "actor": "keylife",
+        "attributes": prune.attributes(site.journal, chosen),
+    }  # fmt: skip
+    journal.append([event])
+    journal.commit(maintain=False)
+    journal.checkpoint()
+    journal.close()  # "crash": nothing removed yet
+    done = site.verify(site.before)
+    assert done.returncode == 0, done.stdout
+    assert "NOTE: the prune at seq 600" in done.stdout and "is not finished" in done.stdout
+
+    first, second = chosen.segments[0], chosen.segments[1]
+    leaves = b"".join(merkle.leaf_hash(line) for line in segs.segment_lines(first))
+    segs.write_private(first.path("leaves"), leaves)
+    first.path("zst").unlink()  # first segment: pruned, its .sums left behind
+    segs.write_private(second.path("leaves"), b"".join(merkle.leaf_hash(x) for x in segs.segment_lines(second)))
+    done = site.verify(site.before)  # second segment: leaves written, body still there
+    assert done.returncode == 0, done.stdout
+    assert f"PRUNED: entries 0..{segs.read_index(first)['last_seq']} (" in done.stdout
+    assert site.open().integrity_fault is None
+
+    done = site.prune()
+    assert done.returncode == 0, done.stderr
+    assert not first.path("sums").exists() and not second.path("zst").exists()
+    done = site.verify(site.before)
+    assert done.returncode == 0 and "NOTE" not in done.stdout and "PRUNED: entries 0.." in done.stdout
+
+
+def test_a_follower_moves_past_pruned_entries_with_the_chain_intact(site: Site) -> None:
+    assert site.prune().returncode == 0
+    kept = pruned_first_segments(site)
+    end = segs.read_index(kept[-1])["last_seq"]
+    tail = EntryTail(site.journal, 0, genesis_hash(ORIGIN))
+    got = tail.read(5)
+    assert [entry.seq for entry, _ in got] == list(range(end + 1, end + 6))
+    assert tail.skipped == [(0, end)]
+    whole = EntryTail(site.journal, end + 1, bytes.fromhex(segs.read_index(kept[-1])["last_hash"]))
+    assert [entry.hash for entry, _ in whole.read(5)] == [entry.hash for entry, _ in got]
+
+
+def test_registry_rebuild_refuses_a_pruned_journal(site: Site) -> None:
+    assert site.prune().returncode == 0
+    done = keylife("registry", "rebuild", "--config", str(site.config))
+    assert done.returncode == 2
+    assert "refused: entries 0.." in done.stderr and "would lack their keys' history" in done.stderr
