@@ -74,6 +74,7 @@ class JournalConfig(_Section):
     checkpoint_interval_seconds: float = Field(1.0, gt=0, le=3600)
     compress_level: int = Field(3, ge=1, le=22)
     verify_interval_seconds: float = Field(3600.0, gt=0)  # serve re-verifies the whole journal this often
+    retention_days: int | None = Field(None, ge=1)  # `keylife journal prune` without --before: older than this
 
     @field_validator("origin")
     @classmethod

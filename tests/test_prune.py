@@ -305,3 +305,63 @@ def test_registry_rebuild_refuses_a_pruned_journal(site: Site) -> None:
     done = keylife("registry", "rebuild", "--config", str(site.config))
     assert done.returncode == 2
     assert "refused: entries 0.." in done.stderr and "would lack their keys' history" in done.stderr
+
+
+def test_the_forwarder_ships_on_past_a_pruned_start(site: Site, tmp_path: Path) -> None:
+    """A forwarder that starts (or resumes) inside the pruned range does not wait for entries that
+    are gone: it follows from the first kept entry with the chain carried by the indexes."""
+    assert site.prune().returncode == 0
+    end = segs.read_index(pruned_first_segments(site)[-1])["last_seq"]
+    archive = tmp_path / "shipped.ndjson"
+    sink = f"[{{type: file, name: archive, path: '{archive}'}}]"
+    config = tmp_path / "forward.yaml"
+    config.write_text(f"data_dir: {site.data}\nforwarder:\n  metrics_port: 0\n  sinks: {sink}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "keylife.cli", "forward", "--config", str(config), "--until-caught-up"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"seqs 0..{end} were pruned before they were read; following from seq {end + 1}" in done.stderr
+    records = [orjson.loads(line) for line in archive.read_bytes().splitlines()]
+    events = [r["event"] for r in records if r["event"]["type"] != "checkpoint"]
+    assert len(events) == TOTAL - end and events[-1]["type"] == "journal_pruned"
+    assert any(r["event"]["type"] == "checkpoint" and r["event"]["size"] == TOTAL + 1 for r in records)
+
+
+def test_stored_tiles_and_a_pruned_range_give_one_tree(tmp_path: Path) -> None:
+    """Past 65,536 entries the writer keeps level-1 tiles; a journal pruned beyond them still opens
+    (start-up recomputes the root from kept leaves and entries, the tiles must agree), appends and verifies."""
+    site = Site(tmp_path)
+    journal = Journal(site.journal, site.signer, settings(segment_max_bytes=256 * 1024, checkpoint_every=20_000))
+    total = 70_000
+    for base in range(0, total, 1000):
+        day = 0 if base < 66_000 else 10
+        journal.append([usage_event(n) for n in range(base, base + 1000)], observed_at=T0 + day * 86400)
+        journal.commit()
+    journal.close()
+    assert (site.journal / "tree" / "tile" / "1" / "000").exists()
+    done = site.prune("2019-01-05")
+    assert done.returncode == 0, done.stderr
+    last = int(done.stdout.split("..")[1].split(" ")[0])
+    assert 65_536 < last < 66_000
+    journal = site.open()
+    assert journal.integrity_fault is None
+    journal.append([usage_event(n) for n in range(total, total + 10)])
+    journal.commit()
+    journal.close()
+    done = site.verify(site.journal / "checkpoint")
+    assert done.returncode == 0, done.stdout
+    assert f"OK: {total + 11} entries" in done.stdout and f"PRUNED: entries 0..{last} (" in done.stdout
+
+
+def test_retention_days_in_the_config_sets_the_cut_off(site: Site) -> None:
+    done = keylife("journal", "prune", "--config", str(site.config))
+    assert done.returncode == 2 and "give --before DATE, or set journal.retention_days" in done.stderr
+    site.config.write_text(site.config.read_text() + "  retention_days: 1\n")
+    done = keylife("journal", "prune", "--config", str(site.config))
+    assert done.returncode == 0, done.stderr
+    open_first = segs.list_segments(site.journal / "segments")[-1].first_seq
+    assert done.stdout.startswith(f"pruned entries 0..{open_first - 1} (")
+    assert f"kept from seq {open_first}: segment {open_first} is not sealed (the open segment is never pruned)" in (
+        done.stdout
+    )

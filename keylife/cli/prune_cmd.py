@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -27,7 +27,9 @@ def register(jsub: Any) -> None:
     p = jsub.add_parser(
         "prune", help="remove the bodies of entries observed before DATE, keeping their hashes (serve stopped)"
     )
-    p.add_argument("--before", required=True, help="a date (2019-01-01, midnight UTC) or an RFC 3339 time")
+    p.add_argument(
+        "--before", help="a date (2019-01-01, midnight UTC) or an RFC 3339 time (default: now - journal.retention_days)"
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
     p.set_defaults(func=cmd_prune)
 
@@ -41,11 +43,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from keylife.journal.signing import Signer
     from keylife.journal.writer import Journal
 
-    try:
-        before = prune.parse_time(args.before)
-    except ValueError as exc:
-        raise UsageError(f"--before {args.before!r} is not a date or an RFC 3339 time: {exc}") from None
+    config = _config(args)
     now = datetime.now(UTC)
+    if args.before is None:
+        if config.journal.retention_days is None:
+            raise UsageError("give --before DATE, or set journal.retention_days in the config")
+        before = now - timedelta(days=config.journal.retention_days)
+    else:
+        try:
+            before = prune.parse_time(args.before)
+        except ValueError as exc:
+            raise UsageError(f"--before {args.before!r} is not a date or an RFC 3339 time: {exc}") from None
     if before > now:
         print(
             f"keylife: refused: --before {prune.format_time(before)} is in the future; entries observed before it "
@@ -53,7 +61,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    config = _config(args)
     if not (config.journal_dir / "journal.json").exists():
         raise UsageError(f"{config.journal_dir} is not a keylife journal (no journal.json)")
     if not config.signing_key_path.exists():

@@ -86,7 +86,7 @@ def estimate_entries(directory: Path) -> int | None:
     """Entries in a journal, from segment indexes and sums files (cheap; for a progress total)."""
     total = 0
     for seg in segs.list_segments(directory / "segments"):
-        if seg.sealed:
+        if seg.sealed or seg.pruned:
             total += segs.read_index(seg)["count"]
         elif seg.path("sums").exists():
             total += seg.path("sums").stat().st_size // segs.SUM_BYTES
