@@ -191,6 +191,10 @@ def test_serve_starts_on_a_pruned_journal_and_ingests(site: Site, tmp_path: Path
             old = parse(site.checkpoints()[0])
             path = [base64.b64decode(h) for h in answer["proof"]]
             merkle.verify_inclusion(3, 50, base64.b64decode(answer["leaf_hash"]), path, old.hash)
+            tile = client.get("/v1/journal/tile/0/000")  # C2SP level-0 tile: leaf hashes, pruned or not
+            assert tile.status_code == 200
+            kept = b"".join(seg.path("leaves").read_bytes() for seg in pruned_first_segments(site))
+            assert tile.content[: len(kept)] == kept and len(tile.content) == 256 * 32
             forged = {"id": "forged-prune", "type": "journal_pruned", "occurred_at": "2026-12-01T00:00:00Z"}
             refused = client.post("/v1/events", json=forged)  # producers cannot announce a prune
             assert refused.status_code == 422 and "written by keylife itself" in refused.text
@@ -365,3 +369,14 @@ def test_retention_days_in_the_config_sets_the_cut_off(site: Site) -> None:
     assert f"kept from seq {open_first}: segment {open_first} is not sealed (the open segment is never pruned)" in (
         done.stdout
     )
+
+
+def test_serve_refuses_in_one_line_when_its_registry_is_behind_a_pruned_range(site: Site) -> None:
+    assert site.prune().returncode == 0  # no registry: it would have to replay pruned entries
+    site.config.write_text(site.config.read_text() + "listen:\n  port: 0\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "keylife.cli", "serve", "--config", str(site.config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "the registry stops before seq 0, but entries 0.." in done.stderr and "Traceback" not in done.stderr

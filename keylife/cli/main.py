@@ -455,6 +455,9 @@ def _one_line(exc: BaseException) -> str | None:
 
     if isinstance(exc, UsageError | ClientError | ConfigError | DataDirBusy):
         return str(exc)
+    registry = sys.modules.get("keylife.registry.projection")  # a registry that cannot follow its journal
+    if registry is not None and isinstance(exc, registry.RegistryError):
+        return str(exc)
     policy = sys.modules.get("exporter.policy")  # imported only by the commands that load a policy
     if policy is not None and isinstance(exc, policy.PolicyError):
         return str(exc)
