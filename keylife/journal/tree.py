@@ -353,14 +353,14 @@ def root_from_entries(directory: Path, size: int, announcements: list[bytes] | N
             builder.extend(segs.read_leaves(seg, first, count))
             continue
         if seg.sealed:
-            chunks: Iterator[list[bytes]] = (segs.split_lines(data) for _first, data in segs.iter_frames(seg))
+            chunks: Iterator[bytes] = (data for _first, data in segs.iter_frames(seg))
         elif seg.path("log").exists():
-            chunks = iter([segs.split_lines(seg.path("log").read_bytes())])
+            chunks = iter([seg.path("log").read_bytes()])
         else:
             continue
-        for lines in chunks:
-            lines = lines[: size - builder.size]
-            if announcements is not None:
+        for data in chunks:
+            lines = segs.split_lines(data)[: size - builder.size]
+            if announcements is not None and segs.PRUNE_MARK in data:  # one scan of the bytes, not of each line
                 announcements += [line for line in lines if segs.PRUNE_MARK in line]
             builder.extend([sha256(b"\x00" + line).digest() for line in lines])  # RFC 9162 §2.1.1 leaves
             if builder.size >= size:

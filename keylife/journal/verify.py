@@ -358,7 +358,7 @@ def verify(
     for seg, sums, batch in _batches(directory, report.faults, announced):
         if stopped:
             break
-        if seg.pruned:  # batch: the kept leaf hashes; the index carries the chain across
+        if not sums and seg.pruned:  # batch: the kept leaf hashes; the index carries the chain across
             if upto is not None and count >= upto:
                 stopped = True
                 break
