@@ -380,3 +380,31 @@ def test_serve_refuses_in_one_line_when_its_registry_is_behind_a_pruned_range(si
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert "the registry stops before seq 0, but entries 0.." in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_second_prune_extends_the_first(site: Site) -> None:
+    assert site.prune("2019-01-05").returncode == 0
+    first_end = segs.read_index(pruned_first_segments(site)[-1])["last_seq"]
+    done = site.prune("2019-01-08")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.startswith(f"pruned entries {first_end + 1}..") and f"announced at seq {TOTAL + 1}" in done.stdout
+    )
+    second_end = segs.read_index(pruned_first_segments(site)[-1])["last_seq"]
+    done = site.verify(site.before)
+    assert done.returncode == 0, done.stdout
+    assert f"PRUNED: entries 0..{first_end} (bodies of entries observed before 2019-01-05" in done.stdout
+    assert f"PRUNED: entries {first_end + 1}..{second_end} (bodies of entries observed before 2019-01-08" in done.stdout
+
+
+def test_a_cut_leaves_file_is_named(site: Site) -> None:
+    assert site.prune().returncode == 0
+    seg = pruned_first_segments(site)[2]
+    leaves = seg.path("leaves")
+    leaves.write_bytes(leaves.read_bytes()[:-32])
+    done = site.verify(site.before)
+    assert done.returncode == 1
+    assert f"FAULT modified      seq {seg.first_seq}: pruned segment {seg.first_seq}: " in done.stdout
+    assert f"{seg.first_seq:020d}.leaves holds {32 * (segs.read_index(seg)['count'] - 1)} bytes, not " in done.stdout
+    assert "does not match" in done.stdout  # the roots over it
+    assert "index of pruned segment" not in done.stdout and "entry is missing" not in done.stdout  # no cascade
