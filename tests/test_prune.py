@@ -408,3 +408,29 @@ def test_a_cut_leaves_file_is_named(site: Site) -> None:
     assert f"{seg.first_seq:020d}.leaves holds {32 * (segs.read_index(seg)['count'] - 1)} bytes, not " in done.stdout
     assert "does not match" in done.stdout  # the roots over it
     assert "index of pruned segment" not in done.stdout and "entry is missing" not in done.stdout  # no cascade
+
+
+def test_a_journal_from_the_format_1_release_can_be_pruned(site: Site) -> None:
+    """Its old checkpoints sign chain heads: one at a pruned segment's end is checked against the
+    index, one inside a pruned segment cannot be (its entries are gone) and verify says so."""
+    import hashlib
+
+    from keylife.journal.note import sign_checkpoint
+
+    chain, notes = genesis_hash(ORIGIN), []
+    for seg in segs.list_segments(site.journal / "segments"):
+        for line in segs.segment_lines(seg):
+            chain = hashlib.sha256(chain + line).digest()
+            size = segs.entry_seq(line) + 1
+            if size % 50 == 0:
+                notes.append(sign_checkpoint(site.signer, ORIGIN, size, chain).render())
+    (site.journal / "checkpoints.log").write_bytes(b"".join(orjson.dumps({"note": n}) + b"\n" for n in notes))
+    (site.journal / "checkpoint").write_text(notes[-1])
+    (site.journal / "journal.json").write_bytes(orjson.dumps({"format": 1, "origin": ORIGIN}))
+    site.before.write_text(notes[-1])
+    done = site.prune()
+    assert done.returncode == 0, done.stderr
+    done = site.verify(site.before)
+    assert done.returncode == 0, done.stdout
+    assert "PRUNED: entries 0.." in done.stdout
+    assert "format-1 checkpoints (sizes 100..200) sign a chain head inside a pruned segment" in done.stdout

@@ -359,6 +359,7 @@ def verify(
     stopped = False
     announced: list[bytes] = []
     pruned: list[tuple[int, int]] = []
+    unchecked: list[int] = []  # sizes of format-1 checkpoints whose chain head lies in a pruned segment
     for seg, sums, batch in _batches(directory, report.faults, announced):
         if stopped:
             break
@@ -380,13 +381,15 @@ def verify(
                 tree.extend(part)
                 count += len(part)
                 if count in by_size:
-                    root, head = tree.root(), end_chain if count == index["last_seq"] + 1 else b""
-                    claims_here = by_size[count]
-                    mismatched += [
-                        (count, c)
-                        for c in claims_here
-                        if not accepts(c.checkpoint.hash, count, root, head, legacy_upto)
-                    ]
+                    at_end = count == index["last_seq"] + 1
+                    root, head = tree.root(), end_chain if at_end else b""
+                    for c in by_size[count]:
+                        if accepts(c.checkpoint.hash, count, root, head, legacy_upto):
+                            continue
+                        if not at_end and count <= legacy_upto:  # a format-1 chain head inside pruned bodies
+                            unchecked.append(count)
+                        else:
+                            mismatched.append((count, c))
             pruned.append((seg.first_seq, count - 1))
             expected, chain = count, end_chain
             continue
@@ -490,7 +493,12 @@ def verify(
     covered = max((s for s in by_size if s <= count), default=0)
     report.covered = covered
     report.unsigned_tail = count - covered
-    matched = {size for size, c in mismatched}
+    matched = {size for size, c in mismatched} | set(unchecked)
+    if unchecked:
+        report.notes.append(
+            f"{len(unchecked)} format-1 checkpoints (sizes {unchecked[0]}..{unchecked[-1]}) sign a chain head inside "
+            "a pruned segment, whose entries are gone: not checked (the Merkle checkpoints over the range are)"
+        )
     for size, claims_at in by_size.items():
         for claim in claims_at:
             fits = claim.source == EXTERNAL and size <= count and size not in matched
