@@ -195,6 +195,11 @@ def test_serve_starts_on_a_pruned_journal_and_ingests(site: Site, tmp_path: Path
             assert tile.status_code == 200
             kept = b"".join(seg.path("leaves").read_bytes() for seg in pruned_first_segments(site))
             assert tile.content[: len(kept)] == kept and len(tile.content) == 256 * 32
+            key = client.get("/v1/keys/key-3", params={"history": 1000})  # its pruned entries have no body
+            assert key.status_code == 200
+            seqs = [item["seq"] for item in key.json()["history"]]
+            end = segs.read_index(pruned_first_segments(site)[-1])["last_seq"]
+            assert seqs and all(seq > end for seq in seqs)
             forged = {"id": "forged-prune", "type": "journal_pruned", "occurred_at": "2026-12-01T00:00:00Z"}
             refused = client.post("/v1/events", json=forged)  # producers cannot announce a prune
             assert refused.status_code == 422 and "written by keylife itself" in refused.text
