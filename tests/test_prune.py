@@ -439,3 +439,17 @@ def test_a_journal_from_the_format_1_release_can_be_pruned(site: Site) -> None:
     assert done.returncode == 0, done.stdout
     assert "PRUNED: entries 0.." in done.stdout
     assert "format-1 checkpoints (sizes 100..200) sign a chain head inside a pruned segment" in done.stdout
+
+
+def test_a_segment_left_with_only_its_index_is_refused_in_one_line(site: Site) -> None:
+    assert site.prune().returncode == 0
+    pruned_first_segments(site)[1].path("leaves").unlink()
+    done = site.prune("2019-01-08")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "refused: the journal cannot be opened: segment 30 has neither entries nor kept leaf hashes" in done.stderr
+    done = site.verify(site.before)
+    assert (
+        done.returncode == 1
+        and "FAULT deleted       seq 30: entries 30..49 are gone: segment 30 has only its index" in done.stdout
+    )
+    assert "does not follow" not in done.stdout

@@ -41,7 +41,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from keylife.domain.events import Event, EventType, format_time
     from keylife.journal import prune
     from keylife.journal.signing import Signer
-    from keylife.journal.writer import Journal
+    from keylife.journal.writer import Journal, JournalCorrupt
 
     config = _config(args)
     now = datetime.now(UTC)
@@ -70,7 +70,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         signer, _ = Signer.load_or_create(config.signing_key_path, config.journal.origin)
         settings = journal_settings(config)
         settings.seal_in_background = False
-        journal = Journal(config.journal_dir, signer, settings)
+        try:
+            journal = Journal(config.journal_dir, signer, settings)
+        except JournalCorrupt as exc:
+            print(f"keylife: refused: the journal cannot be opened: {exc}", file=sys.stderr)
+            return 1
         try:
             if journal.integrity_fault is not None:
                 fault = journal.integrity_fault

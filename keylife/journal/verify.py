@@ -169,12 +169,29 @@ def _split_views(by_size: dict[int, list[_Claim]]) -> list[Fault]:
 
 def _batches(
     directory: Path, faults: list[Fault], announced: list[bytes]
-) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes]]]:
-    """(segment, its sums, lines) per frame or open segment, in file order; corrupt frames become
-    faults, not crashes. A pruned segment gives (segment, b"", its kept leaf hashes). Lines that
-    announce a prune are added to ``announced``."""
+) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes], bool]]:
+    """(segment, its sums, lines, False) per frame or open segment, in file order; corrupt frames
+    become faults, not crashes. A pruned segment gives (segment, b"", its kept leaf hashes, True);
+    a segment left with only its index gives zero hashes in their place (a ``deleted`` fault), so
+    the seqs after it keep their place. Lines that announce a prune are added to ``announced``."""
     mark = segs.PRUNE_MARK
     for seg in segs.list_segments(directory / "segments"):
+        if not seg.sealed and not seg.pruned and not seg.path("log").exists() and seg.path("idx").exists():
+            try:
+                index = segs.read_index(seg)
+                first, count = index["first_seq"], index["count"]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError):
+                continue  # nothing to place: the seqs after it are named as missing
+            faults.append(
+                Fault(
+                    "deleted",
+                    first,
+                    f"entries {first}..{first + count - 1} are gone: segment {seg.first_seq} has only its index "
+                    "(no entries, no leaf hashes)",
+                )
+            )
+            yield seg, b"", [bytes(segs.LEAF_BYTES)] * count, True
+            continue
         if seg.pruned:
             try:
                 count = segs.read_index(seg)["count"]
@@ -188,7 +205,7 @@ def _batches(
                 what = f"{name} holds {held} bytes, not {count} leaf hashes of {segs.LEAF_BYTES}"
                 faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {what}"))
                 leaves += [bytes(segs.LEAF_BYTES)] * (count - len(leaves))  # keep the seqs after it in place
-            yield seg, b"", leaves
+            yield seg, b"", leaves, True
             continue
         sums = segs.read_sums(seg)
         if seg.sealed:
@@ -198,7 +215,7 @@ def _batches(
                     if mark in data:
                         announced += [line for line in lines if mark in line]
                     if lines:
-                        yield seg, sums, lines
+                        yield seg, sums, lines, False
             except (zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
                 faults.append(Fault("modified", seg.first_seq, f"sealed segment {seg.first_seq} is corrupt: {exc}"))
         elif seg.path("log").exists():
@@ -207,7 +224,7 @@ def _batches(
             if mark in data:
                 announced += [line for line in lines if mark in line]
             for at in range(0, len(lines), BATCH):
-                yield seg, sums, lines[at : at + BATCH]
+                yield seg, sums, lines[at : at + BATCH], False
             if data and not data.endswith(b"\n"):
                 faults.append(Fault("modified", None, f"segment {seg.first_seq} ends in a partial entry"))
 
@@ -360,10 +377,10 @@ def verify(
     announced: list[bytes] = []
     pruned: list[tuple[int, int]] = []
     unchecked: list[int] = []  # sizes of format-1 checkpoints whose chain head lies in a pruned segment
-    for seg, sums, batch in _batches(directory, report.faults, announced):
+    for seg, sums, batch, hashes in _batches(directory, report.faults, announced):
         if stopped:
             break
-        if not sums and seg.pruned:  # batch: the kept leaf hashes; the index carries the chain across
+        if hashes:  # batch: the kept leaf hashes; the index carries the chain across
             if upto is not None and count >= upto:
                 stopped = True
                 break
@@ -390,7 +407,8 @@ def verify(
                             unchecked.append(count)
                         else:
                             mismatched.append((count, c))
-            pruned.append((seg.first_seq, count - 1))
+            if seg.pruned:
+                pruned.append((seg.first_seq, count - 1))
             expected, chain = count, end_chain
             continue
         for part in _cut(batch, count, sizes):

@@ -201,6 +201,12 @@ class Journal:
                 self.size = index["last_seq"] + 1
                 self.head = bytes.fromhex(index["last_hash"])
                 continue
+            if not seg.path("log").exists():
+                raise JournalCorrupt(
+                    f"segment {seg.first_seq} has neither entries nor kept leaf hashes (only "
+                    f"{', '.join(p.name for p in sorted(self.seg_dir.glob(segs.seg_name(seg.first_seq, '*'))))}); "
+                    "run keylife verify"
+                )
             prev = self.head
             self._recover_log(seg, report)
             if not is_last:
