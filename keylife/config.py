@@ -64,6 +64,35 @@ class Listen(_Section):
         return self
 
 
+class WitnessConfig(_Section):
+    """A C2SP tlog-witness the log asks to cosign its checkpoints (docs/journal.md, *Witnesses*)."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\s]+$")  # label in logs and metrics
+    url: str = Field(pattern=r"^https?://")  # the witness's submission prefix; add-checkpoint is appended
+    key: str  # its cosignature/v1 verifier key: name+hexkeyid+base64(0x04 || Ed25519 key)
+
+    @field_validator("key")
+    @classmethod
+    def _cosigner_key(cls, value: str) -> str:
+        """Checked here without importing the journal (a peer layer); tlog-cosignature key id rule."""
+        import base64
+        import binascii
+        import hashlib
+
+        parts = value.strip().split("+", 2)
+        if len(parts) != 3:
+            raise ValueError("witness key must look like name+hexkeyid+base64key")
+        try:
+            raw = base64.b64decode(parts[2], validate=True)
+        except binascii.Error:
+            raise ValueError("witness key: the key part is not valid base64") from None
+        if len(raw) != 33 or raw[0] != 4:
+            raise ValueError("witness key: only cosignature/v1 Ed25519 keys (type 0x04, 32 bytes) are supported")
+        if hashlib.sha256(parts[0].encode() + b"\n" + raw).digest()[:4].hex() != parts[1].lower():
+            raise ValueError("witness key: key id does not match the name and key")
+        return value.strip()
+
+
 class JournalConfig(_Section):
     origin: str = Field(default_factory=lambda: f"keylife/{socket.gethostname()}", min_length=1, max_length=200)
     dir: Path | None = None
@@ -75,6 +104,19 @@ class JournalConfig(_Section):
     compress_level: int = Field(3, ge=1, le=22)
     verify_interval_seconds: float = Field(3600.0, gt=0)  # serve re-verifies the whole journal this often
     retention_days: int | None = Field(None, ge=1)  # `keylife journal prune` without --before: older than this
+    witnesses: list[WitnessConfig] = Field(default_factory=list)  # asked to cosign each new checkpoint
+    witness_quorum: int | None = Field(None, ge=1)  # cosignatures a checkpoint needs to count; None: all
+    witness_interval_seconds: float = Field(10.0, gt=0, le=3600)  # at most one round of requests this often
+    witness_timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _witness_quorum(self) -> JournalConfig:
+        names = [w.name for w in self.witnesses]
+        if len(set(names)) != len(names):
+            raise ValueError("witness names must be unique")
+        if self.witness_quorum is not None and self.witness_quorum > len(self.witnesses):
+            raise ValueError(f"witness_quorum {self.witness_quorum} is more than the {len(self.witnesses)} witnesses")
+        return self
 
     @field_validator("origin")
     @classmethod

@@ -24,7 +24,7 @@ PACKAGES = ("keylife", "audit_forwarder", "exporter")
 LAYERS: list[tuple[str, ...]] = [
     ("keylife.common",),
     ("keylife.domain", "keylife.journal", "keylife.config"),
-    ("keylife.registry",),
+    ("keylife.registry", "keylife.witness"),
     ("keylife.ingest",),
     ("keylife.api", "keylife.datafold", "keylife.demo"),
     ("keylife.cli",),

@@ -20,6 +20,7 @@ from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
 from keylife.api.journal_routes import add_journal_routes
 from keylife.api.problems import JSONBody, Problem, install
+from keylife.api.rotation_route import add_rotation_route
 from keylife.api.scrapes import ScrapeCache
 from keylife.api.services import Services
 from keylife.domain.events import Event, EventType, format_time, validate_notice
@@ -214,9 +215,10 @@ def create_app(rt: Services) -> FastAPI:
 
     @app.get("/v1/journal/verifier-key", tags=["journal"], response_class=PlainTextResponse)
     async def verifier_key() -> PlainTextResponse:
-        return PlainTextResponse(rt.signer.verifier.encode() + "\n")
+        return PlainTextResponse(rt.journal.signer.verifier.encode() + "\n")  # the current key (rotation)
 
     add_journal_routes(app, rt, require)  # proofs and tiles for auditors
+    add_rotation_route(app, rt, require)  # POST /v1/journal/signing-key/rotate (admin)
     no_body_parameters(app)
     return app
 

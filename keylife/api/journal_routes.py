@@ -4,6 +4,8 @@ RFC 6962 tree, and its tiles at C2SP tlog-tiles paths.
 * ``GET /v1/journal/proof/inclusion?seq=N&size=S`` (S defaults to the latest checkpoint's size)
 * ``GET /v1/journal/proof/consistency?from=A&to=B``
 * ``GET /v1/journal/tile/<L>/<N>[.p/<W>]`` (levels >= 0; full tiles are immutable)
+* ``GET /v1/journal/checkpoint/cosigned``: the latest checkpoint with its witnesses' cosignatures
+  (C2SP tlog-cosignature lines after the log's signature; docs/journal.md, *Witnesses*)
 
 Hashes are base64, as in checkpoints. Sizes beyond the tree are refused (404), not guessed.
 """
@@ -15,12 +17,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from keylife.api.problems import Problem
 from keylife.api.services import Services
 from keylife.journal.proofs import consistency_answer, inclusion_answer
 from keylife.journal.tree import TILE_WIDTH
+from keylife.witness.cosigned import LATEST_NAME
 
 _TILE = re.compile(r"(\d+)/((?:x\d{3}/)*\d{3})(?:\.p/(\d+))?\Z")
 
@@ -86,3 +89,16 @@ def add_journal_routes(app: FastAPI, rt: Services, require: Callable[[str], Any]
                 raise Problem(404, "not-in-tree", "No such tile", str(exc)) from exc
         immutable = "public, max-age=31536000, immutable" if width == TILE_WIDTH else "no-store"
         return Response(data, media_type="application/octet-stream", headers={"Cache-Control": immutable})
+
+    @app.get("/v1/journal/checkpoint/cosigned", tags=["journal"], response_class=PlainTextResponse)
+    def cosigned(_: Any = require("read")) -> PlainTextResponse:
+        try:
+            note = (journal.directory / LATEST_NAME).read_text()
+        except FileNotFoundError:
+            raise Problem(
+                404,
+                "not-cosigned",
+                "No cosigned checkpoint",
+                "no witness has cosigned a checkpoint of this journal yet",
+            ) from None
+        return PlainTextResponse(note)

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from keylife.journal import merkle
-from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
+from keylife.journal.note import Checkpoint, NoteError, parse
+from keylife.journal.rotation import local_schedule
 from keylife.journal.signing import Verifier
 
 
@@ -123,8 +124,9 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     except (ValueError, OSError, NoteError) as exc:
         print(f"keylife: {exc}", file=sys.stderr)
         return 2
+    schedule = local_schedule(directory, new.origin, trusted, [old, new])  # follows signing-key rotations
     for name, cp in (("OLD", old), ("NEW", new)):
-        problem = check_signatures(cp, trusted)
+        problem = schedule.check(cp)
         if problem:
             print(f"FAULT {name} (size {cp.size}): {problem}")
             return 1

@@ -91,7 +91,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     grace = unsigned_grace(interval)
     return run_verify(
         Path(directory), args.key, args.checkpoint, as_json=args.json, allow_unanchored=args.allow_unanchored,
-        grace=grace,
+        grace=grace, witnesses=args.witness, witness_quorum=args.witness_quorum,
     )  # fmt: skip
 
 
@@ -369,6 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a checkpoint obtained elsewhere (a SIEM's copy, a published file): the trusted anchor; repeatable",
     )
     p.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a witness's verifier key (cosignature/v1) or a file holding one; repeatable: a checkpoint they "
+        "cosigned that matches the journal is a trusted anchor",
+    )
+    p.add_argument(
+        "--witness-quorum",
+        type=int,
+        metavar="K",
+        help="cosignatures of distinct --witness keys a checkpoint needs (default: all given)",
+    )
+    p.add_argument(
         "--allow-unanchored",
         action="store_true",
         help="check without a trusted anchor (--key plus --checkpoint) and list what could not be checked",
@@ -446,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     from keylife.cli.journal_cmds import register as register_proof_commands
 
     register_proof_commands(jsub)  # prove, check-proof, consistency
+    from keylife.cli.rotate_cmd import register as register_rotate
+
+    register_rotate(jsub)  # rotate-signing-key
+    from keylife.cli.witness_cli import register as register_witness
+
+    register_witness(sub)  # witness serve, witness pubkey
     return parser
 
 

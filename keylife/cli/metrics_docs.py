@@ -16,6 +16,8 @@ from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
 from exporter.metrics_spec import FLEET, PIPELINE, Spec
 from keylife.ingest.telemetry import STANDARD_COLLECTORS, Telemetry
+from keylife.witness.client import ClientMetrics
+from keylife.witness.service import WitnessMetrics
 
 TARGET = Path(__file__).parents[2] / "docs" / "metrics.md"
 
@@ -96,6 +98,21 @@ def render() -> str:
         "",
         *_telemetry_table(ForwardMetrics(CollectorRegistry())),
         *[_row(name, "gauge", ["sink"], help_text) for name, help_text in GAUGES],
+        "",
+        "## Witnesses",
+        "",
+        "From `keylife serve` when `journal.witnesses` is configured (docs/journal.md, *Witnesses*):",
+        "`witness` is the configured name; `result` is `cosigned`, `conflict` (a 409 even after the one",
+        "retry), `http_<status>` (a refusal: `http_422` means the witness found the history inconsistent),",
+        "`unreachable`, `bad_answer`, `bad_cosignature`, `store_failed`, `ahead` or `no_proof`.",
+        "",
+        *_telemetry_table(ClientMetrics(CollectorRegistry())),
+        "",
+        "From `keylife witness serve`, on its own `/metrics`: `result` is `cosigned`, `malformed` (400),",
+        "`unknown_log` (404), `bad_signature` (403), `conflict` (409: wrong old size or rollback), `fork`",
+        '(409: same size, another root) or `bad_proof` (422). Unknown origins share `origin="unknown"`.',
+        "",
+        *_telemetry_table(WitnessMetrics()),
         "",
     ]
     return "\n".join(lines)

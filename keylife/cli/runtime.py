@@ -13,6 +13,7 @@ from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
+from keylife.cli.witnessing import start_witnessing
 from keylife.cli.writer_metrics import WriterCollector
 from keylife.common.datalock import DataLock
 from keylife.common.secret_files import create_secret_file, read_secret_text
@@ -20,10 +21,13 @@ from keylife.datafold.service import DataFoldService, start_datafold
 from keylife.ingest.ledger import Ledger
 from keylife.ingest.telemetry import Telemetry
 from keylife.journal import verify_status
+from keylife.journal.key_rotation import RotationRefused
+from keylife.journal.key_rotation import finish as finish_rotation
 from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
-from keylife.journal.writer import Journal, JournalSettings
+from keylife.journal.writer import Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry
+from keylife.witness.client import WitnessClient
 
 log = logging.getLogger("keylife.runtime")
 
@@ -67,6 +71,7 @@ class Runtime:
     datafold: DataFoldService | None = None
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
+    witnessing: WitnessClient | None = None
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -91,6 +96,13 @@ class Runtime:
             if made:
                 notes.append(f"created a local admin token in {config.token_file} (0600)")
         journal = Journal(config.journal_dir, signer, journal_settings(config))
+        try:  # before anything is appended or signed: a rotation a crash interrupted
+            finished = finish_rotation(journal, config.signing_key_path)
+        except (RotationRefused, JournalCorrupt, OSError, ValueError) as exc:
+            journal.mark_faulty(f"signing-key rotation: {exc}")
+        else:
+            notes += [finished] if finished else []
+        signer = journal.signer
         if journal.integrity_fault is None:  # a swapped verifier.key is evidence too: left as found
             _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
         registry = Registry(config.registry_path, origin=config.journal.origin)
@@ -131,15 +143,18 @@ class Runtime:
         datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
+        witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, forwarder, datafold, local_token, notes,
+            verifier, pusher, forwarder, datafold, local_token, notes, witnessing,
         )  # fmt: skip
 
     def close(self) -> None:
         if self.pusher is not None:
             self.pusher.shutdown()
         self.verifier.stop()
+        if self.witnessing is not None:
+            self.witnessing.stop()
         if self.datafold is not None:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:

@@ -8,9 +8,10 @@ by a format-1 journal, of at most ``chain_checkpoints_upto`` entries (``legacy_c
 carries the chain head ``h[N-1]`` instead (docs/journal.md, *Formats*).
 
 A *trusted anchor* is something the journal's host alone cannot forge: a checkpoint obtained
-elsewhere (a SIEM's copy, a published file) that a pinned verifier key signed, or witness
-cosignatures (C2SP tlog-witness; ``Anchor.kind == "witness"`` is the extension point, not built
-yet). Everything the host holds (segments, ``.sums``, ``checkpoints.log``, ``verifier.key`` and
+elsewhere (a SIEM's copy, a published file) that a pinned verifier key signed, or a checkpoint
+that k of n given witnesses cosigned (C2SP tlog-cosignature, ``keylife.journal.cosignature``;
+found by ``keylife verify --witness``, checked by ``verify(witnessed=...)``). Everything the
+host holds (segments, ``.sums``, ``checkpoints.log``, ``verifier.key``, the cosignature files and
 the signing key itself) can be rewritten together by someone with disk access.
 """
 
@@ -152,9 +153,9 @@ def checkpoint_matches(directory: Path, origin: str, cp: Checkpoint) -> bool:
 class Anchor:
     """A checkpoint the verifier trusts because it did not come from the journal's host.
 
-    ``kind`` is ``checkpoint`` (given with ``--checkpoint`` and signed by a pinned ``--key``);
-    ``witness`` is reserved for k-of-n witness cosignatures (C2SP tlog-cosignature), which
-    anchor a checkpoint found beside the journal.
+    ``kind`` is ``checkpoint`` (given with ``--checkpoint`` and signed by a pinned ``--key``) or
+    ``witness`` (cosigned by ``--witness-quorum`` of the ``--witness`` keys, C2SP
+    tlog-cosignature; found beside the journal or given with ``--checkpoint``).
     """
 
     kind: str

@@ -30,7 +30,8 @@ from pathlib import Path
 import orjson
 
 from keylife.journal.anchor import RootUnavailable, checkpoint_matches
-from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
+from keylife.journal.note import Checkpoint, NoteError, parse
+from keylife.journal.rotation import KeySchedule
 from keylife.journal.signing import Verifier
 
 TAIL_BYTES = 64 * 1024  # the newest checkpoints.log lines checked at start-up (a few hundred)
@@ -62,8 +63,8 @@ def _tail_span(directory: Path, covered: int, size: int) -> float:
     return 0.0 if first is None or last is None else last - first
 
 
-def _checked(cp: Checkpoint, where: str, origin: str, trusted: list[Verifier]) -> str | None:
-    problem = check_signatures(cp, trusted)
+def _checked(cp: Checkpoint, where: str, origin: str, trusted: KeySchedule) -> str | None:
+    problem = trusted.check(cp)
     if problem:
         return f"{where} (size {cp.size}): {problem}"
     if cp.origin != origin:
@@ -71,9 +72,16 @@ def _checked(cp: Checkpoint, where: str, origin: str, trusted: list[Verifier]) -
     return None
 
 
-def check_at_start(directory: Path, origin: str, size: int, trusted: list[Verifier], grace: float) -> str | None:
-    """None when the journal extends the history its checkpoints signed; else a one-line reason."""
+def check_at_start(
+    directory: Path, origin: str, size: int, trusted: list[Verifier] | KeySchedule, grace: float
+) -> str | None:
+    """None when the journal extends the history its checkpoints signed; else a one-line reason.
+
+    ``trusted`` is a ``rotation.KeySchedule`` once the signing key was rotated (each key signs
+    only the sizes of its term), or the plain list of trusted keys."""
     directory = Path(directory)
+    if not isinstance(trusted, KeySchedule):
+        trusted = KeySchedule(trusted)
     latest_path, log_path = directory / "checkpoint", directory / "checkpoints.log"
     if not latest_path.exists() and not log_path.exists():
         span = _tail_span(directory, 0, size)

@@ -43,10 +43,12 @@ def body(origin: str, size: int, chain_hash: bytes) -> str:
     return f"{origin}\n{size}\n{base64.b64encode(chain_hash).decode()}\n"
 
 
-def sign_checkpoint(signer: Signer, origin: str, size: int, chain_hash: bytes) -> Checkpoint:
+def sign_checkpoint(signer: Signer, origin: str, size: int, chain_hash: bytes, *more: Signer) -> Checkpoint:
+    """A checkpoint signed by ``signer`` and then each of ``more`` (one signature line each, in
+    that order: C2SP signed-note lets a note carry several)."""
     text = body(origin, size, chain_hash)
-    sig = Signature(signer.name, signer.verifier.key_id, signer.sign(text.encode()))
-    return Checkpoint(origin, size, chain_hash, text, (sig,))
+    sigs = tuple(Signature(s.name, s.verifier.key_id, s.sign(text.encode())) for s in (signer, *more))
+    return Checkpoint(origin, size, chain_hash, text, sigs)
 
 
 class NoteError(ValueError):

@@ -9,7 +9,10 @@ to what is safe and says exactly which seqs it pruned. What stays of a pruned se
   entry (the shipper's per-entry chain continues across the gap);
 * ``<first>.leaves``: the RFC 9162 §2.1.1 leaf hash ``SHA-256(0x00 || line)`` of each entry, 32
   bytes each in seq order. RFC 6962 roots, inclusion and consistency proofs and C2SP tlog-tiles
-  level-0 tiles over the range are computed from them exactly as from the entries.
+  level-0 tiles over the range are computed from them exactly as from the entries;
+* ``<first>.kept``: the whole entries verification still follows, prune announcements (a later
+  prune may remove the segment of an earlier one) and signing-key rotations (the chain of keys);
+  each counts only if its leaf hash is the kept one at its seq.
 
 The prune is journaled first: an entry of type ``journal_pruned`` (a system type producers
 cannot send) whose attributes name the cut-off, the seq range, the entry count, the RFC 6962
@@ -178,10 +181,13 @@ def carry_out(chosen: Plan) -> None:
     and signed before this runs): ``.leaves`` written and synced, then ``.zst``, then ``.sums``."""
     for seg in chosen.segments:
         index = segs.read_index(seg)
-        leaves = [merkle.leaf_hash(line) for line in segs.segment_lines(seg)]
-        if len(leaves) != index["count"]:
-            raise ValueError(f"segment {seg.first_seq} holds {len(leaves)} entries, its index says {index['count']}")
-        segs.write_private(seg.path("leaves"), b"".join(leaves))
+        lines = list(segs.segment_lines(seg))
+        if len(lines) != index["count"]:
+            raise ValueError(f"segment {seg.first_seq} holds {len(lines)} entries, its index says {index['count']}")
+        segs.write_private(seg.path("leaves"), b"".join(merkle.leaf_hash(line) for line in lines))
+        kept = [line for line in lines if any(mark in line for mark in segs.KEEP_MARKS)]
+        if kept:  # prune announcements and key rotations: verification follows them after the prune
+            segs.write_private(seg.path("kept"), b"".join(line + b"\n" for line in kept))
         segs.fsync_dir(seg.directory)
         seg.path("zst").unlink()
         seg.path("sums").unlink(missing_ok=True)

@@ -9,7 +9,8 @@ range, hashes, frame offsets) so 7+ years stay small and one entry is one frame 
 
 A *pruned* segment (``keylife journal prune``, keylife/journal/prune.py) keeps its ``.idx`` (the
 chain hashes across the gap) and ``<first>.leaves`` (the RFC 6962 leaf hash of each entry, 32
-bytes each, in seq order); its ``.zst`` and ``.sums`` are gone.
+bytes each, in seq order) and, when it held any, ``<first>.kept``: the whole entries that
+verification still follows (prune announcements, signing-key rotations); ``.zst`` and ``.sums`` are gone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from keylife.common.files import create_durably, fsync_dir
 FRAME_ENTRIES = 1024
 SUM_BYTES = 4
 FILE_MODE = 0o640  # journal files: the owner writes, an auditors' group may read
-_NAME = re.compile(r"(\d{20})\.(log|zst|idx|sums|leaves)\Z")  # \Z: "$" would accept a trailing newline
+_NAME = re.compile(r"(\d{20})\.(log|zst|idx|sums|leaves|kept)\Z")  # \Z: "$" would accept a trailing newline
 _SEQ_MARK = b',"seq":'
 
 
@@ -244,4 +245,26 @@ def pruned_ranges(directory: Path) -> list[tuple[int, int, SegmentFiles]]:
         if seg.pruned:
             index = read_index(seg)
             out.append((index["first_seq"], index["last_seq"] + 1, seg))
+    return out
+
+
+KEEP_MARKS = (PRUNE_MARK, b'"type":"signing_key_rotated"')  # entries verification needs after a prune
+
+
+def read_kept(seg: SegmentFiles) -> dict[int, bytes]:
+    """The whole entries a pruned segment keeps (``<first>.kept``: prune announcements and signing-key
+    rotations, which verification follows), by seq. A line is returned only when its leaf hash
+    is the one kept at its seq, so it is as trustworthy as the leaves the checkpoints sign."""
+    path = seg.path("kept")
+    if not path.exists():
+        return {}
+    out = {}
+    for line in split_lines(path.read_bytes()):
+        try:
+            seq = entry_seq(line)
+        except ValueError:
+            continue
+        kept = read_leaves(seg, seq, 1) if seq >= seg.first_seq else []
+        if kept and kept[0] == hashlib.sha256(b"\x00" + line).digest():
+            out[seq] = line
     return out

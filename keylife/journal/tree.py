@@ -351,6 +351,9 @@ def root_from_entries(directory: Path, size: int, announcements: list[bytes] | N
                 break  # a gap: reported below as too few entries
             count = min(segs.read_index(seg)["count"], size - builder.size)
             builder.extend(segs.read_leaves(seg, first, count))
+            if announcements is not None:
+                kept = segs.read_kept(seg)
+                announcements += [kept[s] for s in sorted(kept) if s < first + count and segs.PRUNE_MARK in kept[s]]
             continue
         if seg.sealed:
             chunks: Iterator[bytes] = (data for _first, data in segs.iter_frames(seg))

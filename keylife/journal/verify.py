@@ -40,7 +40,8 @@ import zstandard
 from keylife.journal import prune
 from keylife.journal import segments as segs
 from keylife.journal.anchor import RootBuilder, accepts, leaf_hashes, legacy_checkpoint_limit
-from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
+from keylife.journal.note import Checkpoint, NoteError, parse
+from keylife.journal.rotation import MARKER, RETIRED, KeySchedule, Rotation, RotationError, parse_line
 from keylife.journal.signing import Verifier
 from keylife.journal.writer import genesis_hash
 
@@ -54,7 +55,7 @@ BATCH = 1024  # lines of an open segment checked together
 @dataclass(frozen=True)
 class Fault:
     kind: str  # modified | deleted | inserted | reordered | truncated | bad_signature | unknown_key
-    # | missing_checkpoint | rollback | split_view | unsigned_tail
+    # | missing_checkpoint | rollback | split_view | unsigned_tail | bad_rotation | retired_key
     seq: int | None
     detail: str
 
@@ -74,6 +75,8 @@ class Report:
     covered: int = 0  # entries covered by the largest valid checkpoint within the journal
     anchored: int | None = None  # entries covered by a matching checkpoint given from outside
     anchored_by: str = ""
+    rotations: list[Rotation] = field(default_factory=list)  # signing-key rotations followed
+    witness_anchored: int | None = None  # entries covered by the matching witness-cosigned checkpoint
     pruned: list[prune.PrunedRange] = field(default_factory=list)  # bodies removed by a signed prune
     notes: list[str] = field(default_factory=list)  # not faults: what an auditor should know
 
@@ -167,12 +170,56 @@ def _split_views(by_size: dict[int, list[_Claim]]) -> list[Fault]:
     return faults
 
 
-def _batches(
-    directory: Path, faults: list[Fault], announced: list[bytes]
-) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes], bool]]:
-    """(segment, its sums, lines, False) per frame or open segment, in file order; corrupt frames
-    become faults, not crashes. A pruned segment gives (segment, b"", its kept leaf hashes, True);
-    a segment left with only its index gives zero hashes in their place (a ``deleted`` fault), so
+def _signed(
+    claims: list[_Claim], schedule: KeySchedule, origin: str
+) -> tuple[dict[int, list[_Claim]], list[_Claim], list[Fault]]:
+    """The claims signed by a key ``schedule`` trusts at their size, by size and in order, and a
+    fault for each other one."""
+    by_size: dict[int, list[_Claim]] = {}
+    valid: list[_Claim] = []
+    faults: list[Fault] = []
+    for claim in claims:
+        cp = claim.checkpoint
+        problem = schedule.check(cp)
+        if problem is not None and problem.startswith("unknown signing key"):
+            why = problem.partition(": ")[2]
+            detail = f"{claim.source} (size {cp.size}) is signed by a key not trusted here" + (
+                f" ({why})" if why else ""
+            )
+            faults.append(Fault("unknown_key", None, detail))
+        elif problem is not None and problem.startswith(RETIRED):
+            faults.append(Fault("retired_key", None, f"{claim.source} (size {cp.size}) is {problem}"))
+        elif problem:
+            faults.append(Fault("bad_signature", None, f"{claim.source} (size {cp.size}): signature does not verify"))
+        elif cp.origin != origin:
+            faults.append(Fault("unknown_key", None, f"{claim.source} is for origin {cp.origin!r}, not {origin!r}"))
+        else:
+            by_size.setdefault(cp.size, []).append(claim)
+            valid.append(claim)
+    return by_size, valid, faults
+
+
+def _rotations(part: list[bytes], rotations: list[Rotation], faults: list[Fault]) -> None:
+    """Collect the rotation entries of ``part``; a malformed one is a fault naming its seq."""
+    for line in part:
+        if MARKER in line:
+            try:
+                found = parse_line(line)
+            except RotationError as exc:
+                faults.append(Fault("bad_rotation", exc.seq, exc.detail))
+                continue
+            if found is not None:
+                rotations.append(found)
+
+
+Batch = tuple[segs.SegmentFiles, bytes, list[bytes], bool, list[bytes] | None]
+
+
+def _batches(directory: Path, faults: list[Fault], announced: list[bytes]) -> Iterator[Batch]:
+    """(segment, its sums, lines, whether they may hold a rotation entry, None) per frame or open
+    segment, in file order; corrupt frames become faults, not crashes. A pruned segment gives
+    (segment, b"", its kept leaf hashes, whether it keeps entries, the entries it keeps); a
+    segment left with only its index gives zero hashes in their place (a ``deleted`` fault), so
     the seqs after it keep their place. Lines that announce a prune are added to ``announced``."""
     mark = segs.PRUNE_MARK
     for seg in segs.list_segments(directory / "segments"):
@@ -190,13 +237,14 @@ def _batches(
                     "(no entries, no leaf hashes)",
                 )
             )
-            yield seg, b"", [bytes(segs.LEAF_BYTES)] * count, True
+            yield seg, b"", [bytes(segs.LEAF_BYTES)] * count, False, []
             continue
         if seg.pruned:
             try:
                 count = segs.read_index(seg)["count"]
                 leaves = segs.read_leaves(seg, seg.first_seq, count)
                 held = seg.path("leaves").stat().st_size
+                kept = segs.read_kept(seg)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
                 faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {exc}"))
                 continue
@@ -205,7 +253,9 @@ def _batches(
                 what = f"{name} holds {held} bytes, not {count} leaf hashes of {segs.LEAF_BYTES}"
                 faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {what}"))
                 leaves += [bytes(segs.LEAF_BYTES)] * (count - len(leaves))  # keep the seqs after it in place
-            yield seg, b"", leaves, True
+            lines = [kept[s] for s in sorted(kept)]
+            announced += [line for line in lines if mark in line]
+            yield seg, b"", leaves, any(MARKER in line for line in lines), lines
             continue
         sums = segs.read_sums(seg)
         if seg.sealed:
@@ -215,16 +265,17 @@ def _batches(
                     if mark in data:
                         announced += [line for line in lines if mark in line]
                     if lines:
-                        yield seg, sums, lines, False
+                        yield seg, sums, lines, MARKER in data, None
             except (zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
                 faults.append(Fault("modified", seg.first_seq, f"sealed segment {seg.first_seq} is corrupt: {exc}"))
         elif seg.path("log").exists():
             data = seg.path("log").read_bytes()
             lines = segs.split_lines(data)
+            marked = MARKER in data
             if mark in data:
                 announced += [line for line in lines if mark in line]
             for at in range(0, len(lines), BATCH):
-                yield seg, sums, lines[at : at + BATCH], False
+                yield seg, sums, lines[at : at + BATCH], marked, None
             if data and not data.endswith(b"\n"):
                 faults.append(Fault("modified", None, f"segment {seg.first_seq} ends in a partial entry"))
 
@@ -292,6 +343,7 @@ class _IndexCheck:
 
 EXTERNAL = "checkpoint given on the command line"
 HELD = "checkpoint held in memory by the writer"
+WITNESSED = "checkpoint cosigned by the witnesses"
 
 
 def verify(
@@ -304,6 +356,7 @@ def verify(
     upto: int | None = None,
     grace: float | None = DEFAULT_GRACE,
     now: float | None = None,
+    witnessed: Checkpoint | None = None,
 ) -> Report:
     """Verify a journal; every fault is named in the report.
 
@@ -312,6 +365,8 @@ def verify(
     ``upto`` stops after that many entries (a live journal: the tail past the held checkpoint
     is still being written); ``grace`` seconds is how long an entry may stay uncovered by a
     checkpoint (``None``: not checked), measured against ``now`` and within the uncovered tail.
+    ``witnessed`` is a checkpoint a quorum of witnesses cosigned (``keylife.witness.cosigned``): it
+    must match the journal like any other, and anchors it when it does (``witness_anchored``).
     """
     directory = Path(directory)
     report = Report()
@@ -331,59 +386,44 @@ def verify(
                 )
             )
     claims += [_Claim(EXTERNAL, cp) for cp in external]
+    if witnessed is not None:
+        claims.append(_Claim(WITNESSED, witnessed))
     report.faults += faults
-    by_size: dict[int, list[_Claim]] = {}
-    valid: list[_Claim] = []
+    # Which key may sign which size depends on the rotations in the entries, so signatures are
+    # checked after the pass; the pass stops at every claimed size and keeps the root there.
+    claimed: dict[int, list[_Claim]] = {}
     for claim in claims:
-        cp = claim.checkpoint
-        problem = check_signatures(cp, trusted)
-        if problem == "unknown signing key":
-            report.faults.append(
-                Fault("unknown_key", None, f"{claim.source} (size {cp.size}) is signed by a key not trusted here")
-            )
-            continue
-        if problem:
-            report.faults.append(
-                Fault("bad_signature", None, f"{claim.source} (size {cp.size}): signature does not verify")
-            )
-            continue
-        if cp.origin != origin:
-            report.faults.append(
-                Fault("unknown_key", None, f"{claim.source} is for origin {cp.origin!r}, not {origin!r}")
-            )
-            continue
-        by_size.setdefault(cp.size, []).append(claim)
-        valid.append(claim)
-    report.checkpoints = sum(len(v) for v in by_size.values())
-    report.faults += _rollbacks(valid)
-    report.faults += _split_views(by_size)
-    largest = max(by_size, default=0)
+        claimed.setdefault(claim.checkpoint.size, []).append(claim)
+    roots: dict[int, tuple[bytes, bytes]] = {}  # size -> (Merkle root, chain head) there
+    line_at: dict[int, bytes] = {}  # size -> the first entry a checkpoint of that size leaves out
+    rotations: list[Rotation] = []
+    before, report.faults = report.faults, []
 
     sha256 = hashlib.sha256
     chain = genesis_hash(origin)  # the chain head: the sealed .idx check and the shipper's per-entry hash
-    first_uncovered: bytes | None = None
     last_line = b""
     count = 0
     expected = 0
     missing: set[int] = set()
     short_sums: set[int] = set()
-    mismatched: list[tuple[int, _Claim]] = []
     entry_sum = segs.entry_sum
     check: _IndexCheck | None = None
     current: segs.SegmentFiles | None = None
     tree = RootBuilder()  # the RFC 6962 root checkpoints carry (anchor.py: the one place)
-    sizes = sorted({*by_size, *([upto] if upto is not None else [])})
+    sizes = sorted({*claimed, *([upto] if upto is not None else [])})
     stopped = False
     announced: list[bytes] = []
     pruned: list[tuple[int, int]] = []
-    unchecked: list[int] = []  # sizes of format-1 checkpoints whose chain head lies in a pruned segment
-    for seg, sums, batch, hashes in _batches(directory, report.faults, announced):
-        if stopped:
-            break
-        if hashes:  # batch: the kept leaf hashes; the index carries the chain across
+    inside_pruned: set[int] = set()  # claimed sizes that end inside a pruned segment (no chain head there)
+    for seg, sums, batch, marked, kept in _batches(directory, report.faults, announced):
+        if stopped:  # past ``upto``: only the rotations, which checkpoints logged meanwhile may follow
+            if marked:
+                _rotations(kept if kept is not None else batch, rotations, report.faults)
+            continue
+        if kept is not None:  # batch: the kept leaf hashes; the index carries the chain across
             if upto is not None and count >= upto:
                 stopped = True
-                break
+                continue
             if check is not None:
                 check.finish(report.faults)
                 check = None
@@ -394,28 +434,28 @@ def verify(
                     Fault("modified", count, f"index of pruned segment {seg.first_seq} does not follow seq {count}")
                 )
             end_chain = bytes.fromhex(index["last_hash"])
+            if marked:
+                _rotations(kept, rotations, report.faults)
             for part in _cut(batch, count, sizes):
                 tree.extend(part)
                 count += len(part)
-                if count in by_size:
+                if count in claimed:
                     at_end = count == index["last_seq"] + 1
-                    root, head = tree.root(), end_chain if at_end else b""
-                    for c in by_size[count]:
-                        if accepts(c.checkpoint.hash, count, root, head, legacy_upto):
-                            continue
-                        if not at_end and count <= legacy_upto:  # a format-1 chain head inside pruned bodies
-                            unchecked.append(count)
-                        else:
-                            mismatched.append((count, c))
+                    roots[count] = (tree.root(), end_chain if at_end else b"")
+                    if not at_end:
+                        inside_pruned.add(count)
             if seg.pruned:
                 pruned.append((seg.first_seq, count - 1))
             expected, chain = count, end_chain
             continue
+        batch_first = count
         for part in _cut(batch, count, sizes):
             if upto is not None and count >= upto:
                 if seg is current:
                     check = None  # this segment's index is checked once a later run reads it whole
                 stopped = True
+                if marked:
+                    _rotations(batch[count - batch_first :], rotations, report.faults)
                 break
             if seg is not current:
                 current = seg
@@ -425,21 +465,18 @@ def verify(
             for line in part:
                 chain = sha256(chain + line).digest()
             tree.extend(leaf_hashes(part))
-            if count <= largest < count + len(part):
-                first_uncovered = part[largest - count]
+            if count in claimed or not count:
+                line_at[count] = part[0]
+            if marked:
+                _rotations(part, rotations, report.faults)
             last_line = part[-1]
             first_position = count
             count += len(part)
             if check is not None:
                 check.count += len(part)
                 check.last_line, check.last_hash = part[-1], chain
-            if count in by_size:
-                root = tree.root()
-                mismatched += [
-                    (count, c)
-                    for c in by_size[count]
-                    if not accepts(c.checkpoint.hash, count, root, chain, legacy_upto)
-                ]
+            if count in claimed:
+                roots[count] = (tree.root(), chain)
             if progress and count >> 16 != first_position >> 16:
                 progress(count)
             if _in_order(part, expected, seg.first_seq, sums):  # the common case, checked in bulk
@@ -491,6 +528,25 @@ def verify(
     for seq in sorted(missing):
         report.faults.append(Fault("deleted", seq, "entry is missing from the journal"))
 
+    schedule, refused = KeySchedule.build(
+        trusted, rotations, origin, [c.checkpoint for c in claims if c.checkpoint.origin == origin]
+    )
+    report.rotations = schedule.followed
+    by_size, valid, signing = _signed(claims, schedule, origin)
+    signing += [Fault("bad_rotation", seq, f"signing-key rotation not followed: {why}") for seq, why in refused]
+    report.faults = before + signing + _rollbacks(valid) + _split_views(by_size) + report.faults
+    report.checkpoints = sum(len(v) for v in by_size.values())
+    largest = max(by_size, default=0)
+    first_uncovered = line_at.get(largest)
+    mismatched = [
+        (size, c)
+        for size in sorted(by_size)
+        if size in roots
+        for c in by_size[size]
+        if not accepts(c.checkpoint.hash, size, roots[size][0], roots[size][1], legacy_upto)
+    ]
+    unchecked = sorted({size for size, _c in mismatched if size in inside_pruned and size <= legacy_upto})
+    mismatched = [(size, c) for size, c in mismatched if size not in unchecked]  # a format-1 chain head: gone
     if mismatched:
         size, claim = mismatched[0]
         more = f" (and {len(mismatched) - 1} later checkpoints)" if len(mismatched) > 1 else ""
@@ -522,6 +578,8 @@ def verify(
             fits = claim.source == EXTERNAL and size <= count and size not in matched
             if fits and (report.anchored is None or size > report.anchored):
                 report.anchored, report.anchored_by = size, claim.source
+            if claim.source == WITNESSED and size <= count and size not in matched:
+                report.witness_anchored = size
     if pruned or announced:
         _check_pruned(directory, report, pruned, announced)
     if grace is not None and report.unsigned_tail and first_uncovered is not None:

@@ -6,7 +6,11 @@ Guarantees (the caller acknowledges an event only after ``commit`` returns):
   ``write`` + ``fdatasync``. If the write fails the file is cut back and the staged entries are
   forgotten, so nothing is half-written and the chain in memory matches the disk.
 * A checkpoint is signed and made durable every ``checkpoint_every`` entries and at least
-  every ``checkpoint_interval`` seconds while entries flow (``tick``), and on ``close``.
+  every ``checkpoint_interval`` seconds while entries flow (``tick``), and on ``close``. It
+  covers only committed (durable) entries. ``tick(wait=False)`` signs and writes it on a
+  background thread, so the writer's next group is not held behind its fsyncs; checkpoints
+  are serialised (``_checkpoint_lock``), so their sizes never shrink in ``checkpoints.log``,
+  and a failed one is raised by the next ``tick`` (then retried).
 * On open, a torn tail (a crash mid-write) is cut back to the last whole valid entry; the cut
   bytes (and any ``.sums`` bytes cut with them) are kept under ``recovered/`` before anything
   is changed, and the report says so, for the caller to journal. ``.sums`` is never rebuilt
@@ -42,6 +46,7 @@ import orjson
 
 from keylife.common.canonical import canonical
 from keylife.journal import segments as segs
+from keylife.journal.background import BackgroundJob
 from keylife.journal.note import Checkpoint, parse, sign_checkpoint
 from keylife.journal.signing import Signer, Verifier
 from keylife.journal.tree import open_tree, read_lines
@@ -162,6 +167,8 @@ class Journal:
         self._seal_backoff = SEAL_RETRY_FIRST
         self.seal_failure: tuple[str, float] | None = None  # (cause, since) while sealing fails
         self.lock = threading.RLock()  # readers of the active segment take it briefly
+        self._checkpoint_lock = threading.Lock()  # one checkpoint at a time, in size order
+        self._checkpointing = BackgroundJob("keylife-checkpoint")
         self.integrity_fault: str | None = None  # set: read-only until restart (see mark_faulty)
         self._sums_mismatch: list[int] = []  # seqs of the open segment that differ from their digest
         self.recovery = self._open()
@@ -245,9 +252,13 @@ class Journal:
             seqs = self._sums_mismatch
             more = f" and {len(seqs) - 1} more" if len(seqs) > 1 else ""
             return f"modified: seq {seqs[0]}{more} differ from the digests written with them"
-        trusted = [self.signer.verifier, *self.settings.trusted]
+        from keylife.journal.rotation import start_schedule
+
+        schedule, problem = start_schedule(self.directory, self.origin, self.signer.verifier, self.settings.trusted)
+        if problem:
+            return problem
         grace = unsigned_grace(self.settings.checkpoint_interval)
-        return integrity.check_at_start(self.directory, self.origin, self.size, trusted, grace)
+        return integrity.check_at_start(self.directory, self.origin, self.size, schedule, grace)
 
     def _check_tiles(self) -> str | None:
         """The start-up check recomputed the latest checkpoint's root from the entries; the tree
@@ -603,17 +614,22 @@ class Journal:
         if maintain:
             self._maintain(time.time(), by_time=False)
 
-    def tick(self, now: float | None = None) -> None:
+    def tick(self, now: float | None = None, *, wait: bool = True) -> None:
         """Checkpoints and rolls that are due (by count, time, age or size); retries a failed seal.
 
         Called after each group and about every second by the writer thread. Raises
         ``JournalIOError`` when a checkpoint or roll fails; calling it again retries.
+        ``wait=False`` starts a due checkpoint in the background (unless one is running) and
+        raises its failure at a later tick; ``wait=True`` signs it before returning.
         """
-        self._maintain(time.time() if now is None else now, by_time=True)
+        self._maintain(time.time() if now is None else now, by_time=True, wait=wait)
 
-    def _maintain(self, now: float, *, by_time: bool) -> None:
+    def _maintain(self, now: float, *, by_time: bool, wait: bool = True) -> None:
         if self.integrity_fault is not None:
             return  # read-only: nothing signed, rolled or sealed
+        if wait:
+            self._checkpointing.wait()
+        self._checkpointing.raise_failure()
         self._retry_seal(now)
         if self.tree.size >> 16 > self._tiles.written.get(1, 0):
             self._flush_tiles()
@@ -624,7 +640,10 @@ class Journal:
         if by_time:
             due = due or now - self.last_checkpoint_time >= self.settings.checkpoint_interval
         if self._committed[0] > covered and due:
-            self.checkpoint()
+            if wait:
+                self.checkpoint()
+            elif not self._checkpointing.busy:
+                self._checkpointing.start(self._checkpoint_if_behind)
         if not self._active or not self._active_bytes:
             return
         if self._active_bytes >= self.settings.segment_max_bytes or (
@@ -632,12 +651,27 @@ class Journal:
         ):
             self.roll()
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, cosigners: tuple[Signer, ...] = ()) -> Checkpoint:
+        """Sign and log a checkpoint of the committed entries (any thread); ``cosigners`` add their
+        signatures (a signing-key rotation: the old and the new key both sign the entry naming the
+        new one)."""
+        with self._checkpoint_lock:
+            return self._checkpoint(cosigners)
+
+    def _checkpoint_if_behind(self) -> None:
+        """The background job: a checkpoint signed meanwhile (a rotation's, on the writer thread)
+        may already cover everything committed; then there is nothing to sign."""
+        with self._checkpoint_lock:
+            held = self.last_checkpoint
+            if held is None or held.size < self._committed[0]:
+                self._checkpoint(())
+
+    def _checkpoint(self, cosigners: tuple[Signer, ...]) -> Checkpoint:
         self._refuse_if_faulty()
         with self.lock:  # API threads read the tree (and its block cache) under the same lock
             size = self._committed[0]
             root = self.tree.root(size)
-        cp = sign_checkpoint(self.signer, self.origin, size, root)
+        cp = sign_checkpoint(self.signer, self.origin, size, root, *cosigners)
         note = cp.render()
         record = orjson.dumps({"note": note}) + b"\n"  # everything in it is signed
         try:
@@ -737,6 +771,9 @@ class Journal:
         A checkpoint that fails here is logged, not raised: everything acknowledged is durable
         in the segment, and the next start checkpoints it.
         """
+        self._checkpointing.wait()
+        with contextlib.suppress(OSError, JournalCorrupt):  # counted; the final checkpoint retries it
+            self._checkpointing.raise_failure()
         if self.needs_recovery:
             try:
                 self.recover()
