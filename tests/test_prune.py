@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -453,3 +453,41 @@ def test_a_segment_left_with_only_its_index_is_refused_in_one_line(site: Site) -
         and "FAULT deleted       seq 30: entries 30..49 are gone: segment 30 has only its index" in done.stdout
     )
     assert "does not follow" not in done.stdout
+
+
+def test_a_later_prune_removes_an_earlier_announcement_and_a_key_rotation(site: Site, capsys) -> None:
+    """Years later the entries keylife itself wrote are old too: a prune announcement and a
+    signing-key rotation inside a pruned segment are kept whole (``.kept``), so verify still
+    accepts the earlier pruned range and follows the rotation from the first pinned key."""
+    from keylife.cli.prune_cmd import run
+    from keylife.journal.key_rotation import load_signer, rotate
+
+    assert site.prune().returncode == 0  # the first announcement: seq 600
+    key_path = site.data / "keys" / "journal-signing.key"
+    journal = site.open()
+    rotation = rotate(journal, key_path)
+    for n in range(0, 200, 10):  # seal the segments that hold both
+        journal.append([usage_event(5000 + n + i) for i in range(10)])
+        journal.commit()
+    journal.close()
+    journal = Journal(site.journal, load_signer(key_path, ORIGIN), settings())
+    assert journal.integrity_fault is None
+    now = datetime.now(UTC)
+    assert run(journal, now + timedelta(days=1), now) == 0  # in-process: the CLI refuses a future date
+    journal.close()
+    assert "pruned entries 230.." in capsys.readouterr().out
+    kept = [seg for seg in pruned_first_segments(site) if seg.path("kept").exists()]
+    assert {seq for seg in kept for seq in segs.read_kept(seg)} >= {TOTAL, rotation.seq}
+
+    done = site.verify(site.before)  # pinned: the first key, a checkpoint from before both prunes
+    assert done.returncode == 0, done.stdout
+    assert f"ROTATED: followed the signing-key rotation at seq {rotation.seq}" in done.stdout
+    assert "PRUNED: entries 0..229 (bodies of entries observed before 2019-01-05T00:00:00Z" in done.stdout
+    assert "PRUNED: entries 230.." in done.stdout
+    assert Journal(site.journal, load_signer(key_path, ORIGIN), settings()).integrity_fault is None
+
+    seg = next(seg for seg in kept if rotation.seq in segs.read_kept(seg))  # a forged kept line counts for nothing
+    line = segs.read_kept(seg)[rotation.seq]
+    seg.path("kept").write_bytes(line.replace(b'"actor":"keylife"', b'"actor":"mallory"') + b"\n")
+    done = site.verify(site.before)
+    assert done.returncode == 1 and "ROTATED" not in done.stdout

@@ -2,7 +2,8 @@
 
 It takes the data directory's lock as ``serve`` does (a running ``serve`` makes it refuse in one
 line), opens the journal with the signing key (the start-up integrity check runs: a journal
-that fails it is not pruned), journals a ``journal_pruned`` entry, commits it and signs a
+that fails it is not pruned; a signing-key rotation a crash interrupted is finished first, as
+``serve`` does), journals a ``journal_pruned`` entry, commits it and signs a
 checkpoint over it, and only then removes the bodies (keylife/journal/prune.py has the file
 format and the crash-safe order). Running it again finishes an interrupted prune.
 
@@ -20,7 +21,10 @@ import argparse
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keylife.journal.writer import Journal
 
 
 def register(jsub: Any) -> None:
@@ -38,9 +42,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from keylife.cli.main import UsageError, _config
     from keylife.cli.runtime import journal_settings
     from keylife.common.datalock import DataLock
-    from keylife.domain.events import Event, EventType, format_time
     from keylife.journal import prune
-    from keylife.journal.signing import Signer
+    from keylife.journal.key_rotation import RotationRefused, finish, load_signer
     from keylife.journal.writer import Journal, JournalCorrupt
 
     config = _config(args)
@@ -67,12 +70,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise UsageError(f"no signing key at {config.signing_key_path}: the prune entry must be signed")
     lock = DataLock(config.data_dir).acquire("journal prune")  # refuses while serve runs
     try:
-        signer, _ = Signer.load_or_create(config.signing_key_path, config.journal.origin)
         settings = journal_settings(config)
         settings.seal_in_background = False
         try:
+            signer = load_signer(config.signing_key_path, config.journal.origin)
             journal = Journal(config.journal_dir, signer, settings)
-        except JournalCorrupt as exc:
+        except (JournalCorrupt, RotationRefused, ValueError) as exc:
             print(f"keylife: refused: the journal cannot be opened: {exc}", file=sys.stderr)
             return 1
         try:
@@ -80,36 +83,52 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 fault = journal.integrity_fault
                 print(f"keylife: refused: the journal fails its integrity check: {fault}", file=sys.stderr)
                 return 1
-            covered = journal.last_checkpoint.size if journal.last_checkpoint else 0
-            chosen = prune.plan(config.journal_dir, before, covered)
-            if not chosen.segments:
-                why = f": {chosen.stopped}" if chosen.stopped else ""
-                print(f"nothing to prune before {chosen.before}{why}")
-                if chosen.leftovers and not args.dry_run:
-                    prune.carry_out(chosen)
-                return 0
-            what = f"entries {chosen.first}..{chosen.last} ({chosen.count} entries, {len(chosen.segments)} segments)"
-            if args.dry_run:
-                print(f"would prune {what}; kept from seq {chosen.last + 1}: {chosen.stopped or 'the end'}")
-                return 0
-            event = Event.model_validate(
-                {
-                    "id": f"keylife-{uuid.uuid4().hex}",
-                    "type": EventType.JOURNAL_PRUNED,
-                    "occurred_at": format_time(now),
-                    "actor": "keylife",
-                    "reason": f"bodies of {what} observed before {chosen.before} removed; leaf hashes kept",
-                    "attributes": prune.attributes(config.journal_dir, chosen),
-                }
-            )
-            [entry] = journal.append([event.payload()])
-            journal.commit(maintain=False)
-            journal.checkpoint()  # the announcement is durable and signed before any body goes
-            prune.carry_out(chosen)
+            try:
+                finished = finish(journal, config.signing_key_path)  # as serve does: never sign with a retired key
+            except RotationRefused as exc:
+                print(f"keylife: refused: {exc}", file=sys.stderr)
+                return 1
+            if finished:
+                print(f"keylife: {finished}", file=sys.stderr)
+            return run(journal, before, now, dry_run=args.dry_run)
         finally:
             journal.close()
     finally:
         lock.release()
+
+
+def run(journal: Journal, before: datetime, now: datetime, *, dry_run: bool = False) -> int:
+    """Prune ``journal`` (open, checked, the caller holding the data-dir lock) up to ``before``:
+    announce, commit, sign, then remove (keylife/journal/prune.py); prints what it did."""
+    from keylife.domain.events import Event, EventType, format_time
+    from keylife.journal import prune
+
+    covered = journal.last_checkpoint.size if journal.last_checkpoint else 0
+    chosen = prune.plan(journal.directory, before, covered)
+    if not chosen.segments:
+        why = f": {chosen.stopped}" if chosen.stopped else ""
+        print(f"nothing to prune before {chosen.before}{why}")
+        if chosen.leftovers and not dry_run:
+            prune.carry_out(chosen)
+        return 0
+    what = f"entries {chosen.first}..{chosen.last} ({chosen.count} entries, {len(chosen.segments)} segments)"
+    if dry_run:
+        print(f"would prune {what}; kept from seq {chosen.last + 1}: {chosen.stopped or 'the end'}")
+        return 0
+    event = Event.model_validate(
+        {
+            "id": f"keylife-{uuid.uuid4().hex}",
+            "type": EventType.JOURNAL_PRUNED,
+            "occurred_at": format_time(now),
+            "actor": "keylife",
+            "reason": f"bodies of {what} observed before {chosen.before} removed; leaf hashes kept",
+            "attributes": prune.attributes(journal.directory, chosen),
+        }
+    )
+    [entry] = journal.append([event.payload()])
+    journal.commit(maintain=False)
+    journal.checkpoint()  # the announcement is durable and signed before any body goes
+    prune.carry_out(chosen)
     print(f"pruned {what}, observed before {chosen.before}; announced at seq {entry.seq}")
     if chosen.stopped:
         print(f"kept from seq {chosen.last + 1}: {chosen.stopped}")
