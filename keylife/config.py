@@ -103,6 +103,7 @@ class JournalConfig(_Section):
     checkpoint_interval_seconds: float = Field(1.0, gt=0, le=3600)
     compress_level: int = Field(3, ge=1, le=22)
     verify_interval_seconds: float = Field(3600.0, gt=0)  # serve re-verifies the whole journal this often
+    retention_days: int | None = Field(None, ge=1)  # `keylife journal prune` without --before: older than this
     witnesses: list[WitnessConfig] = Field(default_factory=list)  # asked to cosign each new checkpoint
     witness_quorum: int | None = Field(None, ge=1)  # cosignatures a checkpoint needs to count; None: all
     witness_interval_seconds: float = Field(10.0, gt=0, le=3600)  # at most one round of requests this often

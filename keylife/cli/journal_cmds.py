@@ -47,6 +47,10 @@ def register(jsub: Any) -> None:
     p.add_argument("--journal", type=Path, help="journal directory (default: from the config)")
     p.set_defaults(func=cmd_consistency)
 
+    from keylife.cli.prune_cmd import register as register_prune
+
+    register_prune(jsub)  # prune (retention)
+
 
 def _journal_dir(args: argparse.Namespace) -> Path:
     if args.journal is not None:
@@ -84,6 +88,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
     size = parse(bundle["checkpoint"]).size
     print(f"{len(bundle['entries'])} entries proven against the checkpoint of size {size}", file=sys.stderr)
+    for first, last in bundle.get("pruned", []):
+        print(f"entries {first}..{last} were pruned: their bodies are gone and not in the bundle", file=sys.stderr)
     return 0
 
 

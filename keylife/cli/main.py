@@ -101,7 +101,7 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
     from keylife.cli.progress import terminal_progress
     from keylife.cli.verify_cli import estimate_entries
     from keylife.common.datalock import DataLock
-    from keylife.journal.reader import iter_entries
+    from keylife.journal.reader import iter_entries, pruned_upto
     from keylife.journal.writer import Entry
     from keylife.registry.projection import rebuild
 
@@ -109,6 +109,13 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
     target = args.output or config.registry_path
     if not (config.journal_dir / "journal.json").exists():
         raise UsageError(f"{config.journal_dir} is not a keylife journal (no journal.json)")
+    pruned = pruned_upto(config.journal_dir)
+    if pruned:  # the registry is a projection: it cannot be rebuilt from hashes
+        raise UsageError(
+            f"refused: entries 0..{pruned - 1} of {config.journal_dir} were pruned (keylife journal prune), so a "
+            "registry rebuilt from it would lack their keys' history; keep the current registry, or rebuild from "
+            "a copy of the journal taken before the prune"
+        )
     lock = DataLock(config.data_dir).acquire("registry rebuild")  # refuses while serve runs
     try:
         with terminal_progress("rebuild", estimate_entries(config.journal_dir), unit="entries") as update:
@@ -480,6 +487,9 @@ def _one_line(exc: BaseException) -> str | None:
     from keylife.cli.client import ClientError
 
     if isinstance(exc, UsageError | ClientError | ConfigError | DataDirBusy):
+        return str(exc)
+    registry = sys.modules.get("keylife.registry.projection")  # a registry that cannot follow its journal
+    if registry is not None and isinstance(exc, registry.RegistryError):
         return str(exc)
     policy = sys.modules.get("exporter.policy")  # imported only by the commands that load a policy
     if policy is not None and isinstance(exc, policy.PolicyError):

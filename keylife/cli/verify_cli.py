@@ -94,7 +94,7 @@ def estimate_entries(directory: Path) -> int | None:
     """Entries in a journal, from segment indexes and sums files (cheap; for a progress total)."""
     total = 0
     for seg in segs.list_segments(directory / "segments"):
-        if seg.sealed:
+        if seg.sealed or seg.pruned:
             total += segs.read_index(seg)["count"]
         elif seg.path("sums").exists():
             total += seg.path("sums").stat().st_size // segs.SUM_BYTES
@@ -169,6 +169,10 @@ def run_verify(
                     "rotations": [
                         {"seq": r.seq, "old": r.old.encode(), "new": r.new.encode()} for r in report.rotations
                     ],
+                    "pruned": [
+                        {"first": r.first, "last": r.last, "by_seq": r.by.seq if r.by else None} for r in report.pruned
+                    ],
+                    "notes": report.notes,
                     "faults": [{"kind": f.kind, "seq": f.seq, "detail": f.detail} for f in report.faults],
                 }
             )
@@ -188,6 +192,10 @@ def run_verify(
     )
     for rotation in report.rotations:
         print(f"ROTATED: followed the signing-key rotation at {rotation.describe()} (signed by the retiring key)")
+    for pruned in report.pruned:
+        print(f"PRUNED: {pruned}")
+    for note in report.notes:
+        print(f"NOTE: {note}")
     if by_checkpoint:
         print(
             f"ANCHORED: entries 0..{report.anchored - 1} by the checkpoint given on the command line; "

@@ -52,6 +52,7 @@ class EventType(StrEnum):
     JOURNAL_RECOVERED = "journal_recovered"
     SIGNING_KEY_ROTATED = "signing_key_rotated"
     FORWARD_QUARANTINED = "forward_quarantined"
+    JOURNAL_PRUNED = "journal_pruned"  # keylife journal prune (keylife/journal/prune.py)
 
 
 SYSTEM_TYPES = frozenset(
@@ -62,6 +63,7 @@ SYSTEM_TYPES = frozenset(
         EventType.JOURNAL_RECOVERED,
         EventType.SIGNING_KEY_ROTATED,
         EventType.FORWARD_QUARANTINED,
+        EventType.JOURNAL_PRUNED,
     }
 )
 STATE_TYPES = frozenset(EventType(t) for t in TARGET_STATE)
@@ -73,6 +75,7 @@ KEYLESS_TYPES = frozenset(
         EventType.SIGNING_KEY_ROTATED,
         EventType.ADMIN_ACTION,
         EventType.FORWARD_QUARANTINED,
+        EventType.JOURNAL_PRUNED,
     }
 )
 

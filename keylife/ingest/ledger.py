@@ -37,9 +37,9 @@ from typing import Any, Literal
 from keylife.common.canonical import canonical
 from keylife.domain.events import Event, EventType, event_digest, format_time
 from keylife.domain.lifecycle import is_allowed, refusal_reason
-from keylife.journal.reader import iter_entries
+from keylife.journal.reader import iter_entries, pruned_upto
 from keylife.journal.writer import Entry, Journal, JournalCorrupt, cause_name, format_observed
-from keylife.registry.projection import Registry
+from keylife.registry.projection import Registry, RegistryError
 
 log = logging.getLogger("keylife.ledger")
 
@@ -169,6 +169,12 @@ class Ledger:
         end = self.journal.committed_size  # never beyond: bytes past it may be a failed, unacknowledged write
         if start >= end:
             return 0
+        pruned = pruned_upto(self.journal.directory)
+        if start < pruned:
+            raise RegistryError(
+                f"the registry stops before seq {start}, but entries {start}..{pruned - 1} were pruned from the "
+                "journal (keylife journal prune): it cannot catch up; restore the registry kept with the journal"
+            )
         applied = 0
         self.registry.begin()
         batch: list[Entry] = []

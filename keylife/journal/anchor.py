@@ -26,6 +26,7 @@ import orjson
 
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint
+from keylife.journal.prune import unannounced_at_start
 from keylife.journal.tree import RootBuilder, root_from_entries
 from keylife.journal.writer import genesis_hash
 
@@ -95,12 +96,19 @@ def root_at(directory: Path, size: int) -> bytes:
     trusting no tile (tiles left intact over rewritten entries would give the old root).
 
     Cost: every entry up to ``size`` is read (sealed frames decompressed) and leaf-hashed, about
-    1.3 s per million entries (docs/journal.md, *Start-up check*).
+    1.3 s per million entries (docs/journal.md, *Start-up check*). Pruned segments give their kept
+    leaf hashes, and must lie in a range a prune entry within ``size`` announced (else they were
+    deleted, not pruned).
     """
+    announcements: list[bytes] = []
     try:
-        return root_from_entries(Path(directory), size)
+        root = root_from_entries(Path(directory), size, announcements)
     except ValueError as exc:
         raise RootUnavailable(str(exc)) from exc
+    problem = unannounced_at_start(Path(directory), size, announcements)
+    if problem:
+        raise RootUnavailable(problem)
+    return root
 
 
 def chain_head_at(directory: Path, origin: str, size: int) -> bytes:
@@ -116,7 +124,7 @@ def chain_head_at(directory: Path, origin: str, size: int) -> bytes:
     for seg in segs.list_segments(Path(directory) / "segments"):
         if seg.first_seq != done:
             raise RootUnavailable(f"segment {seg.first_seq} does not follow seq {done}")
-        if seg.sealed:
+        if seg.sealed or seg.pruned:
             index = segs.read_index(seg)
             if index["first_seq"] != done or bytes.fromhex(index["prev_hash"]) != head:
                 raise RootUnavailable(f"the index of sealed segment {seg.first_seq} does not follow seq {done}")

@@ -6,7 +6,8 @@ A proof bundle (``keylife journal prove``) is JSON, ``"format": "keylife-proof-b
      "entries": [{"seq": n, "entry": "<the entry's canonical JSON line>", "proof": ["<base64>", ...]}]}
 
 Each ``proof`` is the RFC 9162 §2.1.3.1 inclusion path of leaf ``seq`` in the tree of the
-checkpoint's size; ``check_bundle`` needs nothing but the bundle and the verifier key.
+checkpoint's size; ``check_bundle`` needs nothing but the bundle and the verifier key. On a pruned
+journal the bundle also says ``"pruned": [[first, last], ...]``: entries there have no body to prove.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 from keylife.journal import merkle
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, NoteError, check_signatures, parse
+from keylife.journal.prune import merge
 from keylife.journal.signing import Verifier
 from keylife.journal.tree import Tree, open_tree
 
@@ -79,19 +81,26 @@ def make_bundle(
         wanted = sorted(set(seqs or []))
         if wanted and wanted[-1] >= cp.size:
             raise ValueError(f"seq {wanted[-1]} is not covered by the checkpoint (size {cp.size})")
-        blocks: dict[int, list[bytes]] = {}  # one read per 256-entry block touched
+        gone = next((why for why in map(tree.body_gone, wanted) if why), None)
+        if gone:
+            raise ValueError(gone)
+        spans: dict[int, tuple[int, int]] = {}  # one read per 256-entry block touched, of the seqs wanted
         for s in wanted:
-            if s >> 8 not in blocks:
-                blocks[s >> 8] = tree.lines(s >> 8 << 8, 256)
-        found = [(s, blocks[s >> 8][s & 255]) for s in wanted]
+            lo, hi = spans.get(s >> 8, (s, s))
+            spans[s >> 8] = (min(lo, s), max(hi, s))
+        lines = {lo: tree.lines(lo, hi - lo + 1) for lo, hi in spans.values()}
+        found = [(s, lines[spans[s >> 8][0]][s - spans[s >> 8][0]]) for s in wanted]
     entries = [{"seq": s, "entry": line.decode(), "proof": _b64s(tree.inclusion(s, cp.size))} for s, line in found]
-    return {
+    bundle = {
         "format": BUNDLE_FORMAT,
         "origin": cp.origin,
         "checkpoint": checkpoint_note,
         "key_id": key_id,
         "entries": entries,
     }
+    if tree.pruned:  # a key's entries in a pruned range have no body left to put in the bundle
+        bundle["pruned"] = [list(r) for r in merge([(lo, hi - 1) for lo, hi, _seg in tree.pruned])]
+    return bundle
 
 
 @dataclass

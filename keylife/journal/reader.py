@@ -40,6 +40,7 @@ __all__ = [
     "journal_origin",
     "journal_size",
     "parse_checkpoint",
+    "pruned_upto",
 ]
 
 
@@ -104,13 +105,23 @@ def segment_lines_safe(seg: segs.SegmentFiles) -> list[bytes]:
         return list(segs.segment_lines(seg)) if seg.sealed else []
 
 
+def pruned_upto(directory: Path) -> int:
+    """Entries at the start of the journal whose bodies were pruned (0: none); ``iter_entries`` starts
+    after them, so a projection rebuilt from the journal lacks their history."""
+    upto = 0
+    for first, end, _seg in segs.pruned_ranges(Path(directory) / "segments"):
+        if first == upto:
+            upto = end
+    return upto
+
+
 def journal_size(directory: Path) -> int:
     """Entries in a journal, read from indexes and digest files (no entry is parsed): for a
     process that watches a journal another process writes."""
     total = 0
     for seg in segs.list_segments(Path(directory) / "segments"):
         try:
-            if seg.sealed:
+            if seg.sealed or seg.pruned:
                 total += segs.read_index(seg)["count"]
             else:
                 total += seg.path("sums").stat().st_size // segs.SUM_BYTES

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint
 from keylife.journal.signing import Signer, Verifier
 
@@ -262,7 +263,7 @@ def hinted_rotations(directory: Path) -> list[Rotation]:
 
     rotations = []
     for seq in read_hints(directory):
-        lines = read_lines(Path(directory) / "segments", seq, 1)
+        lines = read_lines(Path(directory) / "segments", seq, 1) or kept_line(Path(directory) / "segments", seq)
         found = parse_line(lines[0]) if lines else None
         if found is None or found.seq != seq:
             raise ValueError(f"{HINTS} names seq {seq}, which is not a rotation entry")
@@ -310,3 +311,13 @@ def start_schedule(
             f"(rotation at seq {rotations[-1].seq}): a retired or foreign key must not sign"
         )
     return schedule, None
+
+
+def kept_line(seg_dir: Path, seq: int) -> list[bytes]:
+    """Entry ``seq`` from the ``.kept`` file of a pruned segment (keylife/journal/prune.py keeps
+    rotation entries when it removes the bodies around them), checked against its leaf hash."""
+    for lo, hi, seg in segs.pruned_ranges(seg_dir):
+        if lo <= seq < hi:
+            line = segs.read_kept(seg).get(seq)
+            return [line] if line is not None else []
+    return []

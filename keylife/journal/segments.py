@@ -6,6 +6,11 @@ that lets ``verify`` name the exact entry that was modified (the signatures, not
 are what make tampering detectable). Sealing turns ``.log`` into ``.zst`` (independent zstd
 frames of ``FRAME_ENTRIES`` lines, each with a checksum) plus ``.idx`` (JSON: seq and time
 range, hashes, frame offsets) so 7+ years stay small and one entry is one frame away.
+
+A *pruned* segment (``keylife journal prune``, keylife/journal/prune.py) keeps its ``.idx`` (the
+chain hashes across the gap) and ``<first>.leaves`` (the RFC 6962 leaf hash of each entry, 32
+bytes each, in seq order) and, when it held any, ``<first>.kept``: the whole entries that
+verification still follows (prune announcements, signing-key rotations); ``.zst`` and ``.sums`` are gone.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from keylife.common.files import create_durably, fsync_dir
 FRAME_ENTRIES = 1024
 SUM_BYTES = 4
 FILE_MODE = 0o640  # journal files: the owner writes, an auditors' group may read
-_NAME = re.compile(r"(\d{20})\.(log|zst|idx|sums)\Z")  # \Z: "$" would accept a trailing newline
+_NAME = re.compile(r"(\d{20})\.(log|zst|idx|sums|leaves|kept)\Z")  # \Z: "$" would accept a trailing newline
 _SEQ_MARK = b',"seq":'
 
 
@@ -56,6 +61,16 @@ class SegmentFiles:
     @property
     def sealed(self) -> bool:
         return self.path("idx").exists() and self.path("zst").exists()
+
+    @property
+    def pruned(self) -> bool:
+        """Bodies removed by a prune: only the index and the leaf hashes are left."""
+        return (
+            not self.path("zst").exists()
+            and not self.path("log").exists()
+            and self.path("idx").exists()
+            and self.path("leaves").exists()
+        )
 
 
 def list_segments(directory: Path) -> list[SegmentFiles]:
@@ -209,3 +224,47 @@ def frame_lines(seg: SegmentFiles, seq: int) -> list[bytes]:
         handle.seek(frame[1])
         data = zstandard.ZstdDecompressor().decompress(handle.read(frame[2]))
     return split_lines(data)
+
+
+LEAF_BYTES = 32  # one RFC 6962 leaf hash per entry in a pruned segment's ``.leaves``
+PRUNE_MARK = b'"type":"journal_pruned"'  # in the canonical line of a prune announcement (and no other)
+
+
+def read_leaves(seg: SegmentFiles, first: int, count: int) -> list[bytes]:
+    """Leaf hashes of entries ``first .. first+count-1`` from a pruned segment's ``.leaves``."""
+    with open(seg.path("leaves"), "rb") as handle:
+        handle.seek((first - seg.first_seq) * LEAF_BYTES)
+        data = handle.read(count * LEAF_BYTES)
+    return [data[i : i + LEAF_BYTES] for i in range(0, len(data) - len(data) % LEAF_BYTES, LEAF_BYTES)]
+
+
+def pruned_ranges(directory: Path) -> list[tuple[int, int, SegmentFiles]]:
+    """(first seq, end seq exclusive, segment) of every pruned segment, from its ``.idx``."""
+    out = []
+    for seg in list_segments(directory):
+        if seg.pruned:
+            index = read_index(seg)
+            out.append((index["first_seq"], index["last_seq"] + 1, seg))
+    return out
+
+
+KEEP_MARKS = (PRUNE_MARK, b'"type":"signing_key_rotated"')  # entries verification needs after a prune
+
+
+def read_kept(seg: SegmentFiles) -> dict[int, bytes]:
+    """The whole entries a pruned segment keeps (``<first>.kept``: prune announcements and signing-key
+    rotations, which verification follows), by seq. A line is returned only when its leaf hash
+    is the one kept at its seq, so it is as trustworthy as the leaves the checkpoints sign."""
+    path = seg.path("kept")
+    if not path.exists():
+        return {}
+    out = {}
+    for line in split_lines(path.read_bytes()):
+        try:
+            seq = entry_seq(line)
+        except ValueError:
+            continue
+        kept = read_leaves(seg, seq, 1) if seq >= seg.first_seq else []
+        if kept and kept[0] == hashlib.sha256(b"\x00" + line).digest():
+            out[seq] = line
+    return out

@@ -11,12 +11,16 @@ from the writer but its files, so the same code serves ``keylife serve`` (in-pro
 * The chain hash is carried forward from the caller's hash (``sha256(prev + line)``), so the
   reader can name every entry's hash without rereading the journal from its start.
 * Checkpoints are read incrementally from ``checkpoints.log`` (``CheckpointLog``).
+* Pruned segments (keylife/journal/prune.py) have no entries to hand out: the tail moves past
+  them, takes the chain hash from their ``.idx`` and logs the seqs it skipped (``skipped``), so
+  a follower never waits for entries that are gone.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +31,8 @@ from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint, NoteError, parse
 from keylife.journal.tree import Tree, open_tree
 from keylife.journal.writer import Entry, format_observed, genesis_hash
+
+log = logging.getLogger("keylife.journal")
 
 
 class TailError(RuntimeError):
@@ -95,11 +101,13 @@ def chain_head(directory: Path, seq: int) -> bytes:
     for seg in segs.list_segments(directory / "segments"):
         if seg.first_seq >= seq:
             break
-        if seg.sealed:
+        if seg.sealed or seg.pruned:
             index = segs.read_index(seg)
             if index["last_seq"] < seq:
                 head = bytes.fromhex(index["last_hash"])
                 continue
+            if seg.pruned:  # inside a pruned segment: EntryTail moves on to its end
+                return bytes.fromhex(index["prev_hash"]) if seq == index["first_seq"] else head
             head = bytes.fromhex(index["prev_hash"])
         for line in segs.segment_lines(seg):
             if segs.entry_seq(line) >= seq:
@@ -123,6 +131,7 @@ class EntryTail:
         self._frame_first = -1
         self._frame_lines: list[bytes] = []
         self._tree: Tree | None = None  # built on the first root_at, then grown by read
+        self.skipped: list[tuple[int, int]] = []  # (first, last) seqs passed over because they were pruned
 
     def root_at(self, size: int) -> bytes:
         """The RFC 6962 root of the first ``size`` entries (size <= next_seq): what a checkpoint
@@ -164,11 +173,30 @@ class EntryTail:
     # ----- lines ----------------------------------------------------------------------------
     def _lines(self, limit: int) -> list[bytes]:
         seg = self._segment_for(self.next_seq, refresh=False)
+        if seg is not None and seg.pruned:
+            first = self.next_seq
+            while seg is not None and seg.pruned:
+                self._skip_pruned(seg)
+                seg = self._segment_for(self.next_seq, refresh=False)
+            last = self.next_seq - 1
+            self.skipped.append((first, last))
+            log.warning(
+                f"seqs {first}..{last} were pruned before they were read; following from seq {last + 1}",
+                extra={"first_seq": first, "last_seq": last},
+            )
         lines = self._lines_from(seg, limit) if seg is not None else []
         if not lines:  # a segment may have rolled or been sealed since the last listing
             seg = self._segment_for(self.next_seq, refresh=True)
             lines = self._lines_from(seg, limit) if seg is not None else []
         return lines
+
+    def _skip_pruned(self, seg: segs.SegmentFiles) -> None:
+        """Move past a pruned segment: its entries are gone, its index carries the chain on."""
+        index = segs.read_index(seg)
+        if self.next_seq == index["first_seq"] and bytes.fromhex(index["prev_hash"]) != self.head:
+            raise TailError(f"the index of pruned segment {seg.first_seq} does not follow the chain at {self.next_seq}")
+        self.head, self.next_seq = bytes.fromhex(index["last_hash"]), index["last_seq"] + 1
+        self._tree = None  # rebuilt from the tiles and kept leaves when next asked for
 
     def _segment_for(self, seq: int, *, refresh: bool) -> segs.SegmentFiles | None:
         if refresh or not self._segments:

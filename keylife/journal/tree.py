@@ -13,6 +13,9 @@ path elements (``x001/x234/067``). Only levels >= 1 are stored (level-0 tiles wo
 partial tiles (``.p/<W>``) are computed from memory when asked for. A tile is written after
 the entries it covers are durable, so the tiles are never ahead of the journal; tiles missing
 after a crash are rebuilt from the entries at start-up.
+
+Pruned segments (keylife/journal/prune.py) have no entries left: their leaf hashes come from
+their ``.leaves`` files instead, so every root, proof and tile over them is still served.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Tree:
         self._blocks = blocks
         self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
         self._levels_cache: OrderedDict[int, list[list[bytes]]] = OrderedDict()
+        self.pruned: list[tuple[int, int, segs.SegmentFiles]] = []  # (first, end, segment): leaves kept, no bodies
 
     # ----- building ---------------------------------------------------------------------
     def append(self, leaves: list[bytes]) -> None:
@@ -144,8 +148,7 @@ class Tree:
             return self.tail
         cached = self._cache.get(number)
         if cached is None:
-            lines = self._blocks(number * TILE_WIDTH, TILE_WIDTH)
-            cached = [merkle.leaf_hash(line) for line in lines]
+            cached = self.leaves(number * TILE_WIDTH, TILE_WIDTH)
             if len(cached) != TILE_WIDTH:
                 raise ValueError(f"block {number}: the journal gave {len(cached)} of {TILE_WIDTH} entries")
             self._remember(number, cached)
@@ -158,8 +161,37 @@ class Tree:
         self._cache.clear()
         self._levels_cache.clear()
 
+    def leaves(self, first: int, count: int) -> list[bytes]:
+        """Leaf hashes ``first ..``: hashed from the entries, or read from a pruned segment's ``.leaves``."""
+        out: list[bytes] = []
+        at, end = first, first + count
+        for lo, hi, seg in self.pruned:
+            if hi <= at or lo >= end:
+                continue
+            if at < lo:
+                out += [merkle.leaf_hash(line) for line in self._blocks(at, lo - at)]
+            stop = min(hi, end)
+            out += segs.read_leaves(seg, max(at, lo), stop - max(at, lo))
+            at = stop
+        if at < end:
+            out += [merkle.leaf_hash(line) for line in self._blocks(at, end - at)]
+        return out
+
+    def body_gone(self, seq: int) -> str | None:
+        """Why entry ``seq`` has no body (it was pruned), or None."""
+        for lo, hi, _seg in self.pruned:
+            if lo <= seq < hi:
+                return (
+                    f"seq {seq} was pruned (entries {lo}..{hi - 1}): its leaf hash is kept and its inclusion "
+                    "is still proven (GET /v1/journal/proof/inclusion), but its body is gone"
+                )
+        return None
+
     def lines(self, first: int, count: int) -> list[bytes]:
-        """The entry lines the leaves hash (read from the journal)."""
+        """The entry lines the leaves hash (read from the journal); a pruned entry has none."""
+        for lo, hi, _seg in self.pruned:
+            if lo < first + count and first < hi:
+                raise ValueError(self.body_gone(max(first, lo)))
         return self._blocks(first, count)
 
     def tile(self, level: int, index: int, width: int = TILE_WIDTH) -> bytes:
@@ -286,39 +318,53 @@ def open_tree(directory: Path, size: int, blocks: BlockSource | None = None) -> 
     seg_dir = directory / "segments"
     store = TileStore(directory / "tree")
     tree = Tree(blocks or (lambda first, count: read_lines(seg_dir, first, count)))
+    tree.pruned = segs.pruned_ranges(seg_dir)
     stored = store.load_level1()[: size >> TILE_HEIGHT]
     for block_hash in stored:
         tree._push(block_hash)
     tree.size = len(stored) * TILE_WIDTH
     rest = size - tree.size
     if rest:
-        lines = read_lines(seg_dir, tree.size, rest)
-        if len(lines) != rest:
+        leaves = tree.leaves(tree.size, rest)
+        if len(leaves) != rest:
             raise ValueError(f"the journal holds fewer than {size} entries")
-        tree.append([merkle.leaf_hash(line) for line in lines])
+        tree.append(leaves)
     # Tiles past the journal (it was cut) are stale: rewrite them from what the journal holds.
     store.written = {1: min(store.written.get(1, 0), size >> (2 * TILE_HEIGHT))}
     return tree, store
 
 
-def root_from_entries(directory: Path, size: int) -> bytes:
+def root_from_entries(directory: Path, size: int, announcements: list[bytes] | None = None) -> bytes:
     """The root of the first ``size`` entries recomputed from the segments alone, trusting no tile
     (for a start-up check against the last checkpoint: the tiles could have been left alone while
     the entries under them were rewritten). Reads every frame and the open segment whole, in bulk:
-    about 1.3 s per million entries."""
+    about 1.3 s per million entries. A pruned segment gives its kept leaf hashes (a changed one
+    changes the root); the prune announcements met on the way are added to ``announcements``."""
     builder = RootBuilder()
     sha256 = hashlib.sha256
     for seg in segs.list_segments(Path(directory) / "segments"):
         if builder.size >= size:
             break
+        if seg.pruned:
+            first = segs.read_index(seg)["first_seq"]
+            if first != builder.size:
+                break  # a gap: reported below as too few entries
+            count = min(segs.read_index(seg)["count"], size - builder.size)
+            builder.extend(segs.read_leaves(seg, first, count))
+            if announcements is not None:
+                kept = segs.read_kept(seg)
+                announcements += [kept[s] for s in sorted(kept) if s < first + count and segs.PRUNE_MARK in kept[s]]
+            continue
         if seg.sealed:
-            chunks: Iterator[list[bytes]] = (segs.split_lines(data) for _first, data in segs.iter_frames(seg))
+            chunks: Iterator[bytes] = (data for _first, data in segs.iter_frames(seg))
         elif seg.path("log").exists():
-            chunks = iter([segs.split_lines(seg.path("log").read_bytes())])
+            chunks = iter([seg.path("log").read_bytes()])
         else:
             continue
-        for lines in chunks:
-            lines = lines[: size - builder.size]
+        for data in chunks:
+            lines = segs.split_lines(data)[: size - builder.size]
+            if announcements is not None and segs.PRUNE_MARK in data:  # one scan of the bytes, not of each line
+                announcements += [line for line in lines if segs.PRUNE_MARK in line]
             builder.extend([sha256(b"\x00" + line).digest() for line in lines])  # RFC 9162 §2.1.1 leaves
             if builder.size >= size:
                 break

@@ -14,7 +14,10 @@ Needs only the journal files and the trusted verifier key(s). What it checks:
   from ``checkpoints.log`` or a checkpoint held in memory missing from it are
   ``missing_checkpoint``; a later checkpoint smaller than an earlier one is ``rollback``; two
   validly signed checkpoints of one size with different hashes are ``split_view``; entries
-  older than the grace (``anchor.unsigned_grace``) that no checkpoint covers are ``unsigned_tail``.
+  older than the grace (``anchor.unsigned_grace``) that no checkpoint covers are ``unsigned_tail``;
+* pruned segments (keylife/journal/prune.py): their kept leaf hashes stand in for the entries in
+  every root, and their range must be announced by a ``journal_pruned`` entry that a valid
+  checkpoint covers (else ``deleted``) whose recorded root the kept leaves give (else ``modified``).
 
 Which hash a checkpoint must carry is ``anchor.RootBuilder``'s answer (one place).
 
@@ -34,6 +37,7 @@ from pathlib import Path
 import orjson
 import zstandard
 
+from keylife.journal import prune
 from keylife.journal import segments as segs
 from keylife.journal.anchor import RootBuilder, accepts, leaf_hashes, legacy_checkpoint_limit
 from keylife.journal.note import Checkpoint, NoteError, parse
@@ -73,6 +77,8 @@ class Report:
     anchored_by: str = ""
     rotations: list[Rotation] = field(default_factory=list)  # signing-key rotations followed
     witness_anchored: int | None = None  # entries covered by the matching witness-cosigned checkpoint
+    pruned: list[prune.PrunedRange] = field(default_factory=list)  # bodies removed by a signed prune
+    notes: list[str] = field(default_factory=list)  # not faults: what an auditor should know
 
     @property
     def ok(self) -> bool:
@@ -206,25 +212,70 @@ def _rotations(part: list[bytes], rotations: list[Rotation], faults: list[Fault]
                 rotations.append(found)
 
 
-def _batches(directory: Path, faults: list[Fault]) -> Iterator[tuple[segs.SegmentFiles, bytes, list[bytes], bool]]:
-    """(segment, its sums, lines, whether they may hold a rotation entry) per frame or open
-    segment, in file order; corrupt frames become faults, not crashes."""
+Batch = tuple[segs.SegmentFiles, bytes, list[bytes], bool, list[bytes] | None]
+
+
+def _batches(directory: Path, faults: list[Fault], announced: list[bytes]) -> Iterator[Batch]:
+    """(segment, its sums, lines, whether they may hold a rotation entry, None) per frame or open
+    segment, in file order; corrupt frames become faults, not crashes. A pruned segment gives
+    (segment, b"", its kept leaf hashes, whether it keeps entries, the entries it keeps); a
+    segment left with only its index gives zero hashes in their place (a ``deleted`` fault), so
+    the seqs after it keep their place. Lines that announce a prune are added to ``announced``."""
+    mark = segs.PRUNE_MARK
     for seg in segs.list_segments(directory / "segments"):
+        if not seg.sealed and not seg.pruned and not seg.path("log").exists() and seg.path("idx").exists():
+            try:
+                index = segs.read_index(seg)
+                first, count = index["first_seq"], index["count"]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError):
+                continue  # nothing to place: the seqs after it are named as missing
+            faults.append(
+                Fault(
+                    "deleted",
+                    first,
+                    f"entries {first}..{first + count - 1} are gone: segment {seg.first_seq} has only its index "
+                    "(no entries, no leaf hashes)",
+                )
+            )
+            yield seg, b"", [bytes(segs.LEAF_BYTES)] * count, False, []
+            continue
+        if seg.pruned:
+            try:
+                count = segs.read_index(seg)["count"]
+                leaves = segs.read_leaves(seg, seg.first_seq, count)
+                held = seg.path("leaves").stat().st_size
+                kept = segs.read_kept(seg)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
+                faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {exc}"))
+                continue
+            if held != segs.LEAF_BYTES * count:
+                name = seg.path("leaves").name
+                what = f"{name} holds {held} bytes, not {count} leaf hashes of {segs.LEAF_BYTES}"
+                faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {what}"))
+                leaves += [bytes(segs.LEAF_BYTES)] * (count - len(leaves))  # keep the seqs after it in place
+            lines = [kept[s] for s in sorted(kept)]
+            announced += [line for line in lines if mark in line]
+            yield seg, b"", leaves, any(MARKER in line for line in lines), lines
+            continue
         sums = segs.read_sums(seg)
         if seg.sealed:
             try:
                 for _first, data in segs.iter_frames(seg):
                     lines = segs.split_lines(data)
+                    if mark in data:
+                        announced += [line for line in lines if mark in line]
                     if lines:
-                        yield seg, sums, lines, MARKER in data
+                        yield seg, sums, lines, MARKER in data, None
             except (zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
                 faults.append(Fault("modified", seg.first_seq, f"sealed segment {seg.first_seq} is corrupt: {exc}"))
         elif seg.path("log").exists():
             data = seg.path("log").read_bytes()
             lines = segs.split_lines(data)
             marked = MARKER in data
+            if mark in data:
+                announced += [line for line in lines if mark in line]
             for at in range(0, len(lines), BATCH):
-                yield seg, sums, lines[at : at + BATCH], marked
+                yield seg, sums, lines[at : at + BATCH], marked, None
             if data and not data.endswith(b"\n"):
                 faults.append(Fault("modified", None, f"segment {seg.first_seq} ends in a partial entry"))
 
@@ -361,10 +412,41 @@ def verify(
     tree = RootBuilder()  # the RFC 6962 root checkpoints carry (anchor.py: the one place)
     sizes = sorted({*claimed, *([upto] if upto is not None else [])})
     stopped = False
-    for seg, sums, batch, marked in _batches(directory, report.faults):
+    announced: list[bytes] = []
+    pruned: list[tuple[int, int]] = []
+    inside_pruned: set[int] = set()  # claimed sizes that end inside a pruned segment (no chain head there)
+    for seg, sums, batch, marked, kept in _batches(directory, report.faults, announced):
         if stopped:  # past ``upto``: only the rotations, which checkpoints logged meanwhile may follow
             if marked:
-                _rotations(batch, rotations, report.faults)
+                _rotations(kept if kept is not None else batch, rotations, report.faults)
+            continue
+        if kept is not None:  # batch: the kept leaf hashes; the index carries the chain across
+            if upto is not None and count >= upto:
+                stopped = True
+                continue
+            if check is not None:
+                check.finish(report.faults)
+                check = None
+            current = seg
+            index = segs.read_index(seg)
+            if index["first_seq"] != count or index["prev_hash"] != chain.hex():
+                report.faults.append(
+                    Fault("modified", count, f"index of pruned segment {seg.first_seq} does not follow seq {count}")
+                )
+            end_chain = bytes.fromhex(index["last_hash"])
+            if marked:
+                _rotations(kept, rotations, report.faults)
+            for part in _cut(batch, count, sizes):
+                tree.extend(part)
+                count += len(part)
+                if count in claimed:
+                    at_end = count == index["last_seq"] + 1
+                    roots[count] = (tree.root(), end_chain if at_end else b"")
+                    if not at_end:
+                        inside_pruned.add(count)
+            if seg.pruned:
+                pruned.append((seg.first_seq, count - 1))
+            expected, chain = count, end_chain
             continue
         batch_first = count
         for part in _cut(batch, count, sizes):
@@ -463,6 +545,8 @@ def verify(
         for c in by_size[size]
         if not accepts(c.checkpoint.hash, size, roots[size][0], roots[size][1], legacy_upto)
     ]
+    unchecked = sorted({size for size, _c in mismatched if size in inside_pruned and size <= legacy_upto})
+    mismatched = [(size, c) for size, c in mismatched if size not in unchecked]  # a format-1 chain head: gone
     if mismatched:
         size, claim = mismatched[0]
         more = f" (and {len(mismatched) - 1} later checkpoints)" if len(mismatched) > 1 else ""
@@ -483,7 +567,12 @@ def verify(
     covered = max((s for s in by_size if s <= count), default=0)
     report.covered = covered
     report.unsigned_tail = count - covered
-    matched = {size for size, c in mismatched}
+    matched = {size for size, c in mismatched} | set(unchecked)
+    if unchecked:
+        report.notes.append(
+            f"{len(unchecked)} format-1 checkpoints (sizes {unchecked[0]}..{unchecked[-1]}) sign a chain head inside "
+            "a pruned segment, whose entries are gone: not checked (the Merkle checkpoints over the range are)"
+        )
     for size, claims_at in by_size.items():
         for claim in claims_at:
             fits = claim.source == EXTERNAL and size <= count and size not in matched
@@ -491,6 +580,8 @@ def verify(
                 report.anchored, report.anchored_by = size, claim.source
             if claim.source == WITNESSED and size <= count and size not in matched:
                 report.witness_anchored = size
+    if pruned or announced:
+        _check_pruned(directory, report, pruned, announced)
     if grace is not None and report.unsigned_tail and first_uncovered is not None:
         report.faults += _unsigned_tail(report, first_uncovered, last_line, grace, time.time() if now is None else now)
     return report
@@ -529,3 +620,29 @@ def _unsigned_tail(report: Report, first: bytes, last: bytes, grace: float, now:
             "a running writer signs (deleted checkpoints, or a writer that stopped without signing)",
         )
     ]
+
+
+def _check_pruned(directory: Path, report: Report, pruned: list[tuple[int, int]], announced: list[bytes]) -> None:
+    """Pruned ranges are ``pruned`` when a signed announcement names them and their kept leaves give
+    its recorded root; otherwise ``deleted`` (no announcement) or ``modified`` (other leaves)."""
+    found = [a for a in (prune.Announcement.from_line(line) for line in announced) if a is not None]
+    result = prune.check(directory / "segments", pruned, found, report.covered)
+    report.pruned = result.pruned
+    for first, last in result.unannounced:
+        report.faults.append(
+            Fault(
+                "deleted",
+                first,
+                f"entries {first}..{last} were removed: only their index and leaf hashes are left, and no "
+                "journal_pruned entry covered by a signed checkpoint announces them",
+            )
+        )
+    for by, why in result.bad_leaves:
+        report.faults.append(
+            Fault("modified", by.first, f"entries {by.first}..{by.last} pruned at seq {by.seq}: {why}")
+        )
+    for by in result.unfinished:
+        report.notes.append(
+            f"the prune at seq {by.seq} (entries {by.first}..{by.last}) is not finished: some bodies are still "
+            "there (interrupted; run keylife journal prune again to finish it)"
+        )

@@ -201,13 +201,19 @@ class Journal:
                 segs.fsync_dir(self.seg_dir)
         for position, seg in enumerate(seg_list):
             is_last = position == len(seg_list) - 1
-            if seg.sealed:
+            if seg.sealed or seg.pruned:  # pruned: the index keeps the chain across the removed bodies
                 index = segs.read_index(seg)
                 if index["first_seq"] != self.size or bytes.fromhex(index["prev_hash"]) != self.head:
                     raise JournalCorrupt(f"sealed segment {seg.first_seq} does not follow seq {self.size}")
                 self.size = index["last_seq"] + 1
                 self.head = bytes.fromhex(index["last_hash"])
                 continue
+            if not seg.path("log").exists():
+                raise JournalCorrupt(
+                    f"segment {seg.first_seq} has neither entries nor kept leaf hashes (only "
+                    f"{', '.join(p.name for p in sorted(self.seg_dir.glob(segs.seg_name(seg.first_seq, '*'))))}); "
+                    "run keylife verify"
+                )
             prev = self.head
             self._recover_log(seg, report)
             if not is_last:
