@@ -221,3 +221,32 @@ def test_serve_refuses_a_local_admin_token_others_can_read(tmp_path: Path) -> No
     assert result.returncode == 2
     assert re.fullmatch(rf"keylife: token file {refusal(token_file, 0o644)}\n", result.stderr), result.stderr
     assert "kl_secret" not in result.stderr + result.stdout
+
+
+def test_a_secret_file_made_by_racing_threads_is_never_read_half_written(tmp_path: Path) -> None:
+    """Many sources make the same key on first use at once: the loser of the race must read the
+    winner's whole file, never a prefix (a torn PEM once failed ``serve``'s DataFold poller)."""
+    import threading
+
+    from keylife.common.secret_files import create_secret_file, read_secret_file
+
+    payload = b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 200_000 + b"\n-----END PRIVATE KEY-----\n"
+    for round_ in range(20):
+        path = tmp_path / f"client-{round_}.pem"
+        seen: list[bytes] = []
+        start = threading.Barrier(8)
+
+        def make(path: Path = path, seen: list[bytes] = seen, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                create_secret_file(path, payload)
+            except FileExistsError:
+                seen.append(read_secret_file(path, "test key"))
+
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == 7 and all(data == payload for data in seen)
+        assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -13,6 +13,7 @@ It imports only ``keylife.common``, so every layer (``audit_forwarder`` too) can
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -83,10 +84,18 @@ def read_secret_text(path: Path, what: str = "") -> str:
 def create_secret_file(path: Path, data: bytes) -> None:
     """Create ``path`` 0600 with ``data``, durably; refuse to replace an existing file (O_EXCL).
 
-    A missing parent directory is created 0700.
+    A missing parent directory is created 0700. The file appears whole or not at all: it is
+    written under a temporary name and linked into place (``link`` refuses an existing name), so
+    a second process or thread that finds it (and gets ``FileExistsError`` making its own) never
+    reads a half-written key.
     """
     path = Path(path)
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    create_durably(path, data, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    create_durably(tmp, data, 0o600)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)  # the new name survives a crash, not only the bytes
