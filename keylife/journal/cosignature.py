@@ -17,7 +17,6 @@ cosignature on an arche2025h1 CT checkpoint, and the keys in transparency-dev/fo
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from keylife.common.secret_files import create_secret_file, read_secret_file
 from keylife.journal.note import DASH, Checkpoint, Signature
+from keylife.journal.signing import encode_key, key_id, parse_key
 
 COSIGNATURE_TYPE = b"\x04"
 MAX_TIMESTAMP = (1 << 63) - 1
@@ -39,7 +39,7 @@ def message(body: str, timestamp: int) -> bytes:
 
 
 def cosigner_key_id(name: str, public: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + COSIGNATURE_TYPE + public).digest()[:4]
+    return key_id(name, public, COSIGNATURE_TYPE)
 
 
 @dataclass(frozen=True)
@@ -54,25 +54,12 @@ class CosignerKey:
         return cosigner_key_id(self.name, self.public)
 
     def encode(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(COSIGNATURE_TYPE + self.public).decode()}"
+        return encode_key(self.name, self.public, COSIGNATURE_TYPE)
 
     @classmethod
     def parse(cls, text: str) -> CosignerKey:
         """Parse ``name+hexid+base64(0x04||key)``; ValueError says which part is wrong."""
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3 or not parts[0]:
-            raise ValueError("witness key must look like name+hexkeyid+base64key")
-        name, hex_id, blob = parts
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except ValueError as exc:
-            raise ValueError("witness key: the key part is not valid base64") from exc
-        if len(raw) != 33 or raw[:1] != COSIGNATURE_TYPE:
-            raise ValueError("witness key: only cosignature/v1 Ed25519 keys (type 0x04, 32 bytes) are supported")
-        key = cls(name, raw[1:])
-        if key.key_id.hex() != hex_id.lower():
-            raise ValueError("witness key: key id does not match the name and key")
-        return key
+        return cls(*parse_key(text, COSIGNATURE_TYPE, "witness key", "cosignature/v1 Ed25519"))
 
     def timestamp_of(self, sig: Signature, body: str) -> int | None:
         """The cosignature's timestamp when ``sig`` is this witness's valid cosignature over ``body``."""

@@ -21,9 +21,33 @@ from keylife.common.secret_files import create_secret_file, read_secret_file
 ED25519_TYPE = b"\x01"
 
 
-def key_id(name: str, public: bytes) -> bytes:
-    """signed-note key id: first 4 bytes of SHA-256(name || '\\n' || 0x01 || public key)."""
-    return hashlib.sha256(name.encode() + b"\n" + ED25519_TYPE + public).digest()[:4]
+def key_id(name: str, public: bytes, key_type: bytes = ED25519_TYPE) -> bytes:
+    """signed-note key id: first 4 bytes of SHA-256(name || '\\n' || type || public key); the type
+    is 0x01 for an Ed25519 note signer, 0x04 for a tlog-cosignature/v1 witness."""
+    return hashlib.sha256(name.encode() + b"\n" + key_type + public).digest()[:4]
+
+
+def encode_key(name: str, public: bytes, key_type: bytes) -> str:
+    """The signed-note verifier key string ``name+hex(keyid)+base64(type || public key)``."""
+    return f"{name}+{key_id(name, public, key_type).hex()}+{base64.b64encode(key_type + public).decode()}"
+
+
+def parse_key(text: str, key_type: bytes, what: str, kind: str) -> tuple[str, bytes]:
+    """(name, public key) of a verifier key string of ``key_type``; ValueError says which part is
+    wrong (``what``: "verifier key", "witness key"; ``kind``: the key type in words)."""
+    parts = text.strip().split("+", 2)  # the base64 key may itself hold '+'
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError(f"{what} must look like name+hexkeyid+base64key")
+    name, hex_id, blob = parts
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except ValueError as exc:
+        raise ValueError(f"{what}: the key part is not valid base64") from exc
+    if len(raw) != 33 or raw[:1] != key_type:
+        raise ValueError(f"{what}: only {kind} keys (type 0x{key_type.hex()}, 32 bytes) are supported")
+    if key_id(name, raw[1:], key_type).hex() != hex_id.lower():
+        raise ValueError(f"{what}: key id does not match the name and key")
+    return name, raw[1:]
 
 
 @dataclass(frozen=True)
@@ -36,8 +60,7 @@ class Verifier:
         return key_id(self.name, self.public)
 
     def encode(self) -> str:
-        blob = base64.b64encode(ED25519_TYPE + self.public).decode()
-        return f"{self.name}+{self.key_id.hex()}+{blob}"
+        return encode_key(self.name, self.public, ED25519_TYPE)
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:
@@ -49,20 +72,7 @@ class Verifier:
     @classmethod
     def parse(cls, text: str) -> Verifier:
         """Parse a verifier key string; raises ValueError saying which part is wrong."""
-        parts = text.strip().split("+", 2)  # the base64 key may itself hold '+'
-        if len(parts) != 3:
-            raise ValueError("verifier key must look like name+hexkeyid+base64key")
-        name, hex_id, blob = parts
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except ValueError as exc:
-            raise ValueError("verifier key: the key part is not valid base64") from exc
-        if len(raw) != 33 or raw[:1] != ED25519_TYPE:
-            raise ValueError("verifier key: only Ed25519 keys (type 0x01, 32 bytes) are supported")
-        verifier = cls(name, raw[1:])
-        if verifier.key_id.hex() != hex_id.lower():
-            raise ValueError("verifier key: key id does not match the name and key")
-        return verifier
+        return cls(*parse_key(text, ED25519_TYPE, "verifier key", "Ed25519"))
 
 
 class Signer:
