@@ -26,42 +26,38 @@ The signatures are what make tampering detectable; the digests only say where it
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import orjson
-import zstandard
 
 from keylife.journal import prune
 from keylife.journal import segments as segs
 from keylife.journal.anchor import RootBuilder, accepts, leaf_hashes, legacy_checkpoint_limit
-from keylife.journal.note import Checkpoint, NoteError, parse
-from keylife.journal.rotation import MARKER, RETIRED, KeySchedule, Rotation, RotationError, parse_line
+from keylife.journal.note import Checkpoint
+from keylife.journal.rotation import KeySchedule, Rotation
 from keylife.journal.signing import Verifier
+from keylife.journal.verify_claims import (
+    EXTERNAL,
+    HELD,
+    WITNESSED,
+    Claim,
+    Fault,
+    load_checkpoints,
+    rollbacks,
+    signed,
+    split_views,
+)
+from keylife.journal.verify_entries import IndexCheck, batches, collect_rotations, cut_at, in_order
 from keylife.journal.writer import genesis_hash
 
 __all__ = ["Fault", "Report", "legacy_checkpoint_limit", "load_checkpoints", "verify"]
 
 DEFAULT_GRACE = 3.0  # anchor.unsigned_grace(1.0): the default checkpoint interval + slack
-
-BATCH = 1024  # lines of an open segment checked together
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str  # modified | deleted | inserted | reordered | truncated | bad_signature | unknown_key
-    # | missing_checkpoint | rollback | split_view | unsigned_tail | bad_rotation | retired_key
-    seq: int | None
-    detail: str
-
-    def __str__(self) -> str:
-        where = f"seq {self.seq}" if self.seq is not None else "journal"
-        return f"{self.kind:<13} {where}: {self.detail}"
 
 
 @dataclass
@@ -83,267 +79,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.faults
-
-
-@dataclass(frozen=True)
-class _Claim:
-    source: str
-    checkpoint: Checkpoint
-
-
-def load_checkpoints(directory: Path) -> tuple[list[_Claim], list[Fault]]:
-    """Every checkpoint beside the journal. The latest file is read before the log: the writer
-    appends to the log first, so on a live journal the file read first is always in the log."""
-    claims: list[_Claim] = []
-    faults: list[Fault] = []
-    latest_path = directory / "checkpoint"
-    latest_text: str | None = None
-    if latest_path.exists():
-        latest_text = latest_path.read_text(errors="replace")
-    history = directory / "checkpoints.log"
-    logged: list[_Claim] = []
-    if history.exists():
-        for number, raw in enumerate(history.read_bytes().splitlines(), start=1):
-            try:
-                logged.append(_Claim(f"checkpoints.log line {number}", parse(orjson.loads(raw)["note"])))
-            except (orjson.JSONDecodeError, KeyError, TypeError, NoteError) as exc:
-                faults.append(Fault("modified", None, f"checkpoints.log line {number} is not a checkpoint: {exc}"))
-    claims += logged
-    if latest_text is not None:
-        try:
-            latest = parse(latest_text)
-        except NoteError as exc:
-            faults.append(Fault("modified", None, f"latest checkpoint file is not a checkpoint: {exc}"))
-        else:
-            claims.append(_Claim("checkpoint (latest)", latest))
-            if history.exists() and not any(c.checkpoint.render() == latest.render() for c in logged):
-                faults.append(
-                    Fault(
-                        "missing_checkpoint",
-                        None,
-                        f"the latest checkpoint (size {latest.size}) is not in checkpoints.log: it was cut or edited",
-                    )
-                )
-    if latest_text is None and history.exists() and logged:
-        faults.append(Fault("missing_checkpoint", None, "the latest checkpoint file `checkpoint` is missing"))
-    if latest_text is not None and not history.exists():
-        faults.append(Fault("missing_checkpoint", None, "checkpoints.log is missing (deleted?)"))
-    return claims, faults
-
-
-def _rollbacks(claims: list[_Claim]) -> list[Fault]:
-    """A checkpoint in the log smaller than one before it: the log does not only grow."""
-    faults = []
-    largest: _Claim | None = None
-    for claim in claims:
-        if not claim.source.startswith("checkpoints.log"):
-            continue
-        if largest is not None and claim.checkpoint.size < largest.checkpoint.size:
-            faults.append(
-                Fault(
-                    "rollback",
-                    None,
-                    f"{claim.source} (size {claim.checkpoint.size}) is smaller than {largest.source} "
-                    f"(size {largest.checkpoint.size})",
-                )
-            )
-        elif largest is None or claim.checkpoint.size > largest.checkpoint.size:
-            largest = claim
-    return faults
-
-
-def _split_views(by_size: dict[int, list[_Claim]]) -> list[Fault]:
-    """Two validly signed checkpoints of one size with different hashes: two histories were signed."""
-    faults = []
-    for size, claims in sorted(by_size.items()):
-        first = claims[0]
-        other = next((c for c in claims[1:] if c.checkpoint.hash != first.checkpoint.hash), None)
-        if other is not None:
-            faults.append(
-                Fault(
-                    "split_view",
-                    size - 1 if size else None,
-                    f"SPLIT VIEW at size {size}: {first.source} has {first.checkpoint.hash.hex()[:16]}…, "
-                    f"{other.source} has {other.checkpoint.hash.hex()[:16]}…, both validly signed",
-                )
-            )
-    return faults
-
-
-def _signed(
-    claims: list[_Claim], schedule: KeySchedule, origin: str
-) -> tuple[dict[int, list[_Claim]], list[_Claim], list[Fault]]:
-    """The claims signed by a key ``schedule`` trusts at their size, by size and in order, and a
-    fault for each other one."""
-    by_size: dict[int, list[_Claim]] = {}
-    valid: list[_Claim] = []
-    faults: list[Fault] = []
-    for claim in claims:
-        cp = claim.checkpoint
-        problem = schedule.check(cp)
-        if problem is not None and problem.startswith("unknown signing key"):
-            why = problem.partition(": ")[2]
-            detail = f"{claim.source} (size {cp.size}) is signed by a key not trusted here" + (
-                f" ({why})" if why else ""
-            )
-            faults.append(Fault("unknown_key", None, detail))
-        elif problem is not None and problem.startswith(RETIRED):
-            faults.append(Fault("retired_key", None, f"{claim.source} (size {cp.size}) is {problem}"))
-        elif problem:
-            faults.append(Fault("bad_signature", None, f"{claim.source} (size {cp.size}): signature does not verify"))
-        elif cp.origin != origin:
-            faults.append(Fault("unknown_key", None, f"{claim.source} is for origin {cp.origin!r}, not {origin!r}"))
-        else:
-            by_size.setdefault(cp.size, []).append(claim)
-            valid.append(claim)
-    return by_size, valid, faults
-
-
-def _rotations(part: list[bytes], rotations: list[Rotation], faults: list[Fault]) -> None:
-    """Collect the rotation entries of ``part``; a malformed one is a fault naming its seq."""
-    for line in part:
-        if MARKER in line:
-            try:
-                found = parse_line(line)
-            except RotationError as exc:
-                faults.append(Fault("bad_rotation", exc.seq, exc.detail))
-                continue
-            if found is not None:
-                rotations.append(found)
-
-
-Batch = tuple[segs.SegmentFiles, bytes, list[bytes], bool, list[bytes] | None]
-
-
-def _batches(directory: Path, faults: list[Fault], announced: list[bytes]) -> Iterator[Batch]:
-    """(segment, its sums, lines, whether they may hold a rotation entry, None) per frame or open
-    segment, in file order; corrupt frames become faults, not crashes. A pruned segment gives
-    (segment, b"", its kept leaf hashes, whether it keeps entries, the entries it keeps); a
-    segment left with only its index gives zero hashes in their place (a ``deleted`` fault), so
-    the seqs after it keep their place. Lines that announce a prune are added to ``announced``."""
-    mark = segs.PRUNE_MARK
-    for seg in segs.list_segments(directory / "segments"):
-        if not seg.sealed and not seg.pruned and not seg.path("log").exists() and seg.path("idx").exists():
-            try:
-                index = segs.read_index(seg)
-                first, count = index["first_seq"], index["count"]
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError):
-                continue  # nothing to place: the seqs after it are named as missing
-            faults.append(
-                Fault(
-                    "deleted",
-                    first,
-                    f"entries {first}..{first + count - 1} are gone: segment {seg.first_seq} has only its index "
-                    "(no entries, no leaf hashes)",
-                )
-            )
-            yield seg, b"", [bytes(segs.LEAF_BYTES)] * count, False, []
-            continue
-        if seg.pruned:
-            try:
-                count = segs.read_index(seg)["count"]
-                leaves = segs.read_leaves(seg, seg.first_seq, count)
-                held = seg.path("leaves").stat().st_size
-                kept = segs.read_kept(seg)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
-                faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {exc}"))
-                continue
-            if held != segs.LEAF_BYTES * count:
-                name = seg.path("leaves").name
-                what = f"{name} holds {held} bytes, not {count} leaf hashes of {segs.LEAF_BYTES}"
-                faults.append(Fault("modified", seg.first_seq, f"pruned segment {seg.first_seq}: {what}"))
-                leaves += [bytes(segs.LEAF_BYTES)] * (count - len(leaves))  # keep the seqs after it in place
-            lines = [kept[s] for s in sorted(kept)]
-            announced += [line for line in lines if mark in line]
-            yield seg, b"", leaves, any(MARKER in line for line in lines), lines
-            continue
-        sums = segs.read_sums(seg)
-        if seg.sealed:
-            try:
-                for _first, data in segs.iter_frames(seg):
-                    lines = segs.split_lines(data)
-                    if mark in data:
-                        announced += [line for line in lines if mark in line]
-                    if lines:
-                        yield seg, sums, lines, MARKER in data, None
-            except (zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
-                faults.append(Fault("modified", seg.first_seq, f"sealed segment {seg.first_seq} is corrupt: {exc}"))
-        elif seg.path("log").exists():
-            data = seg.path("log").read_bytes()
-            lines = segs.split_lines(data)
-            marked = MARKER in data
-            if mark in data:
-                announced += [line for line in lines if mark in line]
-            for at in range(0, len(lines), BATCH):
-                yield seg, sums, lines[at : at + BATCH], marked, None
-            if data and not data.endswith(b"\n"):
-                faults.append(Fault("modified", None, f"segment {seg.first_seq} ends in a partial entry"))
-
-
-def _cut(batch: list[bytes], count: int, sizes: list[int]) -> Iterator[list[bytes]]:
-    """``batch`` (entries ``count ..``) in pieces that end at every checkpoint size inside it, so the
-    root and chain are at hand exactly there."""
-    at = bisect.bisect_right(sizes, count)
-    start = 0
-    while at < len(sizes) and sizes[at] < count + len(batch):
-        end = sizes[at] - count
-        if end > start:
-            yield batch[start:end]
-            start = end
-        at += 1
-    yield batch[start:]
-
-
-def _in_order(lines: list[bytes], expected: int, first_seq: int, sums: bytes) -> bool:
-    """True when ``lines`` are seqs ``expected ..`` in order and each matches its digest; else the
-    per-line check runs and names what is wrong."""
-    offset = (expected - first_seq) * segs.SUM_BYTES
-    end = offset + len(lines) * segs.SUM_BYTES
-    if offset < 0 or end > len(sums):
-        return False
-    sha256 = hashlib.sha256
-    if b"".join([sha256(line).digest()[: segs.SUM_BYTES] for line in lines]) != sums[offset:end]:
-        return False
-    return all(line.endswith(b',"seq":%d}' % seq) for seq, line in enumerate(lines, start=expected))
-
-
-class _IndexCheck:
-    """Compares a sealed segment's index with what its entries really hold."""
-
-    def __init__(self, seg: segs.SegmentFiles, prev: bytes, first_line: bytes) -> None:
-        self.seg, self.prev = seg, prev
-        self.count, self.first_line, self.last_line, self.last_hash = 0, first_line, first_line, prev
-
-    def finish(self, faults: list[Fault]) -> None:
-        try:
-            index = segs.read_index(self.seg)
-            first, last = orjson.loads(self.first_line), orjson.loads(self.last_line)
-            claims = {
-                "prev_hash": (index["prev_hash"], self.prev.hex()),
-                "last_hash": (index["last_hash"], self.last_hash.hex()),
-                "count": (index["count"], self.count),
-                "first_seq": (index["first_seq"], first["seq"]),
-                "last_seq": (index["last_seq"], last["seq"]),
-                "first_observed_at": (index["first_observed_at"], first["observed_at"]),
-                "last_observed_at": (index["last_observed_at"], last["observed_at"]),
-            }
-        except (orjson.JSONDecodeError, KeyError, TypeError, OSError) as exc:
-            faults.append(Fault("modified", self.seg.first_seq, f"index of segment {self.seg.first_seq}: {exc}"))
-            return
-        wrong = [name for name, (said, real) in claims.items() if said != real]
-        if wrong:
-            faults.append(
-                Fault(
-                    "modified",
-                    self.seg.first_seq,
-                    f"index of segment {self.seg.first_seq} disagrees with its entries: {', '.join(wrong)}",
-                )
-            )
-
-
-EXTERNAL = "checkpoint given on the command line"
-HELD = "checkpoint held in memory by the writer"
-WITNESSED = "checkpoint cosigned by the witnesses"
 
 
 def verify(
@@ -375,7 +110,7 @@ def verify(
     legacy_upto = legacy_checkpoint_limit(meta)
     claims, faults = load_checkpoints(directory)
     if held is not None:
-        claims.append(_Claim(HELD, held))
+        claims.append(Claim(HELD, held))
         logged = [c for c in claims if c.source.startswith("checkpoints.log")]
         if not any(c.checkpoint.render() == held.render() for c in logged):
             faults.append(
@@ -385,13 +120,13 @@ def verify(
                     f"the checkpoint this writer signed at size {held.size} is not in checkpoints.log",
                 )
             )
-    claims += [_Claim(EXTERNAL, cp) for cp in external]
+    claims += [Claim(EXTERNAL, cp) for cp in external]
     if witnessed is not None:
-        claims.append(_Claim(WITNESSED, witnessed))
+        claims.append(Claim(WITNESSED, witnessed))
     report.faults += faults
     # Which key may sign which size depends on the rotations in the entries, so signatures are
     # checked after the pass; the pass stops at every claimed size and keeps the root there.
-    claimed: dict[int, list[_Claim]] = {}
+    claimed: dict[int, list[Claim]] = {}
     for claim in claims:
         claimed.setdefault(claim.checkpoint.size, []).append(claim)
     roots: dict[int, tuple[bytes, bytes]] = {}  # size -> (Merkle root, chain head) there
@@ -407,7 +142,7 @@ def verify(
     missing: set[int] = set()
     short_sums: set[int] = set()
     entry_sum = segs.entry_sum
-    check: _IndexCheck | None = None
+    check: IndexCheck | None = None
     current: segs.SegmentFiles | None = None
     tree = RootBuilder()  # the RFC 6962 root checkpoints carry (anchor.py: the one place)
     sizes = sorted({*claimed, *([upto] if upto is not None else [])})
@@ -415,10 +150,10 @@ def verify(
     announced: list[bytes] = []
     pruned: list[tuple[int, int]] = []
     inside_pruned: set[int] = set()  # claimed sizes that end inside a pruned segment (no chain head there)
-    for seg, sums, batch, marked, kept in _batches(directory, report.faults, announced):
+    for seg, sums, batch, marked, kept in batches(directory, report.faults, announced):
         if stopped:  # past ``upto``: only the rotations, which checkpoints logged meanwhile may follow
             if marked:
-                _rotations(kept if kept is not None else batch, rotations, report.faults)
+                collect_rotations(kept if kept is not None else batch, rotations, report.faults)
             continue
         if kept is not None:  # batch: the kept leaf hashes; the index carries the chain across
             if upto is not None and count >= upto:
@@ -435,8 +170,8 @@ def verify(
                 )
             end_chain = bytes.fromhex(index["last_hash"])
             if marked:
-                _rotations(kept, rotations, report.faults)
-            for part in _cut(batch, count, sizes):
+                collect_rotations(kept, rotations, report.faults)
+            for part in cut_at(batch, count, sizes):
                 tree.extend(part)
                 count += len(part)
                 if count in claimed:
@@ -449,26 +184,26 @@ def verify(
             expected, chain = count, end_chain
             continue
         batch_first = count
-        for part in _cut(batch, count, sizes):
+        for part in cut_at(batch, count, sizes):
             if upto is not None and count >= upto:
                 if seg is current:
                     check = None  # this segment's index is checked once a later run reads it whole
                 stopped = True
                 if marked:
-                    _rotations(batch[count - batch_first :], rotations, report.faults)
+                    collect_rotations(batch[count - batch_first :], rotations, report.faults)
                 break
             if seg is not current:
                 current = seg
                 if check is not None:
                     check.finish(report.faults)
-                check = _IndexCheck(seg, chain, part[0]) if seg.sealed else None
+                check = IndexCheck(seg, chain, part[0]) if seg.sealed else None
             for line in part:
                 chain = sha256(chain + line).digest()
             tree.extend(leaf_hashes(part))
             if count in claimed or not count:
                 line_at[count] = part[0]
             if marked:
-                _rotations(part, rotations, report.faults)
+                collect_rotations(part, rotations, report.faults)
             last_line = part[-1]
             first_position = count
             count += len(part)
@@ -479,7 +214,7 @@ def verify(
                 roots[count] = (tree.root(), chain)
             if progress and count >> 16 != first_position >> 16:
                 progress(count)
-            if _in_order(part, expected, seg.first_seq, sums):  # the common case, checked in bulk
+            if in_order(part, expected, seg.first_seq, sums):  # the common case, checked in bulk
                 expected += len(part)
                 continue
             for position, line in enumerate(part, start=first_position):
@@ -532,9 +267,9 @@ def verify(
         trusted, rotations, origin, [c.checkpoint for c in claims if c.checkpoint.origin == origin]
     )
     report.rotations = schedule.followed
-    by_size, valid, signing = _signed(claims, schedule, origin)
+    by_size, valid, signing = signed(claims, schedule, origin)
     signing += [Fault("bad_rotation", seq, f"signing-key rotation not followed: {why}") for seq, why in refused]
-    report.faults = before + signing + _rollbacks(valid) + _split_views(by_size) + report.faults
+    report.faults = before + signing + rollbacks(valid) + split_views(by_size) + report.faults
     report.checkpoints = sum(len(v) for v in by_size.values())
     largest = max(by_size, default=0)
     first_uncovered = line_at.get(largest)
