@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from keylife.common.scopes import SCOPES  # noqa: F401 - part of this module's surface (the API reads it here)
 from keylife.common.secret_files import check_secret_file
-
-SCOPES = ("ingest", "read", "admin", "forward")  # forward: journal quarantine notices (keylife forward)
 
 
 class ConfigError(ValueError):

@@ -15,13 +15,24 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keylife import __version__
+import keylife
 from keylife.common.datalock import DataDirBusy
-from keylife.config import SCOPES, ConfigError  # light: keylife.cli.config (sinks, grpc) loads on demand
+from keylife.common.scopes import SCOPES  # keylife.config (pydantic models) loads on demand
 from keylife.domain.lifecycle import KeyState
 
 if TYPE_CHECKING:
     from keylife.cli.config import Config
+
+
+class _Version(argparse.Action):
+    """``--version``, read only when asked (importlib.metadata costs every other command ~25 ms)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(f"keylife {keylife.__version__}")
+        parser.exit()
 
 
 class UsageError(Exception):
@@ -82,6 +93,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     interval = 1.0  # the default checkpoint interval (JournalConfig)
     directory = args.directory
     if not directory or args.config or any(name.startswith("KEYLIFE_") for name in os.environ):
+        from keylife.config import ConfigError
+
         try:  # loading a config costs ~0.3 s of imports: only when one could change the interval
             config = _config(args)
             directory, interval = directory or config.journal_dir, config.journal.checkpoint_interval_seconds
@@ -333,7 +346,7 @@ def _add_server_options(p: argparse.ArgumentParser, url_help: str, default: str 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keylife", description="Key lifecycle governance for DataFold networks.")
-    parser.add_argument("--version", action="version", version=f"keylife {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=None, help="YAML config file (default: embedded defaults)")
     common.add_argument("--data-dir", type=Path, default=None, help="override data_dir")
@@ -486,7 +499,10 @@ def _one_line(exc: BaseException) -> str | None:
     """The message for an error the operator can fix, or None for a bug (which keeps its traceback)."""
     from keylife.cli.client import ClientError
 
-    if isinstance(exc, UsageError | ClientError | ConfigError | DataDirBusy):
+    config = sys.modules.get("keylife.config")  # imported by every command that loads a config
+    if isinstance(exc, UsageError | ClientError | DataDirBusy) or (
+        config is not None and isinstance(exc, config.ConfigError)
+    ):
         return str(exc)
     registry = sys.modules.get("keylife.registry.projection")  # a registry that cannot follow its journal
     if registry is not None and isinstance(exc, registry.RegistryError):

@@ -126,7 +126,8 @@ def in_order(lines: list[bytes], expected: int, first_seq: int, sums: bytes) -> 
     sha256 = hashlib.sha256
     if b"".join([sha256(line).digest()[: segs.SUM_BYTES] for line in lines]) != sums[offset:end]:
         return False
-    return all(line.endswith(b',"seq":%d}' % seq) for seq, line in enumerate(lines, start=expected))
+    tails = [b',"seq":%d}' % seq for seq in range(expected, expected + len(lines))]
+    return all(map(bytes.endswith, lines, tails))  # map over a C method: half the cost of a genexpr
 
 
 class IndexCheck:
