@@ -230,7 +230,7 @@ def test_a_secret_file_made_by_racing_threads_is_never_read_half_written(tmp_pat
 
     from keylife.common.secret_files import create_secret_file, read_secret_file
 
-    payload = b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 200_000 + b"\n-----END PRIVATE KEY-----\n"
+    payload = b"secret:" + b"A" * 200_000 + b"\n"  # large enough that a reader can catch a partial write
     for round_ in range(20):
         path = tmp_path / f"client-{round_}.pem"
         seen: list[bytes] = []
