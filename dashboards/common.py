@@ -1,8 +1,13 @@
 """What every keylife dashboard shares: datasources, the ``job`` variable, the links bar, targets, layout.
 
-The names here come from ``alert_rules/CONTRACT.md`` (dashboard UIDs and titles, datasource UIDs):
-alerts link to these UIDs, so a dashboard module never spells one itself. Panel helpers are in
-``dashboards.panels``.
+The names here come from ``alert_rules/CONTRACT.md`` (dashboard UIDs and titles): alerts link to
+these UIDs, so a dashboard module never spells one itself. Panel helpers are in ``dashboards.panels``.
+
+Datasources are variables (``${datasource}``, ``${loki_datasource}``), never fixed uids, so the JSON
+imports into any Grafana: the variables default to the ``__inputs`` Grafana's import asks for
+(``dashboards.generate`` adds them), and provisioned copies fall back to the first datasource of
+the type. Every Prometheus selector also carries ``cluster=~"$cluster"``, as the monitoring mixins
+do: with one Prometheus per cluster (no ``cluster`` label) the variable's All value ``.*`` matches.
 """
 
 from __future__ import annotations
@@ -15,8 +20,13 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
-PROMETHEUS = dm.DataSourceRef(type_val="prometheus", uid="prometheus")
-LOKI = dm.DataSourceRef(type_val="loki", uid="loki")
+PROMETHEUS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+LOKI = dm.DataSourceRef(type_val="loki", uid="${loki_datasource}")
+# Import inputs (name -> plugin id): Grafana's import dialog asks for one datasource of each and
+# writes its uid wherever ``${DS_…}`` appears, i.e. into the datasource variables' defaults.
+INPUTS: dict[str, str] = {"DS_PROMETHEUS": "prometheus", "DS_LOKI": "loki"}
+JOB = 'job="$job"'
+CLUSTER = 'cluster=~"$cluster"'
 
 # uid -> title, as fixed in alert_rules/CONTRACT.md (in the order of the links bar).
 DASHBOARDS: dict[str, str] = {
@@ -28,30 +38,37 @@ DASHBOARDS: dict[str, str] = {
 }
 TAG = "keylife"
 # The key detail dashboard for the key in the clicked row; job and time range travel along.
-KEY_DETAIL_URL = "/d/keylife-key?var-job=${job}&var-key_id=${__data.fields.key_id}&${__url_time_range}"
+KEY_DETAIL_URL = (
+    "/d/keylife-key?${datasource:queryparam}&${cluster:queryparam}&var-job=${job}"
+    "&var-key_id=${__data.fields.key_id}&${__url_time_range}"
+)
 
 DAY = 86400
 Target = prometheus.Dataquery | loki.Dataquery
 PanelBuilder = cogbuilder.Builder[dm.Panel]
 
 
-def dashboard(uid: str, description: str) -> db.Dashboard:
-    """A dashboard with the settings all five share: 6 h, 1 min refresh, the ``job`` variable, links.
+def dashboard(uid: str, description: str, *, loki: bool = False) -> db.Dashboard:
+    """A dashboard with the settings all five share: 6 h, 1 min refresh, the datasource, cluster and
+    ``job`` variables, links. ``loki`` adds the Loki datasource variable.
 
-    Read-only because the JSON is generated: an edit in Grafana would be lost at the next
-    provisioning, so changes go through the Python modules."""
+    Editable, so an imported copy can be adapted; provisioned copies stay unchangeable through the
+    provider's ``allowUiUpdates: false``, and the source of truth remains the Python modules."""
     builder = (
         db.Dashboard(DASHBOARDS[uid])
         .uid(uid)
         .description(description)
         .tags([TAG])
-        .readonly()
+        .editable()
         .timezone("browser")
         .time("now-6h", "now")
         .refresh("1m")
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .with_variable(job_variable())
+        .with_variable(datasource_variable("datasource", "Prometheus", "prometheus", "DS_PROMETHEUS"))
     )
+    if loki:
+        builder = builder.with_variable(datasource_variable("loki_datasource", "Loki", "loki", "DS_LOKI"))
+    builder = builder.with_variable(cluster_variable()).with_variable(job_variable())
     for other, title in DASHBOARDS.items():
         if other != uid:
             builder = builder.link(
@@ -66,6 +83,42 @@ def dashboard(uid: str, description: str) -> db.Dashboard:
     return builder
 
 
+def datasource_variable(name: str, label: str, plugin: str, input_name: str) -> db.DatasourceVariable:
+    """A datasource picker of one plugin type, defaulting to the import input ``input_name``."""
+    return (
+        db.DatasourceVariable(name)
+        .label(label)
+        .description(f"The {label} datasource the panels query.")
+        .type(plugin)
+        .current(dm.VariableOption(selected=True, text=f"${{{input_name}}}", value=f"${{{input_name}}}"))
+    )
+
+
+def cluster_variable() -> db.QueryVariable:
+    """``cluster``: the external/target label that tells clusters apart in a shared Prometheus.
+
+    All (``.*``) by default, which also matches series without the label, so a single-cluster
+    setup needs nothing."""
+    return (
+        db.QueryVariable("cluster")
+        .label("Cluster")
+        .description("The cluster label, where one Prometheus (or Thanos, Mimir) holds several clusters.")
+        .query("label_values(keylife_build_info, cluster)")
+        .datasource(PROMETHEUS)
+        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    )
+
+
+def scoped(expr: str) -> str:
+    """``expr`` with ``cluster=~"$cluster"`` next to each ``job="$job"`` matcher (modules write only the job)."""
+    return expr.replace(JOB, f"{CLUSTER}, {JOB}")
+
+
 def job_variable() -> db.QueryVariable:
     """``job``: the scrape job keylife runs under. Every query filters on it, so two deployments
     scraped by one Prometheus (say staging and production) never mix on a panel."""
@@ -73,7 +126,7 @@ def job_variable() -> db.QueryVariable:
         db.QueryVariable("job")
         .label("Job")
         .description("Prometheus scrape job of the keylife instance to show.")
-        .query("label_values(keylife_build_info, job)")
+        .query(f"label_values(keylife_build_info{{{CLUSTER}}}, job)")
         .datasource(PROMETHEUS)
         .current(dm.VariableOption(selected=True, text="keylife", value="keylife"))
         .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
@@ -87,7 +140,7 @@ def query_variable(name: str, label: str, query: str, description: str, *, multi
         db.QueryVariable(name)
         .label(label)
         .description(description)
-        .query(query)
+        .query(scoped(query))
         .datasource(PROMETHEUS)
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
@@ -107,7 +160,7 @@ def prom(
 ) -> prometheus.Dataquery:
     """A Prometheus target. Tables ask for one instant value per series: a table of a range would
     repeat every key once per step."""
-    query = prometheus.Dataquery().expr(expr).datasource(PROMETHEUS).editor_mode(pm.QueryEditorMode.CODE)
+    query = prometheus.Dataquery().expr(scoped(expr)).datasource(PROMETHEUS).editor_mode(pm.QueryEditorMode.CODE)
     if legend:
         query = query.legend_format(legend)
     if table_format:

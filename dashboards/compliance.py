@@ -124,7 +124,12 @@ def age() -> list[PanelBuilder]:
             "Keys not destroyed by age band (1 d, 7 d, 30 d, 90 d, 180 d, 1 y, 2 y, 5 y, older), over time: "
             "darker cells hold more keys. Keys drifting into the upper bands and past the policy's maximum "
             "age are the next rotations (max_age rule).",
-            prom(f"sum by (le) (keylife_key_age_seconds_bucket{{{JOB}}})", "{{le}}", heatmap_format=True),
+            # Gauge buckets (age_le, not le: promtool keeps le for histograms); the heatmap reads le.
+            prom(
+                f'sum by (le) (label_replace(keylife_keys_by_age{{{JOB}}}, "le", "$1", "age_le", "(.*)"))',
+                "{{le}}",
+                heatmap_format=True,
+            ),
             y_unit="s",
             span=24,
         ),

@@ -11,6 +11,7 @@ Sorted keys, two-space indent and a trailing newline keep the diffs small and st
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards import compliance, fleet, key, pipeline, propagation
+from dashboards.common import INPUTS
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 BUILDERS: tuple[Callable[[], dm.Dashboard], ...] = (
@@ -30,9 +32,35 @@ BUILDERS: tuple[Callable[[], dm.Dashboard], ...] = (
 )
 
 
+PLUGIN_NAMES = {"prometheus": "Prometheus", "loki": "Loki"}
+
+
+def with_inputs(data: dict[str, object]) -> dict[str, object]:
+    """``data`` with ``__inputs`` for each ``${DS_…}`` it mentions, and ``__requires``: what
+    Grafana's "Import dashboard" reads to ask for the datasources (as its own external export)."""
+    text = json.dumps(data)
+    used = [(name, plugin) for name, plugin in INPUTS.items() if f"${{{name}}}" in text]
+    inputs = [
+        {
+            "name": name,
+            "label": PLUGIN_NAMES[plugin],
+            "description": f"{PLUGIN_NAMES[plugin]} holding keylife's data",
+            "type": "datasource",
+            "pluginId": plugin,
+            "pluginName": PLUGIN_NAMES[plugin],
+        }
+        for name, plugin in used
+    ]
+    requires = [
+        {"type": "datasource", "id": plugin, "name": PLUGIN_NAMES[plugin], "version": "1.0.0"} for _, plugin in used
+    ]
+    return {"__inputs": inputs, "__requires": requires, **data}
+
+
 def render(model: dm.Dashboard) -> str:
-    """One dashboard as the committed text."""
-    return JSONEncoder(sort_keys=True, indent=2).encode(model) + "\n"
+    """One dashboard as the committed text, with its import inputs."""
+    data = json.loads(JSONEncoder().encode(model))
+    return json.dumps(with_inputs(data), sort_keys=True, indent=2) + "\n"
 
 
 def render_all() -> dict[str, str]:

@@ -182,6 +182,7 @@ def build() -> dm.Dashboard:
         UID,
         "One key: state, attention reasons, expiry and rotation, operations against the limit, "
         "node confirmations, and its audit trail from Loki.",
+        loki=True,
     ).with_variable(key_variable())
     return finish(
         builder,

@@ -145,9 +145,16 @@ def ingest() -> list[PanelBuilder]:
         ),
         timeseries_panel(
             "Ingest error ratio",
-            "Share of ingest requests answered 4xx or 5xx over 5 min. Above 5% for 10 min raises "
-            "KeylifeIngestErrorsHigh: 4xx points at senders (auth, bad events), 5xx at keylife itself.",
-            prom(f"keylife:ingest_error_ratio:rate5m{{{JOB}}}", "errors"),
+            "Share of ingest requests answered 4xx or 5xx over 5 min (0 when there were no requests). Above "
+            "5% for 10 min raises KeylifeIngestErrorsHigh: 4xx points at senders (auth, bad events), 5xx at "
+            "keylife itself.",
+            # Without requests the ratio is 0/0 = NaN: shown as 0 (the counters exist from the start,
+            # so an empty answer still means keylife is not scraped).
+            prom(
+                f"keylife:ingest_error_ratio:rate5m{{{JOB}}} >= 0 "
+                f"or 0 * sum by (job) (rate(keylife_ingest_requests_total{{{JOB}}}[5m]))",
+                "errors",
+            ),
             unit="percentunit",
             thresholds=steps(("green", None), ("red", 0.05)),
             span=8,

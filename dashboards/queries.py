@@ -18,11 +18,18 @@ from typing import Any, Literal
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
 # Grafana's built-in interval variables, as a 6 h dashboard on a 15 s scrape interval gets them
-# (rate interval: four scrape intervals). Callers override any of them through ``variables``.
+# (rate interval: four scrape intervals), and the cluster variable's default (All, ``.*``).
+# Callers override any of them through ``variables``.
 GRAFANA_DEFAULTS: dict[str, str] = {
     "__rate_interval": "1m",
     "__interval": "1m",
     "__range": "6h",
+    "cluster": ".*",
+}
+# Datasource variable -> the plugin it selects (common.PROMETHEUS, common.LOKI).
+DATASOURCE_VARIABLES: dict[str, Literal["prometheus", "loki"]] = {
+    "${datasource}": "prometheus",
+    "${loki_datasource}": "loki",
 }
 
 _VARIABLE = re.compile(
@@ -56,14 +63,13 @@ class Query:
 def _datasource(ref: Any) -> Literal["prometheus", "loki"]:
     """``prometheus`` or ``loki`` from a datasource reference ({uid, type}) or its uid string.
 
-    Anything else raises: a panel on another datasource (or on Grafana's default, no reference)
-    would break when provisioned next to other data sources."""
-    uid = (ref.get("uid") or ref.get("type")) if isinstance(ref, dict) else ref
-    if uid == "prometheus":
-        return "prometheus"
-    if uid == "loki":
-        return "loki"
-    raise ValueError(f"unexpected datasource {ref!r}: the dashboards use only uids prometheus and loki")
+    Anything else raises: a panel on a fixed uid, another datasource, or Grafana's default (no
+    reference) would break when imported next to other data sources."""
+    uid = ref.get("uid") if isinstance(ref, dict) else ref
+    kind = DATASOURCE_VARIABLES.get(uid) if isinstance(uid, str) else None
+    if kind is None or (isinstance(ref, dict) and ref.get("type") not in (None, kind)):
+        raise ValueError(f"unexpected datasource {ref!r}: the dashboards use only {sorted(DATASOURCE_VARIABLES)}")
+    return kind
 
 
 def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -57,9 +57,12 @@ def fleet_families(snap: Snapshot) -> Iterator[Metric]:
     yield keys
     yield _by_label("keylife_keys_by_expiry_band", snap.expiry_bands)
     yield _by_label("keylife_keys_by_rotation_band", snap.rotation_bands)
-    age = family("keylife_key_age_seconds")
-    age.add_metric([], [(_le(b), n) for b, n in snap.age_buckets] + [("+Inf", snap.age_count)], snap.age_sum)
+    age = family("keylife_keys_by_age")  # gauge buckets: the population's ages now, not observations
+    for bound, n in snap.age_buckets:
+        age.add_metric([_le(bound)], n)
+    age.add_metric(["+Inf"], snap.age_count)
     yield age
+    yield _single("keylife_keys_age_sum_seconds", snap.age_sum)
     usage = family("keylife_key_usage_operations")
     for (op, algorithm, purpose), n in sorted(snap.usage.items()):
         usage.add_metric([op, algorithm, purpose], n)

@@ -41,7 +41,7 @@ BAND_EDGES = (("7d", 7 * DAY), ("30d", 30 * DAY), ("90d", 90 * DAY))
 AGE_BUCKETS = tuple(d * DAY for d in (1, 7, 30, 90, 180, 365, 730, 1825))
 LAG_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
 DEFAULT_OPERATIONS = ("encrypt", "decrypt", "sign", "verify")
-ATTENTION_HORIZON = 30 * DAY
+ATTENTION_HORIZON = 30 * DAY  # default of exporter.expiry_horizon_days: per-key expiry series this far ahead
 
 
 _SHAPE = operator.itemgetter(
@@ -341,11 +341,13 @@ class FleetIndex:
         self._unpend(key_id, node)
 
     # ----- scraping -----------------------------------------------------------------------
-    def snapshot(self, now: float, attention_cap: int) -> Snapshot:
+    def snapshot(self, now: float, attention_cap: int, expiry_horizon: float = ATTENTION_HORIZON) -> Snapshot:
+        """The picture at ``now``: keys expiring within ``expiry_horizon`` seconds need attention,
+        and at most ``attention_cap`` of the keys needing attention get per-key series."""
         with self.lock:
-            return self._snapshot(now, attention_cap)
+            return self._snapshot(now, attention_cap, expiry_horizon)
 
-    def _snapshot(self, now: float, cap: int) -> Snapshot:
+    def _snapshot(self, now: float, cap: int, horizon: float) -> Snapshot:
         states = [s.value for s in KeyState]
         if any(labels[0] == "unknown" for labels in self._counts):
             states.append("unknown")
@@ -362,7 +364,7 @@ class FleetIndex:
             noncompliant.setdefault(rule, set())
         bad = set().union(*noncompliant.values()) if noncompliant else set()
         ratio = 1.0 if self._usable == 0 else 1.0 - len(bad) / self._usable  # every set holds usable keys only
-        attention = self._attention(now, noncompliant, cap)
+        attention = self._attention(now, noncompliant, cap, horizon)
         ages = [self._created_since(now - bound) for bound in AGE_BUCKETS]
         usage = {(op, a, p): self.usage.get((op, a, p), 0) for op in sorted(self._operations) for a, p in pairs} | dict(
             self.usage
@@ -411,7 +413,9 @@ class FleetIndex:
     def _created_since(self, when: float) -> int:
         return len(self._created) - self._created.bisect_left(when)
 
-    def _attention(self, now: float, noncompliant: dict[str, set[str]], cap: int) -> tuple[list[AttentionKey], int]:
+    def _attention(
+        self, now: float, noncompliant: dict[str, set[str]], cap: int, horizon: float
+    ) -> tuple[list[AttentionKey], int]:
         reasons: dict[str, set[str]] = {}
 
         def flag(key_id: str, reason: str) -> None:
@@ -421,7 +425,7 @@ class FleetIndex:
             flag(key_id, "compromised")
         for key_id in self._conflicting:
             flag(key_id, "conflicting_use")
-        for _t, key_id in self._expiry.irange(maximum=(now + ATTENTION_HORIZON, "\uffff")):
+        for _t, key_id in self._expiry.irange(maximum=(now + horizon, "\uffff")):
             flag(key_id, "expiring")
         for rule, ids in noncompliant.items():
             for key_id in ids:

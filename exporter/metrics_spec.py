@@ -28,7 +28,13 @@ FLEET = (
          ("band",)),
     Spec("keylife_keys_by_rotation_band", "gauge",
          "Active keys by time until rotation is due under the policy: overdue, 7d, 30d, 90d, later, none.", ("band",)),
-    Spec("keylife_key_age_seconds", "histogram", "Age of every key not destroyed, from its generation."),
+    Spec("keylife_keys_by_age", "gauge",
+         "Keys not destroyed that are at most age_le seconds old (since generation), cumulative like histogram "
+         "buckets (age_le=\"+Inf\": all of them). Gauge buckets of the current population, not a histogram: "
+         "destroying keys lowers them; the label is not le, which is for histograms only. Quantiles: "
+         "label_replace age_le to le, then histogram_quantile over sum by (le).", ("age_le",)),
+    Spec("keylife_keys_age_sum_seconds", "gauge",
+         "Sum of the ages of the keys not destroyed; divided by keylife_keys_by_age{age_le=\"+Inf\"}: their mean age."),
     Spec("keylife_key_usage_operations", "counter",
          "Cryptographic operations reported by nodes, by operation and the key's algorithm and purpose.",
          ("operation", "algorithm", "purpose")),

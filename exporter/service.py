@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors import FleetCollector, PipelineCollector
-from exporter.fleet import FleetIndex
+from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.policy import Policy
 from exporter.snapshot import SingleFlight
 
@@ -33,10 +33,11 @@ class Exporter:
         pipeline: Callable[[], dict[str, float]],
         attention_cap: int = 500,
         clock: Callable[[], float] = time.time,
+        expiry_horizon: float = ATTENTION_HORIZON,
     ) -> Exporter:
         """Load the index from the registry's committed tables and register the collectors."""
         index = FleetIndex.from_registry(policy, registry_path)
-        snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap))
+        snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap, expiry_horizon))
         metrics.register(FleetCollector(snapshots))
         metrics.register(PipelineCollector(pipeline))
         return cls(index, snapshots)

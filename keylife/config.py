@@ -166,6 +166,9 @@ class ExporterConfig(_Section):
     otlp: OtlpConfig | None = None  # push the same metrics over OTLP when set
     policy: Path | None = None  # YAML policy file; the built-in defaults (docs/policy.md) otherwise
     attention_cap: int = Field(500, ge=0, le=100_000)  # per-key series at most; the rest are counted
+    # Keys expiring within this many days need attention (reason "expiring"): their per-key series,
+    # keylife_key_expiry_timestamp_seconds among them, exist only within it (docs/metrics.md).
+    expiry_horizon_days: int = Field(30, ge=1, le=3650)
     # A rendered /metrics body younger than this is served again; concurrent scrapes share one render.
     scrape_cache_seconds: float = Field(1.0, ge=0, le=300)
     # A separate plain-HTTP listener for /metrics (and /healthz); /metrics then leaves the API listener.

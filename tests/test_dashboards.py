@@ -81,8 +81,14 @@ def test_dashboard_settings_variables_and_links(uid: str) -> None:
     assert "keylife" in model["tags"]
     variables = {v["name"]: v for v in model["templating"]["list"]}
     job = variables["job"]
-    assert job["type"] == "query" and job["query"] == "label_values(keylife_build_info, job)"
-    assert job["current"]["value"] == "keylife" and job["datasource"]["uid"] == "prometheus"
+    assert job["type"] == "query" and job["query"] == 'label_values(keylife_build_info{cluster=~"$cluster"}, job)'
+    assert job["current"]["value"] == "keylife" and job["datasource"]["uid"] == "${datasource}"
+    datasource = variables["datasource"]
+    assert datasource["type"] == "datasource" and datasource["query"] == "prometheus"
+    assert datasource["current"]["value"] == "${DS_PROMETHEUS}"
+    cluster = variables["cluster"]
+    assert cluster["query"] == "label_values(keylife_build_info, cluster)" and cluster["allValue"] == ".*"
+    assert model["editable"] is True  # imported copies can be adapted; provisioning still forbids saving
     urls = {link["url"] for link in model["links"]}
     assert urls == {f"/d/{other}" for other in DASHBOARDS if other != uid}
     ids = [p["id"] for p in walk_panels(model["panels"])]
@@ -91,9 +97,10 @@ def test_dashboard_settings_variables_and_links(uid: str) -> None:
 
 def test_dashboard_specific_variables() -> None:
     key_id = next(v for v in ALL["keylife-key"]["templating"]["list"] if v["name"] == "key_id")
-    assert key_id["query"] == 'label_values(keylife_key_info{job="$job"}, key_id)' and key_id["allowCustomValue"]
+    scope = 'cluster=~"$cluster", job="$job"'
+    assert key_id["query"] == f"label_values(keylife_key_info{{{scope}}}, key_id)" and key_id["allowCustomValue"]
     node = next(v for v in ALL["keylife-propagation"]["templating"]["list"] if v["name"] == "node")
-    assert node["query"] == 'label_values(keylife_node_last_report_timestamp_seconds{job="$job"}, node)'
+    assert node["query"] == f"label_values(keylife_node_last_report_timestamp_seconds{{{scope}}}, node)"
     assert node["multi"] and node["includeAll"]
     assert any(v["name"] == "sink" for v in ALL["keylife-pipeline"]["templating"]["list"])
 
@@ -121,15 +128,66 @@ def test_prometheus_targets_scope_every_selector_to_job_and_use_served_metrics()
             assert metric in known, f"{where}: {metric} is neither served (docs/metrics.md) nor a recording rule"
             if query.kind == "target" or metric != "keylife_build_info":
                 assert 'job="$job"' in matchers, f"{where}: {metric} not scoped to job"
+                assert 'cluster=~"$cluster"' in matchers, f"{where}: {metric} not scoped to cluster"
 
 
-def test_datasources_are_the_fixed_uids() -> None:
+DATASOURCE_UIDS = {"prometheus": "${datasource}", "loki": "${loki_datasource}"}
+
+
+def test_datasources_are_the_variables() -> None:
     for model in ALL.values():
         for panel in panels(model):
-            kinds = {t["datasource"]["uid"] for t in panel["targets"]}
-            assert kinds <= {"prometheus", "loki"} and panel["datasource"]["uid"] in kinds, panel["title"]
+            uids = {t["datasource"]["uid"] for t in panel["targets"]}
+            assert uids <= set(DATASOURCE_UIDS.values()) and panel["datasource"]["uid"] in uids, panel["title"]
             for target in panel["targets"]:
-                assert target["datasource"]["type"] == target["datasource"]["uid"], panel["title"]
+                assert DATASOURCE_UIDS[target["datasource"]["type"]] == target["datasource"]["uid"], panel["title"]
+
+
+_TEMPLATE = re.compile(r"\$\{(.+?)\}")
+
+
+def grafana_import(model: Any, chosen: dict[str, str]) -> Any:
+    """What Grafana's import does with ``__inputs`` (pkg/services/dashboardimport/utils,
+    template evaluator): drop ``__inputs``, and in every string replace ``${NAME}`` of an input by
+    the value picked in the dialog; any other ``${…}`` (dashboard variables) stays."""
+    if isinstance(model, dict):
+        return {k: grafana_import(v, chosen) for k, v in model.items() if k != "__inputs"}
+    if isinstance(model, list):
+        return [grafana_import(v, chosen) for v in model]
+    if isinstance(model, str):
+        return _TEMPLATE.sub(lambda m: chosen.get(m[1], m[0]), model)
+    return model
+
+
+def datasource_refs(model: Any) -> list[dict[str, Any]]:
+    """Every ``{"type", "uid"}`` datasource reference anywhere in the dashboard."""
+    if isinstance(model, list):
+        return [ref for v in model for ref in datasource_refs(v)]
+    if not isinstance(model, dict):
+        return []
+    refs = [model["datasource"]] if isinstance(model.get("datasource"), dict) else []
+    return refs + [ref for v in model.values() for ref in datasource_refs(v)]
+
+
+@pytest.mark.parametrize("uid", DASHBOARDS)
+def test_import_through_inputs_leaves_no_fixed_datasource(uid: str) -> None:
+    """Import as Grafana's UI does, into a Grafana whose datasources have uids of its own."""
+    model = ALL[uid]
+    inputs = {i["name"]: i for i in model["__inputs"]}
+    assert all(i["type"] == "datasource" for i in inputs.values())
+    assert {i["pluginId"] for i in inputs.values()} == {r["type"] for r in datasource_refs(model)}
+    assert {r["id"] for r in model["__requires"]} == {i["pluginId"] for i in inputs.values()}
+    chosen = {name: f"their-{i['pluginId']}-uid" for name, i in inputs.items()}
+    imported = grafana_import(model, chosen)
+    text = json.dumps(imported)
+    assert "__inputs" not in imported and "${DS_" not in text, "an input was left unsubstituted"
+    for ref in datasource_refs(imported):
+        assert ref["uid"] == DATASOURCE_UIDS[ref["type"]], ref  # panels follow the variables
+    variables = {v["name"]: v for v in imported["templating"]["list"] if v["type"] == "datasource"}
+    assert {v["query"]: v["current"]["value"] for v in variables.values()} == {
+        i["pluginId"]: chosen[name] for name, i in inputs.items()
+    }
+    assert not re.search(r'"uid": "(prometheus|loki)"', text), "a hard-coded datasource uid is left"
 
 
 def test_key_detail_reads_the_audit_trail_from_loki() -> None:
@@ -165,6 +223,7 @@ def test_provisioning_files() -> None:
     assert sources["apiVersion"] == 1
     by_uid = {s["uid"]: s for s in sources["datasources"]}
     assert by_uid["prometheus"]["type"] == "prometheus" and by_uid["prometheus"]["url"] == "http://127.0.0.1:9090"
+    assert not any(s.get("isDefault") for s in sources["datasources"]), "a shipped default fights an existing one"
     assert by_uid["loki"]["type"] == "loki" and by_uid["loki"]["url"] == "http://127.0.0.1:3100"
     providers = yaml.safe_load((PROVISIONING / "dashboards.yaml").read_text())
     assert providers["apiVersion"] == 1
@@ -180,7 +239,7 @@ def test_all_queries_returns_every_target_and_variable() -> None:
     assert sum(q.kind == "target" for q in queries) == targets
     assert sum(q.kind == "variable" for q in queries) == variables
     key_id = next(q for q in queries if q.variable == "key_id")
-    assert key_id.selector == 'keylife_key_info{job="$job"}' and key_id.datasource == "prometheus"
+    assert key_id.selector == 'keylife_key_info{cluster=~"$cluster", job="$job"}' and key_id.datasource == "prometheus"
 
 
 def test_substitute() -> None:

@@ -70,7 +70,7 @@ def test_empty_registry_is_zero_filled(live: Live) -> None:
         assert value(s, "keylife_key_violations_total", kind=kind) == 0
     assert value(s, "keylife_fleet_compliance_ratio") == 1
     assert value(s, "keylife_keys_attention") == 0 and value(s, "keylife_keys_attention_omitted") == 0
-    assert value(s, "keylife_key_age_seconds_count") == 0
+    assert value(s, "keylife_keys_by_age", age_le="+Inf") == 0 and value(s, "keylife_keys_age_sum_seconds") == 0
     assert value(s, "keylife_journal_entries") == 0 and value(s, "keylife_ingest_writer_up") == 1
 
 
@@ -242,3 +242,20 @@ def test_destroying_a_key_closes_its_use_after_revocation_flag_and_a_restart_agr
     with live_server(tmp_path) as live:  # the index loaded from the registry at start says the same
         s = scrape(live)
         assert not flagged(s, "gone") and flagged(s, "kept")
+
+
+def test_key_age_buckets_are_gauges_of_the_population(live: Live) -> None:
+    """A destroyed key leaves the age buckets: they go down, which a histogram's may never do, so
+    they are typed gauge (and promtool keeps ``le`` for histograms: the bound is ``age_le``)."""
+    post(live, *key(1, "young"), *key(2, "old", occurred_at=at(-400)))
+    s = scrape(live)
+    assert value(s, "keylife_keys_by_age", age_le="+Inf") == 2
+    assert value(s, "keylife_keys_by_age", age_le="2.592e+06") == 1  # 30 d: only the 10-day-old key
+    assert value(s, "keylife_keys_age_sum_seconds") == pytest.approx(410 * 86400, rel=0.01)
+    post(live, {"id": "d1", "type": "destroyed", "key_id": "old", "occurred_at": at()})
+    s = scrape(live)
+    assert value(s, "keylife_keys_by_age", age_le="+Inf") == 1
+    assert value(s, "keylife_keys_age_sum_seconds") == pytest.approx(10 * 86400, rel=0.01)
+    with live.client(None) as c:
+        text = c.get("/metrics").text
+    assert "# TYPE keylife_keys_by_age gauge" in text and "keylife_key_age_seconds" not in text

@@ -74,7 +74,11 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         print(f"no registry at {config.registry_path}: run keylife serve first", file=sys.stderr)
         return 1
     exporter = StandaloneExporter(
-        config.registry_path, config.journal_dir, load_policy(config.exporter.policy), config.exporter.attention_cap
+        config.registry_path,
+        config.journal_dir,
+        load_policy(config.exporter.policy),
+        config.exporter.attention_cap,
+        config.exporter.expiry_horizon_days * 86400,
     )
     signal.signal(signal.SIGTERM, lambda *_: exporter.stop())
     return exporter.serve(args.host or config.listen.host, args.port if args.port is not None else 8788, args.refresh)

@@ -122,6 +122,7 @@ class Runtime:
             telemetry.registry,
             lambda: pipeline_values(journal, registry, ledger),
             attention_cap=config.exporter.attention_cap,
+            expiry_horizon=config.exporter.expiry_horizon_days * 86400,
         )
         registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
         telemetry.registry.register(WriterCollector(journal, ledger))

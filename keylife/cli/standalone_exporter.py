@@ -35,12 +35,19 @@ log = logging.getLogger("keylife.exporter")
 
 
 class StandaloneExporter:
-    def __init__(self, registry_path: Path, journal_dir: Path, policy: Policy, attention_cap: int) -> None:
+    def __init__(
+        self,
+        registry_path: Path,
+        journal_dir: Path,
+        policy: Policy,
+        attention_cap: int,
+        expiry_horizon: float = 30 * 86400,
+    ) -> None:
         self.registry_path, self.journal_dir, self.policy = registry_path, journal_dir, policy
         self.metrics = add_standard_collectors(CollectorRegistry())  # process_*, python_info
         self.index: FleetIndex | None = self._load()
         self._last: Snapshot | None = None
-        self.attention_cap = attention_cap
+        self.attention_cap, self.expiry_horizon = attention_cap, expiry_horizon
         self.snapshots = SingleFlight(self._snapshot)
         self.metrics.register(FleetCollector(self.snapshots))
         self.metrics.register(PipelineCollector(self.pipeline))
@@ -52,7 +59,7 @@ class StandaloneExporter:
             return self._last  # reloading: the previous picture, with its own timestamp
         if index is None:
             raise RuntimeError("the fleet index is loading")
-        self._last = index.snapshot(time.time(), self.attention_cap)
+        self._last = index.snapshot(time.time(), self.attention_cap, self.expiry_horizon)
         return self._last
 
     def _load(self) -> FleetIndex:

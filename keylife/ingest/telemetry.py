@@ -26,6 +26,13 @@ disable_created_metrics()
 # CPU), platform (python_info) and GC collectors, on every registry keylife serves.
 STANDARD_COLLECTORS = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
 
+# Label values exported at 0 from the start: a ratio or sum over a labelled counter that has never
+# been incremented reads "No data" on a dashboard, where the true answer is 0. These are the codes
+# POST /v1/events answers (keylife/api/app.py) and the auth refusals.
+INGEST_CODES = ("200", "400", "409", "413", "415", "422", "503")
+AUTH_CODES = ("401", "403")
+CLOSE_REASONS = ("idle_timeout", "header_timeout", "body_timeout", "unread_body", "evicted", "refused")
+
 
 def add_standard_collectors(registry: CollectorRegistry) -> CollectorRegistry:
     """Register the process/platform/GC collectors on ``registry`` (they read this process at scrape time)."""
@@ -44,7 +51,10 @@ class Telemetry:
             registry=self.registry,
         )
         self.requests = Counter(
-            "keylife_ingest_requests", "Ingest requests by HTTP status code.", ["code"], registry=self.registry
+            "keylife_ingest_requests",
+            "Ingest requests by HTTP status code (200, 400, 409, 413, 415, 422, 503 exported at 0 from the start).",
+            ["code"],
+            registry=self.registry,
         )
         self.invalid_lines = Counter(
             "keylife_ingest_invalid_lines",
@@ -53,7 +63,7 @@ class Telemetry:
         )
         self.auth_failures = Counter(
             "keylife_auth_failures",
-            "Requests refused by authentication (401) or authorization (403).",
+            "Requests refused by authentication (401) or authorization (403); both exported at 0 from the start.",
             ["code"],
             registry=self.registry,
         )
@@ -88,6 +98,12 @@ class Telemetry:
             ["logger"],
             registry=self.registry,
         )
+        for code in INGEST_CODES:
+            self.requests.labels(code)
+        for code in AUTH_CODES:
+            self.auth_failures.labels(code)
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
 
     def observe_entries(self, entries: list[Entry]) -> None:
         counts: dict[str, int] = {}
