@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -102,8 +103,11 @@ def test_service_and_monitor_reach_the_pod(overlay: list[dict[str, Any]]) -> Non
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
     rules = one(overlay, "PrometheusRule", "keylife")
-    exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
-    assert service["metadata"]["name"] == "keylife" and all('job="keylife"' in e for e in exprs if "job=" in e)
+    exprs = " ".join(r["expr"] for g in rules["spec"]["groups"] for r in g["rules"])
+    jobs = {job for matcher in re.findall(r'job=~?"([^"]*)"', exprs) for job in matcher.split("|")}
+    # prometheus-operator's job label is the Service name: every job the rules match is scraped.
+    scraped = {s["metadata"]["name"] for s in by_kind(overlay, "Service")}
+    assert jobs and jobs <= scraped, jobs - scraped
     for selected in (monitor, rules):
         assert selected["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
