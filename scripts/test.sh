@@ -7,7 +7,8 @@ VENV_EXTRA=dev . scripts/venv.sh
 
 # Real servers the integration tests start themselves (loopback, random ports, temp dirs).
 # By package name, unpinned: whatever the distribution ships.
-system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls)
+# kubectl renders deploy/kubernetes (kubectl kustomize); systemd brings systemd-analyze for deploy/systemd.
+system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls kubectl systemd)
 # Installed only as root on Debian/Ubuntu and only when one is missing, so repeated runs cost
 # one dpkg-query each. Without root the tests that need a binary skip (outside CI) or fail (CI=true).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
