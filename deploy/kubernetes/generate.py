@@ -56,12 +56,23 @@ def prometheus_rule() -> str:
     return HEADER.format(source="alert_rules/keylife.rules.yml") + _dump([doc])
 
 
+def provisioned(dashboard: dict) -> dict:
+    """The dashboard as a provisioned file must be: the sidecar (like any file provisioning) does
+    no ``__inputs`` substitution, so the import-only parts go and each datasource variable starts
+    unset, which makes Grafana select the default datasource of its type (``query``)."""
+    out = {k: v for k, v in dashboard.items() if k not in ("__inputs", "__requires", "__elements")}
+    templating = out.get("templating", {})
+    variables = [{**v, "current": {}} if v.get("type") == "datasource" else v for v in templating.get("list", [])]
+    if variables:
+        out["templating"] = {**templating, "list": variables}
+    return out
+
+
 def dashboard_configmaps() -> str:
     """One ConfigMap per dashboard: a ConfigMap holds at most 1 MiB, and one per file keeps them far under."""
     docs = []
     for path in sorted(DASHBOARDS.glob("*.json")):
-        text = path.read_text()
-        json.loads(text)  # a broken dashboard fails here, not in Grafana
+        text = json.dumps(provisioned(json.loads(path.read_text())), indent=2) + "\n"  # a broken one fails here
         docs.append(
             {
                 "apiVersion": "v1",
@@ -71,7 +82,7 @@ def dashboard_configmaps() -> str:
                     "labels": {**LABELS, "grafana_dashboard": "1"},
                     "annotations": {"grafana_folder": "keylife"},
                 },
-                "data": {path.name: text if text.endswith("\n") else text + "\n"},
+                "data": {path.name: text},
             }
         )
     return HEADER.format(source="dashboards/json/*.json") + _dump(docs)
