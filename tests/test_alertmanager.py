@@ -29,9 +29,11 @@ EXAMPLE = AM_DIR / "receivers.example.yml"
 ROUTES_TEST = AM_DIR / "routes_test.yaml"
 CONTRACT = ROOT / "alert_rules" / "CONTRACT.md"
 CONFIGS = [pytest.param(SHIPPED, id="alertmanager.yml"), pytest.param(EXAMPLE, id="receivers.example.yml")]
-GROUP_LABELS = ["alertname", "job", "key_id", "node", "sink"]  # CONTRACT.md: group_by and `equal`
+GROUP_LABELS = ["alertname", "job"]  # CONTRACT.md: one notification per alert name and job (issue 13)
+EQUAL_LABELS = ["alertname", "job", "key_id", "node", "sink"]  # the escalation inhibit: the same object
+KEYLIFE = ['alertname=~"Keylife.+"']  # keylife's sub-route: nobody else's alerts
 SHIPPED_WEBHOOK = "http://127.0.0.1:9095/"
-BY_SEVERITY = {"critical": ["pager"], "warning": ["tickets"], "info": ["null"]}
+BY_SEVERITY = {"critical": ["pager"], "warning": ["tickets"], "info": ["null"], "none": ["heartbeat"]}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -82,9 +84,14 @@ def test_shipped_routing_tree_and_receivers() -> None:
     route = config["route"]
     assert route["receiver"] == "null"
     assert route["group_by"] == GROUP_LABELS
-    children = {tuple(child["matchers"]): child for child in route["routes"]}
-    assert list(children) == [('severity="critical"',), ('severity="warning"',), ('severity="info"',)]
-    pager, tickets, info = children.values()
+    [keylife] = route["routes"]
+    assert keylife["matchers"] == KEYLIFE and keylife["group_by"] == GROUP_LABELS and keylife["receiver"] == "null"
+    children = {tuple(child["matchers"]): child for child in keylife["routes"]}
+    assert list(children) == [
+        ('alertname="KeylifeWatchdog"',), ('severity="critical"',), ('severity="warning"',), ('severity="info"',)
+    ]
+    heartbeat, pager, tickets, info = children.values()
+    assert (heartbeat["receiver"], heartbeat["repeat_interval"]) == ("heartbeat", "5m")
     assert (pager["receiver"], pager["group_wait"], pager["group_interval"], pager["repeat_interval"]) == (
         "pager", "10s", "1m", "1h")  # fmt: skip
     assert pager.get("continue", False) is False
@@ -100,6 +107,7 @@ def test_shipped_routing_tree_and_receivers() -> None:
     assert receivers["null"] == {"name": "null"}  # no *_configs: sends nothing
     assert receivers["pager"]["webhook_configs"] == [{"url": SHIPPED_WEBHOOK + "pager", "send_resolved": True}]
     assert receivers["tickets"]["webhook_configs"] == [{"url": SHIPPED_WEBHOOK + "tickets", "send_resolved": True}]
+    assert receivers["heartbeat"]["webhook_configs"] == [{"url": SHIPPED_WEBHOOK + "heartbeat", "send_resolved": False}]
 
     [window] = config["time_intervals"]
     assert window["name"] == "maintenance-window"
@@ -118,9 +126,9 @@ def test_inhibit_rules_are_scoped() -> None:
         assert not {"source_match", "target_match", "source_match_re", "target_match_re"} & set(rule), rule
     escalation, down = rules
     assert escalation == {
-        "source_matchers": ['severity="critical"'],
-        "target_matchers": ['severity="warning"'],
-        "equal": GROUP_LABELS,
+        "source_matchers": [*KEYLIFE, 'severity="critical"'],
+        "target_matchers": [*KEYLIFE, 'severity="warning"'],
+        "equal": EQUAL_LABELS,
     }
     assert down["source_matchers"] == ['alertname="KeylifeDown"']
     assert 'alertname!="KeylifeDown"' in down["target_matchers"]
@@ -244,7 +252,7 @@ def test_routes_cases_cover_the_brief() -> None:
     for case in cases:
         assert set(case) <= {"name", "labels", "expect", "route"} and case["expect"], case
     expected = {receiver for case in cases for receiver in case["expect"]}
-    assert expected == {"pager", "tickets", "null"}
+    assert expected == {"pager", "tickets", "null", "heartbeat"}
     severities = {case["labels"].get("severity") for case in cases}
     assert {"critical", "warning", "info", None} <= severities
     assert any(case["labels"] == {} for case in cases)
@@ -260,7 +268,7 @@ def contract_alerts() -> dict[str, list[str]]:
     alerts: dict[str, list[str]] = {}
     for name, rest in re.findall(r"^- (Keylife\w+): (.*)$", section, re.MULTILINE):
         head = re.sub(r"\([^)]*\)", "", rest).split(" — ")[0]
-        alerts[name] = re.findall(r"(?:^|, )(critical|warning|info)\b", head)
+        alerts[name] = re.findall(r"(?:^|, )(critical|warning|info|none)\b", head)
     return alerts
 
 
@@ -286,7 +294,7 @@ def local_config(path: Path, hook: WebhookReceiver) -> dict[str, Any]:
             assert webhook["url"].startswith(SHIPPED_WEBHOOK), webhook
             webhook["url"] = hook.url + "/" + webhook["url"].removeprefix(SHIPPED_WEBHOOK)
             rewritten += 1
-    assert rewritten == 2
+    assert rewritten == 3
     return config
 
 
