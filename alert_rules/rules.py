@@ -99,13 +99,13 @@ def key_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         f"Key {KEY_DESC} expires in {{{{ $value | humanizeDuration }}}}. Rotate it before then.",
         KEY, t["expiring_for"],
     )  # fmt: skip
-    soon = t["expiring_soon_days"]
+    # From the uncapped fleet count (exporter bands), not the per-key series the attention cap limits.
     a.add(
         "KeylifeKeysExpiringSoon", "warning",
-        f"count by (job) (({expiry} - time()) < {soon * DAY} > 0) > 0",
-        f"Usable keys expire within {soon} days.",
-        f"{{{{ $value }}}} usable keys of {{{{ $labels.job }}}} expire within {soon} days; the "
-        "KeylifeKeyExpiring ticket lists them. Rotate them this week.",
+        f'sum by (job) (keylife_keys_by_expiry_band{{{sel}, band="7d"}}) > 0',
+        "Usable keys expire within 7 days.",
+        "{{ $value }} usable keys of {{ $labels.job }} expire within 7 days; the KeylifeKeyExpiring ticket "
+        "lists them. Rotate them this week.",
         FLEET, t["expiring_for"],
     )  # fmt: skip
     a.add(

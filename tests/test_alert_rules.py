@@ -40,7 +40,7 @@ def test_the_committed_rules_are_the_rendered_config():
 
 def test_a_changed_threshold_changes_the_rendered_rules():
     config = load_config(CONFIG)
-    config["thresholds"]["expiring_soon_days"] = 3
+    config["thresholds"]["expiring_warning_days"] = 3
     assert "< 259200 > 0" in render(config) and "< 259200 > 0" not in TARGET.read_text()
 
 
