@@ -88,7 +88,10 @@ def test_shipped_routing_tree_and_receivers() -> None:
     assert keylife["matchers"] == KEYLIFE and keylife["group_by"] == GROUP_LABELS and keylife["receiver"] == "null"
     children = {tuple(child["matchers"]): child for child in keylife["routes"]}
     assert list(children) == [
-        ('alertname="KeylifeWatchdog"',), ('severity="critical"',), ('severity="warning"',), ('severity="info"',)
+        ('alertname="KeylifeWatchdog"',),
+        ('severity="critical"',),
+        ('severity="warning"',),
+        ('severity="info"',),
     ]
     heartbeat, pager, tickets, info = children.values()
     assert (heartbeat["receiver"], heartbeat["repeat_interval"]) == ("heartbeat", "5m")
