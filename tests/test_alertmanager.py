@@ -379,3 +379,109 @@ def test_real_alertmanager_mutes_node_not_reporting_in_the_maintenance_window(tm
             assert find(am.alerts(), node_warning)["receivers"] == [{"name": "tickets"}]
     assert sent(notifications, "/tickets") == [other_warning], notifications
     assert sent(notifications, "/pager") == [node_critical], notifications
+
+
+# -- keylife's part, merged into someone else's Alertmanager (issue 13) ------------------------
+
+FRAGMENT = AM_DIR / "keylife-route.yml"
+OPERATOR = AM_DIR / "alertmanagerconfig.yaml"
+FOREIGN = {  # an existing Alertmanager that pages on every critical and files everything else
+    "route": {
+        "receiver": "team-default",
+        "group_by": ["alertname", "cluster"],
+        "routes": [{"matchers": ['severity="critical"'], "receiver": "team-oncall"}],
+    },
+    "receivers": [
+        {"name": "team-default", "webhook_configs": [{"url": "http://127.0.0.1:9096/default"}]},
+        {"name": "team-oncall", "webhook_configs": [{"url": "http://127.0.0.1:9096/oncall"}]},
+    ],
+}
+
+
+def test_the_fragment_is_the_shipped_keylife_part() -> None:
+    shipped, fragment = load(SHIPPED), load(FRAGMENT)
+    assert fragment["route"] == shipped["route"]["routes"][0]
+    for section in ("receivers", "inhibit_rules", "time_intervals"):
+        assert fragment[section] == shipped[section], section
+
+
+def merged(tmp_path: Path) -> Path:
+    """FOREIGN with keylife's fragment merged the documented way: its route first, the rest appended."""
+    config, fragment = json.loads(json.dumps(FOREIGN)), load(FRAGMENT)
+    config["route"]["routes"].insert(0, fragment["route"])
+    for section in ("receivers", "inhibit_rules", "time_intervals"):
+        config[section] = config.get(section, []) + fragment[section]
+    path = tmp_path / "merged.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = amtool("check-config", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return path
+
+
+@pytest.mark.parametrize(
+    ("labels", "expect"),
+    [
+        ({"alertname": "NodeFilesystemFull", "severity": "critical", "job": "node"}, ["team-oncall"]),
+        ({"alertname": "NodeFilesystemFull", "severity": "warning", "job": "node"}, ["team-default"]),
+        ({"alertname": "KeylifeKeyUsedAfterRevocation", "severity": "critical", "key_id": "k1"}, ["pager"]),
+        ({"alertname": "KeylifeKeyExpiring", "severity": "warning", "key_id": "k1"}, ["tickets"]),
+        ({"alertname": "KeylifeAttentionCapReached", "severity": "info"}, ["null"]),
+        ({"alertname": "KeylifeWatchdog", "severity": "none"}, ["heartbeat"]),
+        ({"alertname": "KeylifeKeyCompromised", "job": "keylife"}, ["null"]),  # no severity: keylife's, sent nowhere
+    ],
+)
+def test_amtool_routes_the_fragment_merged_into_a_foreign_root(
+    tmp_path: Path, labels: dict[str, str], expect: list[str]
+) -> None:
+    receivers, _, output = amtool_route(merged(tmp_path), labels | {"job": labels.get("job", "keylife")}, expect)
+    assert receivers == expect, output
+
+
+def test_the_merged_inhibit_rules_leave_foreign_alerts_alone(tmp_path: Path) -> None:
+    """keylife's escalation rule is scoped: a foreign critical does not mute a foreign warning."""
+    for rule in load(merged(tmp_path))["inhibit_rules"]:
+        assert any("Keylife" in m for m in rule["target_matchers"]), rule
+
+
+def _from_operator(route: dict[str, Any]) -> dict[str, Any]:
+    """An AlertmanagerConfig route (camelCase, structured matchers) in Alertmanager's own shape."""
+    names = {"groupBy": "group_by", "groupWait": "group_wait", "groupInterval": "group_interval",
+             "repeatInterval": "repeat_interval", "muteTimeIntervals": "mute_time_intervals"}  # fmt: skip
+    out: dict[str, Any] = {}
+    for key, value in route.items():
+        if key == "matchers":
+            out["matchers"] = [f'{m["name"]}{m["matchType"]}"{m["value"]}"' for m in value]
+        elif key == "routes":
+            out["routes"] = [_from_operator(child) for child in value]
+        else:
+            out[names.get(key, key)] = value
+    return out
+
+
+def test_the_alertmanagerconfig_resource_says_what_the_fragment_says() -> None:
+    [resource] = list(yaml.safe_load_all(OPERATOR.read_text()))
+    assert (resource["apiVersion"], resource["kind"]) == ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")
+    spec, fragment = resource["spec"], load(FRAGMENT)
+    assert _from_operator(spec["route"]) == fragment["route"]
+    receivers = [
+        {"name": r["name"]}
+        | ({"webhook_configs": [{"url": w["url"], "send_resolved": w["sendResolved"]} for w in r["webhookConfigs"]]}
+           if "webhookConfigs" in r else {})
+        for r in spec["receivers"]
+    ]  # fmt: skip
+    assert receivers == fragment["receivers"]
+    inhibit = [
+        {
+            "source_matchers": _from_operator({"matchers": i["sourceMatch"]})["matchers"],
+            "target_matchers": _from_operator({"matchers": i["targetMatch"]})["matchers"],
+            "equal": i["equal"],
+        }
+        for i in spec["inhibitRules"]
+    ]
+    assert inhibit == fragment["inhibit_rules"]
+    [window] = spec["muteTimeIntervals"]
+    [shipped] = fragment["time_intervals"]
+    assert window["name"] == shipped["name"]
+    assert [(t["weekdays"], [(x["startTime"], x["endTime"]) for x in t["times"]]) for t in window["timeIntervals"]] == [
+        (t["weekdays"], [(x["start_time"], x["end_time"]) for x in t["times"]]) for t in shipped["time_intervals"]
+    ]
