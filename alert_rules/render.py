@@ -1,4 +1,5 @@
-"""Render ``keylife.rules.yml`` from ``config.yaml``: ``python -m alert_rules.render [--check] [--config F]``.
+"""Render ``keylife.rules.yml`` from ``config.yaml``: ``python -m alert_rules.render [--check] [--config F]``
+(``--runbook-base-url`` / ``--dashboard-base-url`` set the link bases, which are unset by default).
 
 The rendered defaults are committed (Prometheus loads a plain rule file); a test renders them
 again and fails when the committed file differs, so thresholds live in exactly one place.
@@ -50,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--output", type=Path, default=TARGET)
     parser.add_argument("--check", action="store_true", help="exit 1 when the output file differs")
+    parser.add_argument("--runbook-base-url", help="base of runbook_url (the folder holding <Alert>.md)")
+    parser.add_argument("--dashboard-base-url", help="base of dashboard_url (your Grafana's root URL)")
     args = parser.parse_args(argv)
-    text = render(load_config(args.config))
+    config = load_config(args.config)
+    for key in ("runbook_base_url", "dashboard_base_url"):
+        if getattr(args, key):
+            config[key] = getattr(args, key)
+    text = render(config)
     if args.check:
         return 0 if args.output.exists() and args.output.read_text() == text else 1
     args.output.write_text(text)

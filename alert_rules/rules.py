@@ -1,11 +1,11 @@
 """keylife's recording and alerting rules, as data built from the thresholds in ``config.yaml``.
 
-Conventions (``alert_rules/CONTRACT.md``): ``severity`` is critical (pages), warning (tickets)
-or info (nowhere); an escalation pair is one alertname at two severities, and Alertmanager
+Conventions (``alert_rules/CONTRACT.md``): ``severity`` is critical (pages), warning (tickets),
+info (nowhere) or none (the Watchdog heartbeat); an escalation pair is one alertname at two severities, and Alertmanager
 inhibits the warning while its critical twin fires for the same job, key, node or sink. Every
 alert has a static ``summary``, a templated ``description`` naming what and how much, a
 ``runbook_url`` (a file under ``docs/runbooks/`` that a test checks exists) and a
-``dashboard_url``. Annotations are Go templates, so they are plain strings here, never
+``dashboard_url``, each only when its base URL is configured (no dead default links). Annotations are Go templates, so they are plain strings here, never
 ``str.format``: only exprs and durations take values from the config.
 """
 
@@ -51,8 +51,9 @@ class _Alerts:
     """Builds alert rules with the shared annotations."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.runbooks = config["runbook_base_url"].rstrip("/")
-        self.grafana = config["grafana_url"].rstrip("/")
+        # Unset bases (None or "") leave the annotation out: a link to nowhere is worse than none.
+        self.runbooks = (config.get("runbook_base_url") or "").rstrip("/")
+        self.grafana = (config.get("dashboard_base_url") or "").rstrip("/")
         self.rules: list[dict[str, Any]] = []
 
     def add(
@@ -69,12 +70,11 @@ class _Alerts:
         if duration:
             rule["for"] = duration
         rule["labels"] = {"severity": severity}
-        rule["annotations"] = {
-            "summary": summary,
-            "description": description,
-            "runbook_url": f"{self.runbooks}/{name}.md",
-            "dashboard_url": self.grafana + dashboard,
-        }
+        rule["annotations"] = {"summary": summary, "description": description}
+        if self.runbooks:
+            rule["annotations"]["runbook_url"] = f"{self.runbooks}/{name}.md"
+        if self.grafana and dashboard:
+            rule["annotations"]["dashboard_url"] = self.grafana + dashboard
         self.rules.append(rule)
 
 
@@ -90,13 +90,24 @@ KEY_DESC = "{{ $labels.key_id }} ({{ $labels.algorithm }}, {{ $labels.purpose }}
 def key_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
     sel = f'job="{job}"'
     expiry = f"keylife_key_expiry_timestamp_seconds{{{sel}, {USABLE}}}"
-    for severity, days in (("warning", t["expiring_warning_days"]), ("critical", t["expiring_critical_days"])):
-        a.add(
-            "KeylifeKeyExpiring", severity, f"({expiry} - time()) < {days * DAY} > 0",
-            f"A usable key expires within {days} days.",
-            f"Key {KEY_DESC} expires in {{{{ $value | humanizeDuration }}}}. Rotate it before then.",
-            KEY, t["expiring_for"],
-        )  # fmt: skip
+    # Expiry is planned work (tickets), never a page: one warning per key, grouped into one
+    # notification per job by Alertmanager, plus a fleet aggregate for the short horizon.
+    days = t["expiring_warning_days"]
+    a.add(
+        "KeylifeKeyExpiring", "warning", f"({expiry} - time()) < {days * DAY} > 0",
+        f"A usable key expires within {days} days.",
+        f"Key {KEY_DESC} expires in {{{{ $value | humanizeDuration }}}}. Rotate it before then.",
+        KEY, t["expiring_for"],
+    )  # fmt: skip
+    # From the uncapped fleet count (exporter bands), not the per-key series the attention cap limits.
+    a.add(
+        "KeylifeKeysExpiringSoon", "warning",
+        f'sum by (job) (keylife_keys_by_expiry_band{{{sel}, band="7d"}}) > 0',
+        "Usable keys expire within 7 days.",
+        "{{ $value }} usable keys of {{ $labels.job }} expire within 7 days; the KeylifeKeyExpiring ticket "
+        "lists them. Rotate them this week.",
+        FLEET, t["expiring_for"],
+    )  # fmt: skip
     a.add(
         "KeylifeKeyExpiredStillUsable", "critical", f"(time() - {expiry}) > 0",
         "A key past its expiry date is still usable.",
@@ -105,17 +116,12 @@ def key_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         KEY, t["expiring_for"],
     )  # fmt: skip
     overdue = f'(time() - keylife_key_rotation_due_timestamp_seconds{{{sel}, state="active"}})'
-    for severity, expr, duration in (
-        ("warning", f"{overdue} > 0", t["rotation_overdue_for"]),
-        ("critical", f"{overdue} > {t['rotation_overdue_critical_days'] * DAY}", None),
-    ):
-        a.add(
-            "KeylifeKeyRotationOverdue", severity, expr,
-            "A key is past its rotation date under the policy." if severity == "warning"
-            else f"A key is more than {t['rotation_overdue_critical_days']} days past its rotation date.",
-            f"Key {KEY_DESC} was due for rotation {{{{ $value | humanizeDuration }}}} ago.",
-            KEY, duration,
-        )  # fmt: skip
+    a.add(
+        "KeylifeKeyRotationOverdue", "warning", f"{overdue} > 0",
+        "A key is past its rotation date under the policy.",
+        f"Key {KEY_DESC} was due for rotation {{{{ $value | humanizeDuration }}}} ago.",
+        KEY, t["rotation_overdue_for"],
+    )  # fmt: skip
     info = f"on (job, instance, key_id) group_left (state, algorithm, purpose) keylife_key_info{{{sel}}}"
     a.add(
         "KeylifeKeyNonCompliant", "warning", f'keylife_key_attention{{{sel}, reason="non_compliant"}} * {info}',
@@ -125,7 +131,7 @@ def key_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         KEY, t["noncompliant_for"],
     )  # fmt: skip
     a.add(
-        "KeylifeKeyCompromised", "warning", f'keylife_key_attention{{{sel}, reason="compromised"}} * {info}',
+        "KeylifeKeyCompromised", "critical", f'keylife_key_attention{{{sel}, reason="compromised"}} * {info}',
         "A compromised key has not been destroyed.",
         f"Key {KEY_DESC} is marked compromised and still exists. Finish the incident: re-protect its data "
         "under a new key, then destroy it.",
@@ -214,7 +220,7 @@ def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) ->
             "KeylifeJournalCheckpointStale", severity, f"{unsigned} > 0 and {age} > {minutes * 60}",
             f"Journal entries have been waiting for a signed checkpoint for {minutes} minutes.",
             "{{ $value }} journal entries are not yet covered by a signed checkpoint.",
-            PIPELINE,
+            PIPELINE, t["checkpoint_stale_for"],
         )  # fmt: skip
     a.add(
         "KeylifeJournalNotVerified", "warning",
@@ -241,7 +247,7 @@ def pipeline_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) ->
         "An audit sink refused records for good.",
         "Sink {{ $labels.sink }} quarantined {{ $value | humanize }} records in the last " + window
         + "; they are in its quarantine file and journaled as forward_quarantined.",
-        SINK,
+        SINK, t["quarantining_for"],
     )  # fmt: skip
     a.add(
         "KeylifeForwarderNoticesUnjournaled", "warning", f"keylife_forward_quarantine_unjournaled{{{fwd}}} > 0",
@@ -289,6 +295,21 @@ def service_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) -> 
         PIPELINE, t["writer_down_for"],
     )  # fmt: skip
     a.add(
+        "KeylifeFleetSnapshotStale", "warning",
+        f"(time() - keylife_fleet_snapshot_timestamp_seconds{{{sel}}}) > {t['snapshot_stale_minutes'] * 60}",
+        "keylife reports an old fleet snapshot.",
+        "The fleet snapshot {{ $labels.instance }} reports was taken {{ $value | humanizeDuration }} ago: "
+        "key and node metrics (and every per-key alert) show the past.",
+        FLEET, t["snapshot_stale_for"],
+    )  # fmt: skip
+    a.add(
+        "KeylifeRegistryLagging", "warning", f"keylife_registry_lag_entries{{{sel}}} > {t['registry_lag_entries']}",
+        "The registry is behind the journal.",
+        "{{ $value }} journal entries of {{ $labels.instance }} are not yet in the registry: key states, the "
+        "API and the metrics lag behind what was recorded.",
+        FLEET, t["registry_lag_for"],
+    )  # fmt: skip
+    a.add(
         "KeylifeAttentionCapReached", "info", f"keylife_keys_attention_omitted{{{sel}}} > 0",
         "More keys need attention than the per-key series show.",
         "{{ $value }} keys needing attention are left out of the per-key series (exporter.attention_cap).",
@@ -296,9 +317,21 @@ def service_rules(a: _Alerts, job: str, t: dict[str, Any], forward_job: str) -> 
     )  # fmt: skip
 
 
+def watchdog_rule(a: _Alerts) -> None:
+    """A dead man's switch (kube-prometheus' Watchdog): always firing, so its absence at the
+    receiver means the Prometheus -> Alertmanager -> receiver path is broken."""
+    a.add(
+        "KeylifeWatchdog", "none", "vector(1)",
+        "Always firing: the alerting pipeline is alive.",
+        "This alert always fires ({{ $value }}). Route it to a dead man's switch that alerts when it stops arriving.",
+        "",
+    )  # fmt: skip
+
+
 def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     job, t = config["job"], config["thresholds"]
-    keys, nodes, pipeline, service = (_Alerts(config) for _ in range(4))
+    keys, nodes, pipeline, service, meta = (_Alerts(config) for _ in range(5))
+    watchdog_rule(meta)
     key_rules(keys, job, t)
     node_and_usage_rules(nodes, job, t)
     pipeline_rules(pipeline, job, t, config["forwarder_job"])
@@ -310,5 +343,6 @@ def render_rules(config: dict[str, Any]) -> dict[str, Any]:
             {"name": "keylife.nodes-and-usage", "rules": nodes.rules},
             {"name": "keylife.audit-pipeline", "rules": pipeline.rules},
             {"name": "keylife.service", "rules": service.rules},
+            {"name": "keylife.meta", "rules": meta.rules},
         ]
     }

@@ -66,7 +66,7 @@ def posture() -> list[PanelBuilder]:
         ),
         stat_panel(
             "Expiring within 7 d",
-            "Usable keys that expire in the next 7 days (KeylifeKeyExpiring, critical). Rotate them "
+            "Usable keys that expire in the next 7 days (KeylifeKeysExpiringSoon, a ticket). Rotate them "
             "now; the Expiring soon table lists them.",
             prom('sum(keylife_keys_by_expiry_band{job="$job", band="7d"})', "7 d"),
             thresholds=steps(("green", None), ("red", 1)),

@@ -33,6 +33,7 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 KEY = "e2e-payments-key"
 PAGE_SLO = 60.0  # seconds from a compromised key's use to the page, with the shipped configs
 TEST_INTERVAL = "2s"  # scrape and rule evaluation in the run below: the wiring is the same, the wait shorter
+RUNBOOK_BASE = "https://git.example.com/ops/keylife/blob/main/docs/runbooks"
 EXPIRING = "e2e-expiring-key"  # active, expiring in 10 days, past half its AES-GCM operations limit
 
 
@@ -48,13 +49,23 @@ def _stamp(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _prometheus_config(keylife: str, alertmanager: str) -> dict:
+def _linked_rules(directory: Path) -> Path:
+    """The shipped rules rendered with link bases set, as an install sets them (unset, no links)."""
+    from alert_rules.render import load_config, render
+
+    config = load_config() | {"runbook_base_url": RUNBOOK_BASE, "dashboard_base_url": "https://grafana.example.com"}
+    path = directory / "keylife.rules.yml"
+    path.write_text(render(config))
+    return path
+
+
+def _prometheus_config(keylife: str, alertmanager: str, config_dir: Path) -> dict:
     """The shipped prometheus.yml with its ports and rule path filled in (nothing else changes)."""
     text = PROMETHEUS_YML.read_text()
     text = text.replace("127.0.0.1:8787", keylife).replace("127.0.0.1:9093", alertmanager)
     text = text.replace("127.0.0.1:8789", f"127.0.0.1:{free_port()}")  # no standalone forwarder here
     config = yaml.safe_load(text)
-    config["rule_files"] = [str(RULES)]
+    config["rule_files"] = [str(_linked_rules(config_dir))]
     config["global"] |= {"scrape_interval": TEST_INTERVAL, "evaluation_interval": TEST_INTERVAL}
     return config
 
@@ -80,8 +91,8 @@ def test_the_shipped_configs_page_within_60_seconds_by_construction() -> None:
         r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
         if r.get("alert") == "KeylifeKeyUsedAfterRevocation"
     ]  # fmt: skip
-    route = yaml.safe_load(ALERTMANAGER_YML.read_text())["route"]
-    [pager] = [r for r in route["routes"] if r.get("receiver") == "pager"]
+    [keylife] = yaml.safe_load(ALERTMANAGER_YML.read_text())["route"]["routes"]  # keylife's sub-route
+    [pager] = [r for r in keylife["routes"] if r.get("receiver") == "pager"]
     # A /metrics body served again from keylife's scrape cache is up to this old (0 if no such setting).
     cache_age = float(getattr(load(None, env={}).exporter, "scrape_cache_seconds", 0.0))
     assert rule["labels"]["severity"] == "critical" and pager["matchers"] == ['severity="critical"']
@@ -136,7 +147,7 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
         am_yml = tmp_path / "alertmanager.yml"
         am_yml.write_text(ALERTMANAGER_YML.read_text().replace("127.0.0.1:9095", f"127.0.0.1:{hook.port}"))
         with AlertmanagerServer(tmp_path / "am", config_path=am_yml) as am:
-            config = _prometheus_config(live.url.removeprefix("http://"), am.url.removeprefix("http://"))
+            config = _prometheus_config(live.url.removeprefix("http://"), am.url.removeprefix("http://"), tmp_path)
             with PrometheusServer(tmp_path / "prom", config=config) as prom:
                 prom.wait_for('up{job="keylife"} == 1', timeout=60)
                 with live.client() as client:  # the security team marks the key compromised ...
@@ -160,7 +171,8 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
                 assert labels["severity"] == "critical" and labels["job"] == "keylife"
                 assert labels["state"] == "compromised" and labels["algorithm"] == "aes-256-gcm"
                 assert f"Key {KEY} (aes-256-gcm, encryption, compromised) was used" in notes["description"]
-                assert notes["runbook_url"].endswith("/docs/runbooks/KeylifeKeyUsedAfterRevocation.md")
+                assert notes["runbook_url"] == f"{RUNBOOK_BASE}/KeylifeKeyUsedAfterRevocation.md"
+                assert notes["dashboard_url"].startswith("https://grafana.example.com/d/keylife-key?")
                 assert f"var-key_id={KEY}" in notes["dashboard_url"]
                 assert not [n for n in received if n.path == "/tickets" and any(
                     a["labels"].get("severity") == "critical" for a in n.alerts)]  # fmt: skip

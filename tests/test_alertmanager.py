@@ -29,9 +29,11 @@ EXAMPLE = AM_DIR / "receivers.example.yml"
 ROUTES_TEST = AM_DIR / "routes_test.yaml"
 CONTRACT = ROOT / "alert_rules" / "CONTRACT.md"
 CONFIGS = [pytest.param(SHIPPED, id="alertmanager.yml"), pytest.param(EXAMPLE, id="receivers.example.yml")]
-GROUP_LABELS = ["alertname", "job", "key_id", "node", "sink"]  # CONTRACT.md: group_by and `equal`
+GROUP_LABELS = ["alertname", "job"]  # CONTRACT.md: one notification per alert name and job (issue 13)
+EQUAL_LABELS = ["alertname", "job", "key_id", "node", "sink"]  # the escalation inhibit: the same object
+KEYLIFE = ['alertname=~"Keylife.+"']  # keylife's sub-route: nobody else's alerts
 SHIPPED_WEBHOOK = "http://127.0.0.1:9095/"
-BY_SEVERITY = {"critical": ["pager"], "warning": ["tickets"], "info": ["null"]}
+BY_SEVERITY = {"critical": ["pager"], "warning": ["tickets"], "info": ["null"], "none": ["heartbeat"]}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -82,9 +84,17 @@ def test_shipped_routing_tree_and_receivers() -> None:
     route = config["route"]
     assert route["receiver"] == "null"
     assert route["group_by"] == GROUP_LABELS
-    children = {tuple(child["matchers"]): child for child in route["routes"]}
-    assert list(children) == [('severity="critical"',), ('severity="warning"',), ('severity="info"',)]
-    pager, tickets, info = children.values()
+    [keylife] = route["routes"]
+    assert keylife["matchers"] == KEYLIFE and keylife["group_by"] == GROUP_LABELS and keylife["receiver"] == "null"
+    children = {tuple(child["matchers"]): child for child in keylife["routes"]}
+    assert list(children) == [
+        ('alertname="KeylifeWatchdog"',),
+        ('severity="critical"',),
+        ('severity="warning"',),
+        ('severity="info"',),
+    ]
+    heartbeat, pager, tickets, info = children.values()
+    assert (heartbeat["receiver"], heartbeat["repeat_interval"]) == ("heartbeat", "5m")
     assert (pager["receiver"], pager["group_wait"], pager["group_interval"], pager["repeat_interval"]) == (
         "pager", "10s", "1m", "1h")  # fmt: skip
     assert pager.get("continue", False) is False
@@ -100,6 +110,7 @@ def test_shipped_routing_tree_and_receivers() -> None:
     assert receivers["null"] == {"name": "null"}  # no *_configs: sends nothing
     assert receivers["pager"]["webhook_configs"] == [{"url": SHIPPED_WEBHOOK + "pager", "send_resolved": True}]
     assert receivers["tickets"]["webhook_configs"] == [{"url": SHIPPED_WEBHOOK + "tickets", "send_resolved": True}]
+    assert receivers["heartbeat"]["webhook_configs"] == [{"url": SHIPPED_WEBHOOK + "heartbeat", "send_resolved": False}]
 
     [window] = config["time_intervals"]
     assert window["name"] == "maintenance-window"
@@ -118,9 +129,9 @@ def test_inhibit_rules_are_scoped() -> None:
         assert not {"source_match", "target_match", "source_match_re", "target_match_re"} & set(rule), rule
     escalation, down = rules
     assert escalation == {
-        "source_matchers": ['severity="critical"'],
-        "target_matchers": ['severity="warning"'],
-        "equal": GROUP_LABELS,
+        "source_matchers": [*KEYLIFE, 'severity="critical"'],
+        "target_matchers": [*KEYLIFE, 'severity="warning"'],
+        "equal": EQUAL_LABELS,
     }
     assert down["source_matchers"] == ['alertname="KeylifeDown"']
     assert 'alertname!="KeylifeDown"' in down["target_matchers"]
@@ -244,7 +255,7 @@ def test_routes_cases_cover_the_brief() -> None:
     for case in cases:
         assert set(case) <= {"name", "labels", "expect", "route"} and case["expect"], case
     expected = {receiver for case in cases for receiver in case["expect"]}
-    assert expected == {"pager", "tickets", "null"}
+    assert expected == {"pager", "tickets", "null", "heartbeat"}
     severities = {case["labels"].get("severity") for case in cases}
     assert {"critical", "warning", "info", None} <= severities
     assert any(case["labels"] == {} for case in cases)
@@ -260,7 +271,7 @@ def contract_alerts() -> dict[str, list[str]]:
     alerts: dict[str, list[str]] = {}
     for name, rest in re.findall(r"^- (Keylife\w+): (.*)$", section, re.MULTILINE):
         head = re.sub(r"\([^)]*\)", "", rest).split(" — ")[0]
-        alerts[name] = re.findall(r"(?:^|, )(critical|warning|info)\b", head)
+        alerts[name] = re.findall(r"(?:^|, )(critical|warning|info|none)\b", head)
     return alerts
 
 
@@ -286,7 +297,7 @@ def local_config(path: Path, hook: WebhookReceiver) -> dict[str, Any]:
             assert webhook["url"].startswith(SHIPPED_WEBHOOK), webhook
             webhook["url"] = hook.url + "/" + webhook["url"].removeprefix(SHIPPED_WEBHOOK)
             rewritten += 1
-    assert rewritten == 2
+    assert rewritten == 3
     return config
 
 
@@ -368,3 +379,109 @@ def test_real_alertmanager_mutes_node_not_reporting_in_the_maintenance_window(tm
             assert find(am.alerts(), node_warning)["receivers"] == [{"name": "tickets"}]
     assert sent(notifications, "/tickets") == [other_warning], notifications
     assert sent(notifications, "/pager") == [node_critical], notifications
+
+
+# -- keylife's part, merged into someone else's Alertmanager (issue 13) ------------------------
+
+FRAGMENT = AM_DIR / "keylife-route.yml"
+OPERATOR = AM_DIR / "alertmanagerconfig.yaml"
+FOREIGN = {  # an existing Alertmanager that pages on every critical and files everything else
+    "route": {
+        "receiver": "team-default",
+        "group_by": ["alertname", "cluster"],
+        "routes": [{"matchers": ['severity="critical"'], "receiver": "team-oncall"}],
+    },
+    "receivers": [
+        {"name": "team-default", "webhook_configs": [{"url": "http://127.0.0.1:9096/default"}]},
+        {"name": "team-oncall", "webhook_configs": [{"url": "http://127.0.0.1:9096/oncall"}]},
+    ],
+}
+
+
+def test_the_fragment_is_the_shipped_keylife_part() -> None:
+    shipped, fragment = load(SHIPPED), load(FRAGMENT)
+    assert fragment["route"] == shipped["route"]["routes"][0]
+    for section in ("receivers", "inhibit_rules", "time_intervals"):
+        assert fragment[section] == shipped[section], section
+
+
+def merged(tmp_path: Path) -> Path:
+    """FOREIGN with keylife's fragment merged the documented way: its route first, the rest appended."""
+    config, fragment = json.loads(json.dumps(FOREIGN)), load(FRAGMENT)
+    config["route"]["routes"].insert(0, fragment["route"])
+    for section in ("receivers", "inhibit_rules", "time_intervals"):
+        config[section] = config.get(section, []) + fragment[section]
+    path = tmp_path / "merged.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = amtool("check-config", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return path
+
+
+@pytest.mark.parametrize(
+    ("labels", "expect"),
+    [
+        ({"alertname": "NodeFilesystemFull", "severity": "critical", "job": "node"}, ["team-oncall"]),
+        ({"alertname": "NodeFilesystemFull", "severity": "warning", "job": "node"}, ["team-default"]),
+        ({"alertname": "KeylifeKeyUsedAfterRevocation", "severity": "critical", "key_id": "k1"}, ["pager"]),
+        ({"alertname": "KeylifeKeyExpiring", "severity": "warning", "key_id": "k1"}, ["tickets"]),
+        ({"alertname": "KeylifeAttentionCapReached", "severity": "info"}, ["null"]),
+        ({"alertname": "KeylifeWatchdog", "severity": "none"}, ["heartbeat"]),
+        ({"alertname": "KeylifeKeyCompromised", "job": "keylife"}, ["null"]),  # no severity: keylife's, sent nowhere
+    ],
+)
+def test_amtool_routes_the_fragment_merged_into_a_foreign_root(
+    tmp_path: Path, labels: dict[str, str], expect: list[str]
+) -> None:
+    receivers, _, output = amtool_route(merged(tmp_path), labels | {"job": labels.get("job", "keylife")}, expect)
+    assert receivers == expect, output
+
+
+def test_the_merged_inhibit_rules_leave_foreign_alerts_alone(tmp_path: Path) -> None:
+    """keylife's escalation rule is scoped: a foreign critical does not mute a foreign warning."""
+    for rule in load(merged(tmp_path))["inhibit_rules"]:
+        assert any("Keylife" in m for m in rule["target_matchers"]), rule
+
+
+def _from_operator(route: dict[str, Any]) -> dict[str, Any]:
+    """An AlertmanagerConfig route (camelCase, structured matchers) in Alertmanager's own shape."""
+    names = {"groupBy": "group_by", "groupWait": "group_wait", "groupInterval": "group_interval",
+             "repeatInterval": "repeat_interval", "muteTimeIntervals": "mute_time_intervals"}  # fmt: skip
+    out: dict[str, Any] = {}
+    for key, value in route.items():
+        if key == "matchers":
+            out["matchers"] = [f'{m["name"]}{m["matchType"]}"{m["value"]}"' for m in value]
+        elif key == "routes":
+            out["routes"] = [_from_operator(child) for child in value]
+        else:
+            out[names.get(key, key)] = value
+    return out
+
+
+def test_the_alertmanagerconfig_resource_says_what_the_fragment_says() -> None:
+    [resource] = list(yaml.safe_load_all(OPERATOR.read_text()))
+    assert (resource["apiVersion"], resource["kind"]) == ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")
+    spec, fragment = resource["spec"], load(FRAGMENT)
+    assert _from_operator(spec["route"]) == fragment["route"]
+    receivers = [
+        {"name": r["name"]}
+        | ({"webhook_configs": [{"url": w["url"], "send_resolved": w["sendResolved"]} for w in r["webhookConfigs"]]}
+           if "webhookConfigs" in r else {})
+        for r in spec["receivers"]
+    ]  # fmt: skip
+    assert receivers == fragment["receivers"]
+    inhibit = [
+        {
+            "source_matchers": _from_operator({"matchers": i["sourceMatch"]})["matchers"],
+            "target_matchers": _from_operator({"matchers": i["targetMatch"]})["matchers"],
+            "equal": i["equal"],
+        }
+        for i in spec["inhibitRules"]
+    ]
+    assert inhibit == fragment["inhibit_rules"]
+    [window] = spec["muteTimeIntervals"]
+    [shipped] = fragment["time_intervals"]
+    assert window["name"] == shipped["name"]
+    assert [(t["weekdays"], [(x["startTime"], x["endTime"]) for x in t["times"]]) for t in window["timeIntervals"]] == [
+        (t["weekdays"], [(x["start_time"], x["end_time"]) for x in t["times"]]) for t in shipped["time_intervals"]
+    ]

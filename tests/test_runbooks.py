@@ -24,7 +24,7 @@ METRICS = ROOT / "docs" / "metrics.md"
 API = ROOT / "keylife" / "api" / "app.py"
 
 SECTIONS = ("Severity", "Meaning", "Impact", "Diagnosis", "Mitigation", "Escalation")
-SEVERITY_WORDS = re.compile(r"\b(critical|warning|info)\b")
+SEVERITY_WORDS = re.compile(r"\b(critical|warning|info|none)\b")
 # Labels every scraped series carries besides its own.
 TARGET_LABELS = frozenset({"job", "instance"})
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -135,7 +135,7 @@ def test_runbook_shape(alert: str) -> None:
 @pytest.mark.parametrize("alert", sorted(ALERTS))
 def test_runbook_severities_match_contract(alert: str) -> None:
     text = (RUNBOOKS / f"{alert}.md").read_text(encoding="utf-8")
-    named = set(re.findall(r"`(critical|warning|info)`", section(text, "Severity")))
+    named = set(re.findall(r"`(critical|warning|info|none)`", section(text, "Severity")))
     assert named == ALERTS[alert], f"{alert}: runbook names {sorted(named)}, contract says {sorted(ALERTS[alert])}"
 
 
