@@ -238,3 +238,14 @@ def test_generate_check_passes() -> None:
     """``generate.py --check`` is what a contributor runs before committing (exit 1 names a stale file)."""
     done = subprocess.run([sys.executable, str(K8S / "generate.py"), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_shipped_alertmanagerconfig_passes_its_crd_schema() -> None:
+    """alert_rules/alertmanager/alertmanagerconfig.yaml is what prometheus-operator users apply:
+    it must be a valid v1alpha1 AlertmanagerConfig, unknown fields refused, and a typo must fail."""
+    resource = load_yaml(REPO / "alert_rules" / "alertmanager" / "alertmanagerconfig.yaml")
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1alpha1"
+    assert validation_errors(resource) == []
+    broken = json.loads(json.dumps(resource))
+    broken["spec"]["route"]["groupWaitt"] = "30s"
+    assert any("groupWaitt" in e for e in validation_errors(broken))
