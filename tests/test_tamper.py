@@ -410,6 +410,7 @@ def test_a_checkpoint_shipped_by_the_file_sink_anchors_verify(tmp_path: Path) ->
     for given in (extracted, shipped):  # the note, or the shipped NDJSON as it is
         result = cli_verify(directory, "--key", key, "--checkpoint", str(given))
         assert result.returncode == 0 and f"ANCHORED: entries 0..{COUNT - 1}" in result.stdout, result.stdout
+        assert "UNANCHORED" not in result.stdout, result.stdout  # anchored: nothing is listed as unchecked
     lines = lines_of(directory)
     lines[3] = forged(lines[3])
     rewrite(directory, lines)

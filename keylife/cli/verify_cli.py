@@ -207,7 +207,7 @@ def run_verify(
             f"{report.entries - report.witness_anchored} later entries are covered only by the journal's own "
             "checkpoints"
         )
-    else:
+    if not anchored:
         print("UNANCHORED: could not check:")
         for gap in gaps:
             print(f"  - {gap}")
