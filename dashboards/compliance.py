@@ -11,6 +11,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.common import (
+    JOB,
     PanelBuilder,
     dashboard,
     finish,
@@ -24,7 +25,6 @@ from dashboards.panels import (
 )
 
 UID = "keylife-compliance"
-JOB = 'job="$job"'
 USAGE = "{{operation}} {{algorithm}} {{purpose}}"
 DASHED = dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.common import (
+    JOB,
     PanelBuilder,
     dashboard,
     finish,
@@ -25,7 +26,6 @@ from dashboards.panels import (
 )
 
 UID = "keylife-pipeline"
-JOB = 'job="$job"'
 UNSIGNED = f"keylife_journal_entries{{{JOB}}} - keylife_journal_checkpoint_entries{{{JOB}}}"
 
 

@@ -94,12 +94,13 @@ def outputs() -> dict[Path, str]:
 
 
 def main(argv: list[str]) -> int:
-    stale = [path for path, text in outputs().items() if not path.exists() or path.read_text() != text]
+    wanted = outputs()
     if "--check" in argv:
+        stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
         for path in stale:
             print(f"{path.relative_to(REPO)} is stale: run python deploy/kubernetes/generate.py", file=sys.stderr)
         return 1 if stale else 0
-    for path, text in outputs().items():
+    for path, text in wanted.items():
         path.write_text(text)
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from exporter.collectors import FleetCollector, PipelineCollector
-from exporter.fleet import FleetIndex
+from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.policy import Policy
 from exporter.snapshot import SingleFlight, Snapshot
 from keylife.common.process import tune_gc
@@ -41,7 +41,7 @@ class StandaloneExporter:
         journal_dir: Path,
         policy: Policy,
         attention_cap: int,
-        expiry_horizon: float = 30 * 86400,
+        expiry_horizon: float = ATTENTION_HORIZON,
     ) -> None:
         self.registry_path, self.journal_dir, self.policy = registry_path, journal_dir, policy
         self.metrics = add_standard_collectors(CollectorRegistry())  # process_*, python_info

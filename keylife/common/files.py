@@ -28,3 +28,19 @@ def create_durably(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_durably(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` atomically and durably: written whole and fsynced under a
+    temporary name with ``mode``, renamed over ``path``, the directory fsynced. A reader sees the
+    old file or the new one, never a part; a failure leaves no temporary file behind (on a full
+    disk a leftover would keep it full)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.unlink(missing_ok=True)  # O_EXCL below: a leftover would keep its old mode
+        create_durably(tmp, data, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

@@ -39,7 +39,6 @@ SYSTEM_KEY_ID = "SYSTEM_WIDE_PUBLIC_KEY"  # mainline src/constants.rs:9
 SYSTEM_KEY_MISSING = "System key not found"  # mainline security_routes.rs:63
 # Errors that say the node has no such key (any 404 whose error is a plain string says the same).
 NOT_FOUND = frozenset({"CLIENT_NOT_FOUND", "REGISTRATION_NOT_FOUND", "NOT_FOUND"})
-ROTATION_STATUSES = ("Requested", "Validating", "InProgress", "Completed", "Failed", "Cancelled", "RolledBack")
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from keylife.datafold.shapes import Failure, Reject
+from keylife.datafold.shapes import Failure, Reject, text  # noqa: F401 - text: re-exported for the maps
 
 # At-rest data is encrypted with AES-256-GCM keys derived from each node's database master key;
 # the crypto audit names no key, so keylife tracks one key per node under this name.
@@ -141,7 +141,3 @@ def failure(result: Any) -> dict[str, Any]:
         return {"result": "Failure", "error_type": result.error_type, "error_code": result.error_code,
                 "error_message": result.error_message}  # fmt: skip
     return {"result": result}
-
-
-def text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -40,7 +40,6 @@ class AlertBook:
             if not self._pending[key]:
                 del self._pending[key]
             return True
-        self._pending.pop(key, None)
         return False
 
 

@@ -313,7 +313,7 @@ def bus_event(obj: dict[str, Any]) -> BusEvent:
     if "envelope_id" in obj or "event" in obj:
         envelope_id = get(obj, "envelope_id", str)
         source = get(obj, "source", dict)
-        node = text_of(source.get("node_id"))  # the reference samples have one; the real PlatformInfo does not
+        node = text(source.get("node_id"))  # the reference samples have one; the real PlatformInfo does not
         target = get(obj, "target", (dict, str, NoneType))  # a str only in the reference samples
         event = get(obj, "event", dict)
     else:
@@ -341,7 +341,7 @@ def bus_event(obj: dict[str, Any]) -> BusEvent:
     stamp = get(base, "timestamp", str, at)
     when = parse_time(stamp, f"{at}timestamp")
     result = _result(get(base, "result", (str, dict), at), f"{at}result")
-    platform = text_of(target.get("platform_type")) if type(target) is dict else target
+    platform = text(target.get("platform_type")) if type(target) is dict else target
     return BusEvent(
         envelope_id, node, platform, variant, eid, when, get(base, "severity", str, at),
         get(base, "component", str, at), get(base, "operation", str, at), get(base, "actor", OPT_STR, at),
@@ -349,8 +349,9 @@ def bus_event(obj: dict[str, Any]) -> BusEvent:
     )  # fmt: skip
 
 
-def text_of(value: Any) -> str | None:
-    return value if type(value) is str and value else None
+def text(value: Any) -> str | None:
+    """A non-empty string, else None (optional text fields of the node's records)."""
+    return value if isinstance(value, str) and value else None
 
 
 _LIST = list

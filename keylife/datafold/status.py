@@ -170,14 +170,14 @@ def rotation_events(rotation: Rotation, node: str | None) -> list[dict[str, Any]
              "started_at": r.started_at.isoformat(), "associations_updated": r.associations_updated,
              "error_details": r.error_details}  # fmt: skip
     base = {"node": node, "actor": r.actor, "correlation_id": r.correlation_id}
+    stem = f"df-rotation-{source_id(r.correlation_id)}"
     if r.status == "Completed":
         reason = f"key rotation {r.correlation_id} completed ({r.reason})"
-        return [make(f"df-rotation-{source_id(r.correlation_id)}", "rotated", old, at, successor=new, reason=reason,
+        return [make(stem, "rotated", old, at, successor=new, reason=reason,
                      attributes=attrs, **base, **CLIENT_KEY)]  # fmt: skip
     attrs["successor"] = new
     reason = f"key rotation {r.correlation_id} {r.status} ({r.reason})" + (
         f": {r.error_details}" if r.error_details else ""
     )
-    stem = f"df-rotation-{source_id(r.correlation_id)}"
     return [make(f"{stem}-{re.sub('[^a-z0-9]', '', r.status.lower())[:20]}", "security_event", old, at,
                  reason=reason, attributes=attrs, **base)]  # fmt: skip

@@ -281,14 +281,12 @@ class Ledger:
         waits until no request has come for ``IDLE_UPKEEP`` seconds, and at most
         ``UPKEEP_MAX_DELAY`` under continuous load (``bench/ack_keepalive``).
         """
-        upkeep_due = False
-        last_upkeep = time.monotonic()
+        self._upkeep_due, self._last_upkeep = False, time.monotonic()
         while True:
             try:
-                first = self._queue.get(timeout=IDLE_UPKEEP if upkeep_due else 0.25)
+                first = self._queue.get(timeout=IDLE_UPKEEP if self._upkeep_due else 0.25)
             except queue.Empty:
                 self._tick()
-                upkeep_due, last_upkeep = False, time.monotonic()
                 continue
             if first is None:
                 self._tick()
@@ -320,14 +318,13 @@ class Ledger:
             if task is not None:
                 self._run_task(task)
                 self._tick()
-                upkeep_due, last_upkeep = False, time.monotonic()
-            elif time.monotonic() - last_upkeep >= UPKEEP_MAX_DELAY:
+            elif time.monotonic() - self._last_upkeep >= UPKEEP_MAX_DELAY:
                 self._tick()
-                upkeep_due, last_upkeep = False, time.monotonic()
             else:
-                upkeep_due = True
+                self._upkeep_due = True
 
     def _tick(self) -> None:
+        self._upkeep_due, self._last_upkeep = False, time.monotonic()
         if self.failure is None:
             if self.degraded is not None:
                 self._try_recover()

@@ -79,14 +79,6 @@ def expected_root(lines: Iterable[bytes]) -> bytes:
     return builder.root()
 
 
-def expected_chain_head(origin: str, lines: Iterable[bytes]) -> bytes:
-    """The chain head over ``lines``: what a format-1 checkpoint carries (and the shipper checks)."""
-    head = genesis_hash(origin)
-    for line in lines:
-        head = hashlib.sha256(head + line).digest()
-    return head
-
-
 class RootUnavailable(ValueError):
     """The journal cannot produce the root at that size (too short, or its files disagree)."""
 

@@ -25,9 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from keylife.common.secret_files import create_secret_file, read_secret_file
 from keylife.journal.note import DASH, Checkpoint, Signature
-from keylife.journal.signing import encode_key, key_id, parse_key
+from keylife.journal.signing import encode_key, key_id, load_or_create_ed25519, parse_key
 
 COSIGNATURE_TYPE = b"\x04"
 MAX_TIMESTAMP = (1 << 63) - 1
@@ -112,14 +111,5 @@ class Cosigner:
     @classmethod
     def load_or_create(cls, path: Path, name: str) -> tuple[Cosigner, bool]:
         """Load the PEM key at ``path``, or create it 0600. Returns (cosigner, created)."""
-        created = False
-        if not path.exists():
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            create_secret_file(path, pem)
-            created = True
-        private = serialization.load_pem_private_key(read_secret_file(path, "witness key"), password=None)
-        if not isinstance(private, Ed25519PrivateKey):
-            raise ValueError(f"witness key {path} is not an Ed25519 key")
+        private, created = load_or_create_ed25519(path, "witness key")
         return cls(name, private), created

@@ -32,7 +32,6 @@ import orjson
 from keylife.journal.anchor import RootUnavailable, checkpoint_matches
 from keylife.journal.note import Checkpoint, NoteError, parse
 from keylife.journal.rotation import KeySchedule
-from keylife.journal.signing import Verifier
 
 TAIL_BYTES = 64 * 1024  # the newest checkpoints.log lines checked at start-up (a few hundred)
 
@@ -72,16 +71,12 @@ def _checked(cp: Checkpoint, where: str, origin: str, trusted: KeySchedule) -> s
     return None
 
 
-def check_at_start(
-    directory: Path, origin: str, size: int, trusted: list[Verifier] | KeySchedule, grace: float
-) -> str | None:
+def check_at_start(directory: Path, origin: str, size: int, trusted: KeySchedule, grace: float) -> str | None:
     """None when the journal extends the history its checkpoints signed; else a one-line reason.
 
-    ``trusted`` is a ``rotation.KeySchedule`` once the signing key was rotated (each key signs
-    only the sizes of its term), or the plain list of trusted keys."""
+    ``trusted`` says which key signs which sizes (``rotation.KeySchedule``: each key only the
+    sizes of its term)."""
     directory = Path(directory)
-    if not isinstance(trusted, KeySchedule):
-        trusted = KeySchedule(trusted)
     latest_path, log_path = directory / "checkpoint", directory / "checkpoints.log"
     if not latest_path.exists() and not log_path.exists():
         span = _tail_span(directory, 0, size)

@@ -26,14 +26,11 @@ import contextlib
 import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from keylife.common.files import fsync_dir
-from keylife.common.secret_files import create_secret_file, read_secret_file
+from keylife.common.secret_files import create_secret_file
 from keylife.journal import rotation as rot
 from keylife.journal.reader import iter_entries
-from keylife.journal.signing import Signer
+from keylife.journal.signing import NotEd25519, Signer, new_ed25519, read_ed25519
 from keylife.journal.writer import Journal, JournalReadOnly, _atomic_write
 
 
@@ -46,10 +43,10 @@ def pending_path(key_path: Path) -> Path:
 
 
 def load_signer(path: Path, name: str) -> Signer:
-    private = serialization.load_pem_private_key(read_secret_file(path, "signing key"), password=None)
-    if not isinstance(private, Ed25519PrivateKey):
-        raise RotationRefused(f"signing key {path} is not an Ed25519 key")
-    return Signer(name, private)
+    try:
+        return Signer(name, read_ed25519(path, "signing key"))
+    except NotEd25519 as exc:
+        raise RotationRefused(str(exc)) from exc
 
 
 def rotate(journal: Journal, key_path: Path, now: float | None = None) -> rot.Rotation:
@@ -64,10 +61,7 @@ def rotate(journal: Journal, key_path: Path, now: float | None = None) -> rot.Ro
     pending = pending_path(key_path)
     if pending.exists():
         raise RotationRefused(f"{pending} exists: an unfinished rotation; finish it first")
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    private, pem = new_ed25519()
     create_secret_file(pending, pem)  # step 1
     new = Signer(journal.signer.name, private)
     seq = journal.committed_size

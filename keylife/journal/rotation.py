@@ -28,9 +28,10 @@ import orjson
 from keylife.journal import segments as segs
 from keylife.journal.note import Checkpoint
 from keylife.journal.signing import Signer, Verifier
+from keylife.journal.tree import read_lines
 
 EVENT_TYPE = "signing_key_rotated"
-MARKER = b'"type":"signing_key_rotated"'  # in an entry's canonical bytes; a cheap first filter
+MARKER = segs.ROTATION_MARK  # in an entry's canonical bytes; a cheap first filter
 DOMAIN = b"keylife journal key rotation v1\n"
 OLD_KEY, NEW_KEY, SIGNATURE = "old_verifier_key", "new_verifier_key", "rotation_signature"
 RETIRED = "retired key"  # prefix of KeySchedule.check's answer for a key past its term
@@ -259,8 +260,6 @@ def hint_record(rotations: list[Rotation]) -> bytes:
 def hinted_rotations(directory: Path) -> list[Rotation]:
     """The rotations ``key-rotations.json`` names, each read back from its entry (never taken from
     the hint itself); ValueError (or OSError) when a named seq holds no rotation."""
-    from keylife.journal.tree import read_lines  # tree imports the writer, which imports this
-
     rotations = []
     for seq in read_hints(directory):
         lines = read_lines(Path(directory) / "segments", seq, 1) or kept_line(Path(directory) / "segments", seq)

@@ -248,7 +248,8 @@ def pruned_ranges(directory: Path) -> list[tuple[int, int, SegmentFiles]]:
     return out
 
 
-KEEP_MARKS = (PRUNE_MARK, b'"type":"signing_key_rotated"')  # entries verification needs after a prune
+ROTATION_MARK = b'"type":"signing_key_rotated"'  # in the canonical line of a signing-key rotation
+KEEP_MARKS = (PRUNE_MARK, ROTATION_MARK)  # entries verification needs after a prune
 
 
 def read_kept(seg: SegmentFiles) -> dict[int, bytes]:

@@ -93,15 +93,36 @@ class Signer:
     @classmethod
     def load_or_create(cls, path: Path, name: str) -> tuple[Signer, bool]:
         """Load the PEM key at ``path``, or create it 0600. Returns (signer, created)."""
-        created = False
-        if not path.exists():
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            create_secret_file(path, pem)
-            created = True
-        pem = read_secret_file(path, "signing key")  # the one rule for secret files: owner-only
-        private = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(private, Ed25519PrivateKey):
-            raise ValueError(f"signing key {path} is not an Ed25519 key")
+        private, created = load_or_create_ed25519(path, "signing key")
         return cls(name, private), created
+
+
+def new_ed25519() -> tuple[Ed25519PrivateKey, bytes]:
+    """A fresh Ed25519 key and its unencrypted PKCS#8 PEM (to be written with ``create_secret_file``)."""
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return private, pem
+
+
+class NotEd25519(ValueError):
+    """A key file that holds another kind of key."""
+
+
+def read_ed25519(path: Path, what: str) -> Ed25519PrivateKey:
+    """The Ed25519 key in the PEM file ``path``, under the one rule for secret files (owner-only);
+    ``NotEd25519`` when it is another kind of key. ``what`` names it in errors."""
+    private = serialization.load_pem_private_key(read_secret_file(path, what), password=None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise NotEd25519(f"{what} {path} is not an Ed25519 key")
+    return private
+
+
+def load_or_create_ed25519(path: Path, what: str) -> tuple[Ed25519PrivateKey, bool]:
+    """Load the Ed25519 PEM key at ``path``, or create it 0600. Returns (key, created)."""
+    created = False
+    if not path.exists():
+        create_secret_file(path, new_ed25519()[1])
+        created = True
+    return read_ed25519(path, what), created

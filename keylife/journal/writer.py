@@ -45,9 +45,11 @@ from typing import Any
 import orjson
 
 from keylife.common.canonical import canonical
+from keylife.common.files import replace_durably
 from keylife.journal import segments as segs
 from keylife.journal.background import BackgroundJob
 from keylife.journal.note import Checkpoint, parse, sign_checkpoint
+from keylife.journal.rotation import start_schedule
 from keylife.journal.signing import Signer, Verifier
 from keylife.journal.tree import open_tree, read_lines
 
@@ -252,8 +254,6 @@ class Journal:
             seqs = self._sums_mismatch
             more = f" and {len(seqs) - 1} more" if len(seqs) > 1 else ""
             return f"modified: seq {seqs[0]}{more} differ from the digests written with them"
-        from keylife.journal.rotation import start_schedule
-
         schedule, problem = start_schedule(self.directory, self.origin, self.signer.verifier, self.settings.trusted)
         if problem:
             return problem
@@ -884,11 +884,4 @@ def _cut_partial_line(fd: int) -> int:
 
 
 def _atomic_write(path: Path, data: bytes, mode: int = segs.FILE_MODE) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        segs.write_private(tmp, data, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a leftover would keep a full disk full
-        raise
-    segs.fsync_dir(path.parent)
+    replace_durably(path, data, mode)  # the journal's files are 0640

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from keylife.common.files import create_durably, fsync_dir
+from keylife.common.files import replace_durably
 from keylife.journal.cosignature import CosignerKey, valid_cosigners
 from keylife.journal.note import Checkpoint, NoteError, Signature, parse
 from keylife.journal.segments import FILE_MODE
@@ -116,10 +116,6 @@ class CosignatureStore:
             merged = cosigned
         else:
             return self.latest
-        tmp = self.directory / (LATEST_NAME + ".tmp")
-        tmp.unlink(missing_ok=True)  # a leftover would keep its mode
-        create_durably(tmp, merged.render().encode(), FILE_MODE)  # the journal's files are 0640
-        tmp.replace(self.directory / LATEST_NAME)
-        fsync_dir(self.directory)
+        replace_durably(self.directory / LATEST_NAME, merged.render().encode(), FILE_MODE)  # 0640, as the journal
         self.latest = merged
         return merged

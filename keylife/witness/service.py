@@ -34,8 +34,6 @@ from keylife.witness.state import WitnessState
 
 log = logging.getLogger("keylife.witness")
 
-RESULTS = ("cosigned", "malformed", "unknown_log", "bad_signature", "conflict", "fork", "bad_proof")
-
 
 @dataclass(frozen=True)
 class Reply:
