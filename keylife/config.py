@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from keylife.common.scopes import SCOPES  # noqa: F401 - part of this module's surface (the API reads it here)
+from keylife.common.scopes import ROLES, SCOPES  # noqa: F401 - part of this module's surface (the API reads it here)
 from keylife.common.secret_files import check_secret_file
 
 
@@ -129,10 +129,40 @@ class RegistryConfig(_Section):
     path: Path | None = None
 
 
+Scope = Literal[
+    "ingest",
+    "read",
+    "admin",
+    "forward",
+    "audit",
+    "suspend",
+    "lifecycle",
+    "revoke",
+    "destroy",
+    "lockdown",
+    "release",
+    "bulk",
+    "incident",
+    "approve",
+    "alerts",
+]  # fmt: skip  (keylife.common.scopes.SCOPES; tests/test_roles.py keeps the two equal)
+Role = Literal["viewer", "auditor", "operator", "security-admin"]
+
+
 class Token(_Section):
+    """One API token: its name is the identity journaled as ``actor`` (dual control needs two
+    different names), and it may do what its role and its scopes grant (keylife.common.scopes)."""
+
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    scopes: list[Literal["ingest", "read", "admin", "forward"]] = Field(min_length=1)
+    role: Role | None = None
+    scopes: list[Scope] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _grants_something(self) -> Token:
+        if self.role is None and not self.scopes:
+            raise ValueError(f"token {self.name!r} needs a role ({', '.join(ROLES)}) or scopes")
+        return self
 
 
 class ApiConfig(_Section):
@@ -256,6 +286,18 @@ class DataFoldConfig(_Section):
         return self
 
 
+class RevocationsConfig(_Section):
+    """The signed revocation feed (GET /v1/revocations) and per-node confirmation."""
+
+
+class BulkConfig(_Section):
+    """Bulk plans (POST /v1/keys/bulk), lockdowns and dual control."""
+
+
+class IncidentsConfig(_Section):
+    """Incidents: opened on compromise and by Alertmanager's webhook."""
+
+
 class Config(_Section):
     data_dir: Path = Path("data")
     listen: Listen = Field(default_factory=Listen)
@@ -267,6 +309,9 @@ class Config(_Section):
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     forwarder: ForwarderConfig = Field(default_factory=ForwarderConfig)
     datafold: DataFoldConfig = Field(default_factory=DataFoldConfig)
+    revocations: RevocationsConfig = Field(default_factory=RevocationsConfig)
+    bulk: BulkConfig = Field(default_factory=BulkConfig)
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
 
     @property
     def journal_dir(self) -> Path:

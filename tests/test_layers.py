@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("keylife.domain", "keylife.journal", "keylife.config"),
     ("keylife.registry", "keylife.witness"),
     ("keylife.ingest",),
+    ("keylife.response",),
     ("keylife.api", "keylife.datafold", "keylife.demo"),
     ("keylife.cli",),
 ]

@@ -23,6 +23,7 @@ from keylife.api.problems import JSONBody, Problem, install
 from keylife.api.rotation_route import add_rotation_route
 from keylife.api.scrapes import ScrapeCache
 from keylife.api.services import Services
+from keylife.common.scopes import COMMAND_SCOPES, role_for
 from keylife.domain.events import Event, EventType, format_time, validate_notice
 from keylife.domain.lifecycle import KeyState
 from keylife.ingest import lines as ingest
@@ -65,7 +66,10 @@ def create_app(rt: Services) -> FastAPI:
     install_disconnect_handler(app)
     app.state.runtime = rt
 
-    def require(scope: str) -> Any:
+    def require(scope: str | None) -> Any:
+        """Authenticate, then check ``scope`` (None: any valid token; the route checks the scope
+        once it knows which, as the command route does after reading the verb)."""
+
         async def check(request: Request) -> Principal:
             principal, why = rt.tokens.authenticate(request.headers.get("authorization"))
             if principal is None:
@@ -73,10 +77,8 @@ def create_app(rt: Services) -> FastAPI:
                 raise Problem(
                     401, "unauthorized", "Authentication required", why, {"WWW-Authenticate": 'Bearer realm="keylife"'}
                 )
-            if scope not in principal.scopes:
-                why = f"token '{principal.name}' lacks the '{scope}' scope"
-                _auth_failure(rt, request, 403, why, principal.name)
-                raise Problem(403, "forbidden", "Missing scope", why)
+            if scope is not None:
+                deny(rt, request, principal, scope)
             return principal
 
         return Depends(check)
@@ -158,8 +160,9 @@ def create_app(rt: Services) -> FastAPI:
         tags=["commands"],
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": COMMAND_SCHEMA}}}},
     )
-    async def command(key_id: str, request: Request, principal: Principal = require("admin")) -> JSONBody:
+    async def command(key_id: str, request: Request, principal: Principal = require(None)) -> JSONBody:
         body = _command(await read_body(request, COMMAND_MAX_BYTES))  # after auth: see keylife.api.bodies
+        deny(rt, request, principal, COMMAND_SCOPES[body.command])
         event_id = body.id or f"cmd-{time.time_ns()}-{principal.name}"
         try:
             event = Event.model_validate(
@@ -322,6 +325,19 @@ async def _submit(rt: Services, events: list[Event], command: bool = False) -> l
         raise Problem(
             422, "event-not-journalable", "Event cannot be journaled", f"{exc}; nothing of this request was written"
         ) from None
+
+
+def deny(rt: Services, request: Request, principal: Principal, scope: str) -> None:
+    """403 (journaled like any auth failure) unless ``principal`` holds ``scope``; the answer names
+    the scope and the role that has it (``required_role``), so the person refused knows whom to ask."""
+    why = principal.lacks(scope)
+    if why is None:
+        return
+    _auth_failure(rt, request, 403, why, principal.name)
+    needed = role_for(scope)
+    raise Problem(
+        403, "forbidden", "Missing scope", why, required_scope=scope, **({"required_role": needed} if needed else {})
+    )
 
 
 def _auth_failure(rt: Services, request: Request, code: int, why: str, who: str | None) -> None:

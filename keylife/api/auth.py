@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from keylife.common.scopes import effective_scopes, role_for
 from keylife.config import SCOPES, Token
 
 TOKEN_PREFIX = "kl_"
@@ -31,11 +32,21 @@ def hash_token(token: str) -> str:
 class Principal:
     name: str
     scopes: frozenset[str]
+    role: str | None = None
+
+    def lacks(self, scope: str) -> str | None:
+        """Why this principal may not use ``scope`` (naming the role that may), or None."""
+        if scope in self.scopes:
+            return None
+        held = f" (role {self.role})" if self.role else ""
+        needed = role_for(scope)
+        ask = f"; the {needed} role has it" if needed else ""
+        return f"token '{self.name}'{held} lacks the '{scope}' scope{ask}"
 
 
 class TokenStore:
     def __init__(self, tokens: list[Token]) -> None:
-        self._by_hash = {t.sha256: Principal(t.name, frozenset(t.scopes)) for t in tokens}
+        self._by_hash = {t.sha256: Principal(t.name, effective_scopes(t.role, t.scopes), t.role) for t in tokens}
 
     def __len__(self) -> int:
         return len(self._by_hash)

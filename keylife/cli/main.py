@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import keylife
 from keylife.common.datalock import DataDirBusy
-from keylife.common.scopes import SCOPES  # keylife.config (pydantic models) loads on demand
+from keylife.common.scopes import ROLES, SCOPES  # keylife.config (pydantic models) loads on demand
 from keylife.domain.lifecycle import KeyState
 
 if TYPE_CHECKING:
@@ -270,19 +270,27 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from keylife.cli.config import Token
 
     token = new_token()
-    scopes = sorted(set(args.scopes.split(",")))
+    scopes = sorted({s for s in args.scopes.split(",") if s})
     bad = [s for s in scopes if s not in SCOPES]
     if bad:
         print(f"keylife: unknown scope(s) {', '.join(bad)}; choose from {', '.join(SCOPES)}", file=sys.stderr)
         return 2
+    if not scopes and args.role is None:
+        print(f"keylife: give --role ({', '.join(ROLES)}) or --scopes", file=sys.stderr)
+        return 2
     try:  # the same model the config is checked with: what is printed is what serve will accept
-        entry = Token(name=args.name, sha256=hash_token(token), scopes=scopes)
+        entry = Token(name=args.name, sha256=hash_token(token), role=args.role, scopes=scopes)
     except ValidationError as exc:
         print(f"keylife: --name {args.name!r}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     print(f"token (shown once; store it in a secret manager): {token}", file=sys.stderr)
     print("add to the config under api.tokens:")
-    print(f"  - name: {entry.name}\n    sha256: {entry.sha256}\n    scopes: [{', '.join(entry.scopes)}]")
+    lines = [f"  - name: {entry.name}", f"    sha256: {entry.sha256}"]
+    if entry.role:
+        lines.append(f"    role: {entry.role}")
+    if entry.scopes:
+        lines.append(f"    scopes: [{', '.join(entry.scopes)}]")
+    print("\n".join(lines))
     return 0
 
 
@@ -480,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = _Sub(p.add_subparsers(dest="token_command", required=True, metavar="COMMAND"), common)
     t = tsub.add_parser("create", help="make a token and print the config lines holding its hash")
     t.add_argument("--name", required=True, help="the token's name, as journaled in auth failures and commands")
-    t.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(SCOPES))
+    t.add_argument("--role", choices=list(ROLES), help="what the token may do (see docs/incident-response.md)")
+    t.add_argument("--scopes", default="", help="comma-separated, besides the role's: " + ",".join(SCOPES))
     t.set_defaults(func=cmd_token_create)
 
     p = sub.add_parser("journal", help="journal keys and checkpoints")
@@ -496,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keylife.cli.witness_cli import register as register_witness
 
     register_witness(sub)  # witness serve, witness pubkey
+    from keylife.cli.incident_cli import register as register_incident
+
+    register_incident(sub)  # incident ..., bulk ..., revocations export
     return parser
 
 

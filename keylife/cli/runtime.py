@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,11 @@ from keylife.ingest.telemetry import Telemetry
 from keylife.journal import verify_status
 from keylife.journal.key_rotation import RotationRefused
 from keylife.journal.key_rotation import finish as finish_rotation
+from keylife.journal.reader import iter_entries, pruned_upto
 from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
-from keylife.journal.writer import Journal, JournalCorrupt, JournalSettings
-from keylife.registry.projection import Registry
+from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettings
+from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
 from keylife.witness.client import WitnessClient
 
 log = logging.getLogger("keylife.runtime")
@@ -106,14 +108,22 @@ class Runtime:
         signer = journal.signer
         if journal.integrity_fault is None:  # a swapped verifier.key is evidence too: left as found
             _write_public(config.journal_dir / "verifier.key", signer.verifier.encode())
-        registry = Registry(config.registry_path, origin=config.journal.origin)
+        registry = _open_registry(config, notes)
         telemetry = Telemetry()
         wake: list[Forwarder] = []  # filled once the forwarder exists; the writer wakes it per commit
+        # Called on the writer thread with each committed group: a reaction must only hand the
+        # entries to a thread of its own (submitting and waiting here would deadlock the writer).
+        reactions: list[Callable[[list[Entry]], None]] = []
 
-        def on_commit(entries: list) -> None:
+        def on_commit(entries: list[Entry]) -> None:
             telemetry.observe_entries(entries)
             for forwarder in wake:
                 forwarder.notify()
+            for react in reactions:
+                try:
+                    react(entries)
+                except Exception:  # a reaction's failure must not fail the writer
+                    log.exception("a commit reaction failed")
 
         ledger = Ledger(journal, registry, on_commit=on_commit)
         exporter = Exporter.over(
@@ -165,6 +175,20 @@ class Runtime:
         self.ledger.stop()
         self.registry.close()
         self.lock.release()
+
+
+def _open_registry(config: Config, notes: list[str]) -> Registry:
+    """The registry; one an older keylife wrote is rebuilt from the journal first (it is a
+    projection, so nothing is lost), unless the journal was pruned (then the operator decides)."""
+    try:
+        return Registry(config.registry_path, origin=config.journal.origin)
+    except RegistrySchemaOld as exc:
+        if pruned_upto(config.journal_dir):
+            raise RegistryError(f"{exc}; the journal was pruned, so it cannot be rebuilt here") from None
+        log.warning("registry schema is older than this keylife; rebuilding it from the journal")
+        stats = rebuild(iter_entries(config.journal_dir), config.registry_path, origin=config.journal.origin)
+        notes.append(f"rebuilt the registry from the journal for the new schema ({stats.entries} entries)")
+        return Registry(config.registry_path, origin=config.journal.origin)
 
 
 def _otlp(config: Config, telemetry: Telemetry) -> OtlpMetricsPusher | None:

@@ -53,6 +53,11 @@ class EventType(StrEnum):
     SIGNING_KEY_ROTATED = "signing_key_rotated"
     FORWARD_QUARANTINED = "forward_quarantined"
     JOURNAL_PRUNED = "journal_pruned"  # keylife journal prune (keylife/journal/prune.py)
+    # Incident response (keylife/response/): written by keylife for an authorised person or a rule.
+    INCIDENT = "incident"  # opened, status, assigned, note, linked, alert
+    BULK_OPERATION = "bulk_operation"  # a bulk plan started / finished: plan, selector, actor, counts
+    LOCKDOWN = "lockdown"  # a lockdown applied or released
+    APPROVAL = "approval"  # dual control: requested, granted, expired
 
 
 SYSTEM_TYPES = frozenset(
@@ -64,8 +69,14 @@ SYSTEM_TYPES = frozenset(
         EventType.SIGNING_KEY_ROTATED,
         EventType.FORWARD_QUARANTINED,
         EventType.JOURNAL_PRUNED,
+        EventType.INCIDENT,
+        EventType.BULK_OPERATION,
+        EventType.LOCKDOWN,
+        EventType.APPROVAL,
     }
 )
+# Records that carry ``details`` (structured fields of their own); no other type may.
+DETAILED_TYPES = frozenset({EventType.INCIDENT, EventType.BULK_OPERATION, EventType.LOCKDOWN, EventType.APPROVAL})
 STATE_TYPES = frozenset(EventType(t) for t in TARGET_STATE)
 # Events that concern no single key.
 KEYLESS_TYPES = frozenset(
@@ -76,10 +87,12 @@ KEYLESS_TYPES = frozenset(
         EventType.ADMIN_ACTION,
         EventType.FORWARD_QUARANTINED,
         EventType.JOURNAL_PRUNED,
+        *DETAILED_TYPES,
     }
 )
 
 _KEYLESS = frozenset(str(t) for t in KEYLESS_TYPES)
+_DETAILED = frozenset(str(t) for t in DETAILED_TYPES)
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
@@ -115,6 +128,23 @@ def _utc_representable(value: datetime) -> datetime:
 # Any offset is accepted; ``payload`` writes every time in UTC (normalising here, per field,
 # would cost a conversion per datetime on the ingest hot path; the range check above is cheap).
 UtcTime = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
+
+
+DetailValue = (
+    Annotated[str, StringConstraints(max_length=4096)]
+    | Annotated[int, Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)]
+    | bool
+    | Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=256)]
+)
+
+
+def _check_details(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    for key in value:
+        if not _ATTR_KEY_RE.fullmatch(key):
+            raise ValueError(f"details name {key!r} must match ^{_ATTR_KEY_RE.pattern}$")
+    return value
 
 
 def _check_attributes(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -159,6 +189,10 @@ class Event(BaseModel):
     state: KeyState | None = None
     violation: Word | None = None
     attributes: Annotated[dict[str, str], Field(max_length=32), AfterValidator(_check_attributes)] | None = None
+    # Structured fields of keylife's own records (DETAILED_TYPES): an incident's severity and
+    # status, a bulk plan's selector and counts. Bounded: strings, safe integers, booleans,
+    # lists of at most 256 short strings.
+    details: Annotated[dict[str, DetailValue], Field(max_length=64), AfterValidator(_check_details)] | None = None
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> Event:
@@ -180,6 +214,8 @@ class Event(BaseModel):
             raise ValueError("'propagated' events need node and state (the state the node applied)")
         if t == "policy_violation" and not self.violation:
             raise ValueError("violation is required for 'policy_violation' events (the rule broken)")
+        if self.details is not None and t not in _DETAILED:
+            raise ValueError(f"details are only allowed on {', '.join(sorted(_DETAILED))} records, not '{t}'")
         return self
 
     def payload(self) -> dict[str, Any]:

@@ -81,6 +81,30 @@ def refusal_reason(current: KeyState | None, event_type: str) -> str:
     return f"key is {current.value}; '{event_type}' is not allowed from there (allowed: {options})"
 
 
+# A key keylife has seen only in use, in a propagation or in a security event has a registry row
+# but no state (it was never reported generated). It may still be withdrawn: an operator who
+# learns that an unregistered client key leaked must be able to revoke it.
+UNTRACKED_COMMANDS = frozenset({"revoked", "compromised"})
+
+
+def command_allowed(current: KeyState | None, exists: bool, event_type: str) -> bool:
+    """Whether a command may move a key: the table, plus withdrawal of a seen, untracked key."""
+    if current is None and exists:
+        return event_type in UNTRACKED_COMMANDS
+    return is_allowed(current, event_type)
+
+
+def command_refusal(current: KeyState | None, exists: bool, event_type: str) -> str:
+    """Why ``command_allowed`` said no."""
+    if current is None and exists:
+        options = ", ".join(sorted(UNTRACKED_COMMANDS))
+        return (
+            f"key was seen (in use or in an event) but never reported generated; '{event_type}' needs a "
+            f"tracked key (allowed here: {options})"
+        )
+    return refusal_reason(current, event_type)
+
+
 def observed_state(current: KeyState | None, event_type: str) -> tuple[KeyState | None, str | None]:
     """The state after an observation and the violation it raises, if any.
 

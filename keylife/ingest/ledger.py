@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from keylife.common.canonical import canonical
 from keylife.domain.events import Event, EventType, event_digest, format_time
-from keylife.domain.lifecycle import is_allowed, refusal_reason
+from keylife.domain.lifecycle import command_allowed, command_refusal
 from keylife.journal.reader import iter_entries, pruned_upto
 from keylife.journal.writer import Entry, Journal, JournalCorrupt, cause_name, format_observed
 from keylife.registry.projection import Registry, RegistryError
@@ -569,9 +569,11 @@ class Ledger:
                 )
                 continue
             if request.command:
-                state = self.registry.key_state(event.key_id or "")
-                if not is_allowed(state, event.type):
-                    reason = refusal_reason(state, event.type)
+                key_id = event.key_id or ""
+                state = self.registry.key_state(key_id)
+                exists = state is not None or self.registry.key_exists(key_id)
+                if not command_allowed(state, exists, event.type):
+                    reason = command_refusal(state, exists, event.type)
                     outcomes.append(Outcome("refused", event.id, None, reason))
                     refusal = self._refusal(event, reason)
                     payloads.append(refusal)

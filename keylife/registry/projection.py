@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,13 +32,15 @@ from keylife.domain.events import event_digest
 from keylife.domain.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
 from keylife.journal.writer import Entry
 from keylife.registry import queries as q
+from keylife.registry.extension import Extension
+from keylife.registry.extensions import EXTENSIONS
 from keylife.registry.queries import MAX_COUNT, MAX_PAGE, VIOLATION_KINDS, RegistryReader, ts
 
 __all__ = ["MAX_PAGE", "VIOLATION_KINDS", "RebuildStats", "Registry", "RegistryError", "RegistryReader",
            "rebuild", "ts"]  # fmt: skip
 
 _log = logging.getLogger("keylife.registry")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the incident-response extensions (keylife.registry.extensions)
 _COPIED_TO_SUCCESSOR = ("algorithm", "key_size", "curve", "purpose", "owner")
 _PLAIN_META = ("algorithm", "key_size", "curve", "purpose", "owner", "predecessor")
 _FLUSH_AT = 50_000  # pending rows before an early (same-transaction) write, to bound memory
@@ -46,6 +49,10 @@ _CACHE_MAX = 50_000  # key records kept once written (across flushes and transac
 
 class RegistryError(RuntimeError):
     """The registry cannot follow the journal as asked (a gap, another origin, old schema)."""
+
+
+class RegistrySchemaOld(RegistryError):
+    """The file was written by an older keylife: rebuild it from the journal (serve does so)."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,13 @@ class ProjectionDelta:
     usage: list[tuple[str, str, int]] = field(default_factory=list)  # (key_id, operation, added count)
     node_keys: list[tuple[str, str, str, str, int]] = field(default_factory=list)  # (key, node, state, at, seq)
     nodes: list[tuple[str, str, int]] = field(default_factory=list)  # (node, last_seen_at, added events)
+    extensions: dict[str, list[Any]] = field(default_factory=dict)  # Extension.name -> its delta()
 
     def merge(self, other: ProjectionDelta) -> None:
         for name in ("keys", "transitions", "violations", "usage", "node_keys", "nodes"):
             getattr(self, name).extend(getattr(other, name))
+        for name, items in other.extensions.items():
+            self.extensions.setdefault(name, []).extend(items)
 
 
 def _new_key(key_id: str, at: str) -> dict[str, Any]:
@@ -93,7 +103,8 @@ class Registry(RegistryReader):
             self._db.execute("PRAGMA wal_autocheckpoint=1000")
         meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
         if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise RegistryError(
+            self._db.close()
+            raise RegistrySchemaOld(
                 f"registry {self.path} has schema {meta['schema_version']}, not "
                 f"{SCHEMA_VERSION}; rebuild it from the journal"
             )
@@ -111,6 +122,14 @@ class Registry(RegistryReader):
         self._last_seq = self._committed_seq
         self._in_txn = False
         self._open = True
+        self.extensions: list[Extension] = []
+        for cls in EXTENSIONS:
+            self._db.executescript(cls.schema)
+            self.extensions.append(cls(self))
+        self._by_type: dict[str, list[Extension]] = {}
+        for ext in self.extensions:
+            for kind in ext.types:
+                self._by_type.setdefault(kind, []).append(ext)
         self._owner: int | None = None  # the writer thread: the last to call begin()
         self._keys: dict[str, dict[str, Any] | None] = {}  # None: known not to exist
         self._base: dict[str, tuple[Any, ...]] = {}  # cold columns as last written
@@ -126,6 +145,18 @@ class Registry(RegistryReader):
         self._nodes: dict[str, list[Any]] = {}
         self._node_keys: dict[tuple[str, str], tuple[str, str, int]] = {}
         self._pending = 0
+        for ext in getattr(self, "extensions", ()):
+            ext.reset()
+
+    # ----- for extensions (writer thread) ---------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The write connection, inside the open transaction (extensions read and write through it)."""
+        return self._db
+
+    def key_record(self, key_id: str) -> dict[str, Any] | None:
+        """The key as projected so far in the open transaction (staged changes included); read-only."""
+        return self._load(key_id)
 
     # ----- writer side ------------------------------------------------------------------------
     def last_applied_seq(self) -> int:
@@ -285,6 +316,8 @@ class Registry(RegistryReader):
                 record = self._touch(key_id, seq, at if kind == "security_event" else None)
                 if kind == "policy_violation":
                     self._violation(record, key_id, seq, "policy_breach", ev["violation"], at)
+        for ext in self._by_type.get(kind, ()):
+            ext.project(ev, seq, at)
 
     # ----- projection rules ---------------------------------------------------------------------
     def _load(self, key_id: str) -> dict[str, Any] | None:
@@ -350,7 +383,8 @@ class Registry(RegistryReader):
         else:
             target, problem = observed_state(None if current is None else KeyState(current), kind)
             new = None if target is None else target.value
-        if current is None and kind != "generated":
+        if current is None and kind != "generated" and origin != "command":
+            # A command reaching here was allowed by the ledger: the withdrawal of a seen, untracked key.
             problem, detail = "unknown_key", f"{kind} for a key never generated"
         else:
             kept = ", state kept" if new == current else ""
@@ -453,6 +487,8 @@ class Registry(RegistryReader):
                 self._base[key_id] = cold
         db.executemany(q.UPSERT_KEY, full)
         db.executemany(q.UPDATE_HOT, hot)
+        for ext in self.extensions:
+            ext.flush(db)
         if self.listeners:
             self._delta.merge(
                 ProjectionDelta(
@@ -462,6 +498,7 @@ class Registry(RegistryReader):
                     usage=[(k, op, n) for (k, op), n in self._usage.items()],
                     node_keys=[(k, n, *v) for (k, n), v in self._node_keys.items()],
                     nodes=[(n, at, c) for n, (at, c) in self._nodes.items()],
+                    extensions={ext.name: ext.delta() for ext in self.extensions},
                 )
             )
         self._dirty.clear()
