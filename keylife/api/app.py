@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from keylife import __version__
+from keylife.api.access import auth_failure, deny
 from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
 from keylife.api.journal_routes import add_journal_routes
@@ -23,7 +24,7 @@ from keylife.api.problems import JSONBody, Problem, install
 from keylife.api.rotation_route import add_rotation_route
 from keylife.api.scrapes import ScrapeCache
 from keylife.api.services import Services
-from keylife.common.scopes import COMMAND_SCOPES, role_for
+from keylife.common.scopes import COMMAND_SCOPES
 from keylife.domain.events import Event, EventType, format_time, validate_notice
 from keylife.domain.lifecycle import KeyState
 from keylife.ingest import lines as ingest
@@ -73,7 +74,7 @@ def create_app(rt: Services) -> FastAPI:
         async def check(request: Request) -> Principal:
             principal, why = rt.tokens.authenticate(request.headers.get("authorization"))
             if principal is None:
-                _auth_failure(rt, request, 401, why, None)
+                auth_failure(rt, request, 401, why, None)
                 raise Problem(
                     401, "unauthorized", "Authentication required", why, {"WWW-Authenticate": 'Bearer realm="keylife"'}
                 )
@@ -325,36 +326,3 @@ async def _submit(rt: Services, events: list[Event], command: bool = False) -> l
         raise Problem(
             422, "event-not-journalable", "Event cannot be journaled", f"{exc}; nothing of this request was written"
         ) from None
-
-
-def deny(rt: Services, request: Request, principal: Principal, scope: str) -> None:
-    """403 (journaled like any auth failure) unless ``principal`` holds ``scope``; the answer names
-    the scope and the role that has it (``required_role``), so the person refused knows whom to ask."""
-    why = principal.lacks(scope)
-    if why is None:
-        return
-    _auth_failure(rt, request, 403, why, principal.name)
-    needed = role_for(scope)
-    raise Problem(
-        403, "forbidden", "Missing scope", why, required_scope=scope, **({"required_role": needed} if needed else {})
-    )
-
-
-def _auth_failure(rt: Services, request: Request, code: int, why: str, who: str | None) -> None:
-    """Count every failure; journal it unless the rate limit holds it back (then count that)."""
-    rt.telemetry.auth_failures.labels(str(code)).inc()
-    allowed, held = rt.auth_limiter.allow()
-    client = request.client.host if request.client else "unknown"
-    if not allowed:
-        rt.telemetry.auth_unjournaled.inc()
-        return
-    log.warning(
-        "authentication failure", extra={"code": code, "reason": why, "client": client, "path": request.url.path}
-    )
-    attributes = {"code": str(code), "client": client[:256], "path": request.url.path[:256], "method": request.method}
-    if held:
-        attributes["unjournaled_before"] = str(held)
-    event = rt.ledger.system_event(
-        EventType.AUTH_FAILURE, reason=why, attributes=attributes, **({"actor": who} if who else {})
-    )
-    rt.ledger.submit([event])  # fire and forget: the 401/403 does not wait on the disk

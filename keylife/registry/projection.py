@@ -122,6 +122,7 @@ class Registry(RegistryReader):
         self._last_seq = self._committed_seq
         self._in_txn = False
         self._open = True
+        self._known_nodes: set[str] = {node for (node,) in self._db.execute("SELECT node FROM nodes")}
         self.extensions: list[Extension] = []
         for cls in EXTENSIONS:
             self._db.executescript(cls.schema)
@@ -144,6 +145,7 @@ class Registry(RegistryReader):
         self._usage: dict[tuple[str, str], int] = {}
         self._nodes: dict[str, list[Any]] = {}
         self._node_keys: dict[tuple[str, str], tuple[str, str, int]] = {}
+        self._users: dict[tuple[str, str], str] = {}  # (key_id, node) -> last used at
         self._pending = 0
         for ext in getattr(self, "extensions", ()):
             ext.reset()
@@ -157,6 +159,19 @@ class Registry(RegistryReader):
     def key_record(self, key_id: str) -> dict[str, Any] | None:
         """The key as projected so far in the open transaction (staged changes included); read-only."""
         return self._load(key_id)
+
+    def staged_key_nodes(self, key_id: str) -> set[str]:
+        """``key_nodes`` on the writer thread, staged rows included (for extensions)."""
+        rows = self._db.execute(
+            "SELECT node FROM node_keys WHERE key_id = ? UNION SELECT node FROM key_users WHERE key_id = ?",
+            (key_id, key_id),
+        )
+        nodes = {node for (node,) in rows}
+        if self._node_keys or self._users:  # staged: probe per known node (few) rather than scan the rows (many)
+            for node in (*self._known_nodes, *self._nodes):
+                if (key_id, node) in self._node_keys or (key_id, node) in self._users:
+                    nodes.add(node)
+        return nodes
 
     # ----- writer side ------------------------------------------------------------------------
     def last_applied_seq(self) -> int:
@@ -434,6 +449,11 @@ class Registry(RegistryReader):
         if total:
             record["usage_total"] = min(record["usage_total"] + total, MAX_COUNT)
             end = ts(ev["interval_end"]) if "interval_end" in ev else at
+            node = ev.get("node")
+            if node is not None:
+                users = self._users
+                if users.get((key_id, node), "") < end:
+                    users[(key_id, node)] = end
             if record["last_used_at"] is None or end > record["last_used_at"]:
                 record["last_used_at"] = end
         state = record["state"]
@@ -473,7 +493,9 @@ class Registry(RegistryReader):
             db.executemany(q.FLUSH_SQL[table], rows)
         db.executemany(q.FLUSH_SQL["usage"], [(k, op, n) for (k, op), n in self._usage.items()])
         db.executemany(q.FLUSH_SQL["nodes"], [(n, at, c) for n, (at, c) in self._nodes.items()])
+        self._known_nodes.update(self._nodes)
         db.executemany(q.FLUSH_SQL["node_keys"], [(k, n, *v) for (k, n), v in self._node_keys.items()])
+        db.executemany(q.FLUSH_SQL["key_users"], [(k, n, at) for (k, n), at in self._users.items()])
         full: list[tuple[Any, ...]] = []
         hot: list[tuple[Any, ...]] = []
         for key_id in sorted(self._dirty):

@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS node_keys (key_id TEXT NOT NULL, node TEXT NOT NULL,
   applied_state TEXT NOT NULL, applied_at TEXT NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY (key_id, node)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS node_keys_node ON node_keys (node, key_id);
+CREATE TABLE IF NOT EXISTS key_users (key_id TEXT NOT NULL, node TEXT NOT NULL, last_used_at TEXT NOT NULL,
+  PRIMARY KEY (key_id, node)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS key_users_node ON key_users (node, key_id);
 CREATE TABLE IF NOT EXISTS nodes (node TEXT PRIMARY KEY, last_seen_at TEXT NOT NULL,
   events INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS violations (key_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -88,12 +91,16 @@ FLUSH_SQL = {
     f"CASE WHEN count > {MAX_COUNT} - excluded.count THEN {MAX_COUNT} ELSE count + excluded.count END",
     "nodes": "INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
     "last_seen_at = max(last_seen_at, excluded.last_seen_at), events = events + excluded.events",
+    "key_users": "INSERT INTO key_users VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+    "last_used_at = max(last_used_at, excluded.last_used_at)",
     "node_keys": "INSERT INTO node_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
     "applied_state = excluded.applied_state, applied_at = excluded.applied_at, seq = excluded.seq "
     "WHERE excluded.seq > node_keys.seq",
 }
 _JSON_COLUMNS = ("data_instances", "attributes")
 _KEY_SELECT = "SELECT * FROM keys"
+# The keys a node holds (two parameters: the node twice): applied a state of it, or used it.
+HELD_BY_NODE = "SELECT key_id FROM node_keys WHERE node = ? UNION SELECT key_id FROM key_users WHERE node = ?"
 
 
 def decode_key(row: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +241,7 @@ class RegistryReader:
         limit: int = 100,
         after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Keys ordered by key_id, filtered (``node``: keys that node confirmed applying), at most
+        """Keys ordered by key_id, filtered (``node``: keys that node holds, see ``key_nodes``), at most
         ``limit`` (capped at MAX_PAGE). Keyset pagination: pass the last key_id as ``after``;
         stable under concurrent inserts and no OFFSET scans."""
         if limit < 1:
@@ -243,8 +250,8 @@ class RegistryReader:
         where = [f"{column} = ?" for column, value in filters.items() if value is not None]
         params: list[Any] = [value for value in filters.values() if value is not None]
         if node is not None:
-            where.append("key_id IN (SELECT key_id FROM node_keys WHERE node = ?)")
-            params.append(node)
+            where.append(f"key_id IN ({HELD_BY_NODE})")
+            params += [node, node]
         if after is not None:
             where.append("key_id > ?")
             params.append(after)
@@ -276,6 +283,9 @@ class RegistryReader:
                 (key_id,),
             )
             key["nodes"] = {row.pop("node"): row for row in nodes}
+            key["used_on"] = dict(
+                conn.execute("SELECT node, last_used_at FROM key_users WHERE key_id = ? ORDER BY node", (key_id,))
+            )
             violations = _rows(
                 conn,
                 "SELECT seq, kind, detail, occurred_at FROM violations WHERE key_id = ? "
@@ -290,6 +300,15 @@ class RegistryReader:
             total = conn.execute("SELECT count(*) FROM key_events WHERE key_id = ?", (key_id,))
             key["history_total"] = total.fetchone()[0]
             return key
+
+    def key_nodes(self, key_id: str) -> list[str]:
+        """The nodes that hold the key: those that reported applying a state of it (propagation)
+        and those that reported using it. These are the nodes a revocation must reach."""
+        rows = self._reader().execute(
+            "SELECT node FROM node_keys WHERE key_id = ? UNION SELECT node FROM key_users WHERE key_id = ?",
+            (key_id, key_id),
+        )
+        return sorted(node for (node,) in rows)
 
     def key_history_seqs(self, key_id: str, *, after: int = -1, limit: int | None = None) -> list[int]:
         """Journal seqs of the events that name the key, ascending, after ``after`` (fetch the
