@@ -42,20 +42,35 @@ def test_config(tmp: Path, **sections: dict) -> tuple[Config, dict[str, str]]:
         "read": new_token(),
         "admin": new_token(),
         "forward": new_token(),
+        # roles (keylife.common.scopes.ROLES); two security admins for dual control
+        "viewer": new_token(),
+        "auditor": new_token(),
+        "operator": new_token(),
+        "secadmin": new_token(),
+        "secadmin2": new_token(),
+        "alerts": new_token(),
     }
+    roles = {"viewer": "viewer", "auditor": "auditor", "operator": "operator", "secadmin": "security-admin",
+             "secadmin2": "security-admin"}  # fmt: skip
     scopes = {
         "all": ["ingest", "read", "admin", "forward"],
         "ingest": ["ingest"],
         "read": ["read"],
         "admin": ["admin", "read"],
         "forward": ["forward"],
+        "alerts": ["alerts"],
     }
     config = load(None, env={})
     data = config.model_dump() | {
         "data_dir": tmp / "data",
         "listen": {"host": "127.0.0.1", "port": 0},
         "api": config.api.model_dump()
-        | {"tokens": [{"name": n, "sha256": hash_token(t), "scopes": scopes[n]} for n, t in tokens.items()]},
+        | {
+            "tokens": [
+                {"name": n, "sha256": hash_token(t), "scopes": scopes.get(n, []), "role": roles.get(n)}
+                for n, t in tokens.items()
+            ]
+        },
         "journal": config.journal.model_dump() | {"origin": "test.keylife/api"},
         "logging": {"level": "WARNING", "format": "text"},
         # read-your-writes on every scrape: tests ingest then scrape at once (the cache has its own tests)
