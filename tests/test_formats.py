@@ -274,3 +274,20 @@ def test_the_characters_named_in_the_issue_in_each_format():
     assert b'actor="a\xef\xbf\xbdb"' in msg  # U+FFFD in the PARAM-VALUE
     assert msg.endswith(b'"reason":"\\u0007\\u001b[2J\\u007f\\u0085\\u2028\\u2029\\u0000","type":"revoked"}')
     assert ecs.format_document(entry(nasty)).count(b"\\u2028") == 2  # event.reason and keylife.event.reason
+
+
+def test_a_record_with_details_reaches_every_siem_format_whole():
+    """Incident response records carry structured ``details``: CEF and LEEF show them as one canonical
+    JSON value, RFC 5424 keeps the whole event in MSG, and the severity is a warning."""
+    event = {
+        "id": "keylife-1", "type": "incident", "occurred_at": "2026-11-28T16:04:18Z", "actor": "keylife",
+        "correlation_id": "inc-20261128-ab12", "reason": "compromise of k1",
+        "details": {"action": "opened", "severity": "critical", "keys": ["k1", "k=2"], "auto": True},
+    }  # fmt: skip
+    _, ext = parse_cef(cef.format_event(entry(event), hostname="h", checkpoint=None))
+    assert json.loads(ext["keylifeDetails"]) == event["details"]
+    assert syslog_severity("incident") == 4 and syslog_severity("lockdown") == 4
+    leef_record = leef.format_event(entry(event), hostname="h", checkpoint=None).decode()
+    assert canonical(event["details"]).decode() in leef_record
+    *_, msg = parse_sd(syslog5424.format_message(entry(event), hostname="h", checkpoint=None))
+    assert msg == event

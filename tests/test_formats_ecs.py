@@ -67,6 +67,10 @@ def test_a_usage_report_maps_to_ecs_fields() -> None:
         ("generated", "event", ["iam"], ["admin", "creation"], "success", 2, "informational"),
         ("destroyed", "event", ["iam"], ["admin", "deletion"], "success", 4, "notice"),
         ("revoked", "event", ["iam"], ["admin", "change"], "success", 4, "notice"),
+        ("incident", "event", ["intrusion_detection"], ["info"], None, 6, "warning"),
+        ("lockdown", "event", ["iam"], ["admin", "change"], "success", 6, "warning"),
+        ("bulk_operation", "event", ["iam"], ["admin", "change"], "success", 4, "notice"),
+        ("approval", "event", ["iam"], ["admin", "change"], "success", 4, "notice"),
         ("something_new", "event", ["iam"], ["admin", "info"], None, 4, "notice"),
     ],
 )

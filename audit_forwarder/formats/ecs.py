@@ -20,8 +20,10 @@ event type                                               event.category       ev
 =======================================================  ===================  ==================  =======
 generated                                                iam                  admin, creation     success
 activated, reactivated, deactivated, suspended, rotated,
-signing_key_rotated, revoked, expired, admin_action      iam                  admin, change       success
+signing_key_rotated, revoked, expired, admin_action,
+bulk_operation, lockdown, approval                       iam                  admin, change       success
 destroyed                                                iam                  admin, deletion     success
+incident                                                 intrusion_detection  info                -
 compromised (event.kind "alert")                         iam                  admin, change       -
 security_event (event.kind "alert")                      intrusion_detection  info                -
 auth_failure                                             authentication       start               failure
@@ -83,6 +85,10 @@ _CATEGORISATION: dict[str, _Categorisation] = {
     "revoked": _IAM_CHANGE,
     "expired": _IAM_CHANGE,
     "admin_action": _IAM_CHANGE,
+    "bulk_operation": _IAM_CHANGE,
+    "lockdown": _IAM_CHANGE,
+    "approval": _IAM_CHANGE,
+    "incident": (["intrusion_detection"], ["info"], None),
     "destroyed": (["iam"], ["admin", "deletion"], "success"),
     "compromised": (["iam"], ["admin", "change"], None),
     "security_event": (["intrusion_detection"], ["info"], None),
