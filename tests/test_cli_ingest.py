@@ -247,5 +247,5 @@ def test_keys_url_with_a_token_lacking_read_is_one_line(live: Live, tmp_path: Pa
     token = secret(tmp_path / "ingest.token", live.tokens["ingest"])
     result = keylife("keys", "list", "--url", live.url, "--token-file", str(token))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    expected = f"keylife: {live.url}/v1/keys: HTTP 403 token 'ingest' lacks the 'read' scope"
+    expected = f"keylife: {live.url}/v1/keys: HTTP 403 token 'ingest' lacks the 'read' scope; the viewer role has it"
     assert result.stderr.splitlines() == [expected]
