@@ -177,3 +177,33 @@ def test_export_verifies_offline_and_a_changed_entry_fails(live: Live, tmp_path:
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "keylife.cli", *args], capture_output=True, text=True, env=env,
                           timeout=60, check=False)  # fmt: skip
+
+
+def _scrape(live: Live) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = live.client("read").get("/metrics").text
+    values = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name.startswith("keylife_incident"):
+            for s in fam.samples:
+                values[s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items()))] = s.value
+    return values
+
+
+def test_metrics_scraped_and_the_same_after_a_restart(tmp_path: Path) -> None:
+    with live_server(tmp_path) as live:
+        ops = live.client("operator")
+        crit = _open(live, severity="critical").json()["id"]
+        _open(live, severity="low")
+        ops.post(f"/v1/incidents/{crit}/status", json={"status": "mitigating"})
+        ops.post(f"/v1/incidents/{crit}/status", json={"status": "closed"})
+        first = _scrape(live)
+    assert first["keylife_incidents_open|severity=low"] == 1
+    assert first["keylife_incidents_open|severity=critical"] == 0
+    assert first["keylife_incident_mitigate_seconds_count"] == 1
+    assert first["keylife_incident_close_seconds_count"] == 1
+    assert first["keylife_incident_close_seconds_bucket|le=3600"] == 1
+    assert 0 < first["keylife_incident_close_seconds_sum"] < 60
+    with live_server(tmp_path) as live:
+        assert _scrape(live) == first
