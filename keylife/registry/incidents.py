@@ -6,8 +6,8 @@ timeline is a list of journal seqs (the entries stay in the journal): every entr
 ``correlation_id`` names it, the lifecycle events of its keys while it is not closed, and the
 ``lockdown`` / ``bulk_operation`` records whose ``details.incident`` names it.
 
-The extension sees every entry (it cannot know which carry an incident's correlation id), so the
-common case costs two dict lookups: the open incidents' keys and the known ids are held in memory
+The extension sees every entry but usage reports (it cannot know which carry an incident's
+correlation id), so the common case costs two dict lookups: the open incidents' keys and the known ids are held in memory
 (few: incidents are rare), reloaded from the tables after a rollback. Times come from the records,
 so a rebuild gives the same tables and the metrics derived from them survive a restart.
 """
@@ -58,7 +58,9 @@ _CITING = frozenset({str(EventType.LOCKDOWN), str(EventType.BULK_OPERATION)})
 class IncidentsExtension(Extension):
     name = "incidents"
     schema = SCHEMA
-    types = frozenset(str(t) for t in EventType)  # every entry may carry an incident's correlation id
+    # Every entry may carry an incident's correlation id, except usage reports: the bulk of the journal,
+    # node telemetry that no incident cites (bench journal_append: the ledger rate stays within noise).
+    types = frozenset(str(t) for t in EventType) - {str(EventType.USAGE_REPORT)}
 
     def __init__(self, registry: Any) -> None:
         super().__init__(registry)
