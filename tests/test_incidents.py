@@ -207,3 +207,66 @@ def test_metrics_scraped_and_the_same_after_a_restart(tmp_path: Path) -> None:
     assert 0 < first["keylife_incident_close_seconds_sum"] < 60
     with live_server(tmp_path) as live:
         assert _scrape(live) == first
+
+
+def test_cli_workflow(live: Live) -> None:
+    ops = {"KEYLIFE_TOKEN": live.tokens["operator"], "PATH": "/usr/bin:/bin"}
+    url = ["--url", live.url]
+    opened = _cli(["incident", "open", "--title", "odd use", "--severity", "medium", "--key", "k9", *url], ops)
+    assert opened.returncode == 0, opened.stderr
+    inc = opened.stdout.strip()
+    noted = _cli(["incident", "note", inc, "checked node-1", *url], ops)
+    assert noted.returncode == 0 and noted.stdout.startswith(f"{inc}: note added (journal entry ")
+    assert _cli(["incident", "resolve", inc, "--reason", "false alarm", *url], ops).returncode == 0
+    again = _cli(["incident", "status", inc, "mitigating", *url], ops)
+    assert again.returncode == 1
+    assert "Status change not allowed: incident " in again.stderr and "can move to closed, open" in again.stderr
+    shown = _cli(["incident", "show", inc, *url], ops)
+    assert shown.returncode == 0
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"{inc}: odd use" and "status resolved, severity medium" in lines[1]
+    assert lines[4].split() == ["time", "seq", "type", "actor", "key", "summary"]
+    rows = [line.split(None, 5) for line in lines[5:]]
+    assert [(r[2], r[3], r[4]) for r in rows] == [("incident", "operator", "-")] * 3
+    assert [r[5] for r in rows] == ["opened (medium, manual): odd use", "note: checked node-1",
+                                    "status open -> resolved: false alarm"]  # fmt: skip
+    listed = _cli(["incident", "list", "--status", "resolved", *url], ops)
+    assert listed.stdout.split()[:3] == [inc, "resolved", "medium"]
+    viewer = {"KEYLIFE_TOKEN": live.tokens["viewer"], "PATH": "/usr/bin:/bin"}
+    refused = _cli(["incident", "close", inc, *url], viewer)
+    assert refused.returncode == 1 and "(needs role operator)" in refused.stderr
+    no_token = _cli(["incident", "list", *url], {"PATH": "/usr/bin:/bin"})
+    assert no_token.returncode == 2 and "KEYLIFE_TOKEN" in no_token.stderr and "Traceback" not in no_token.stderr
+    down = _cli(["incident", "list", "--url", "http://127.0.0.1:9"], ops)
+    assert down.returncode == 2 and "cannot reach" in down.stderr
+
+
+def test_rebuild_from_the_journal_gives_the_same_incidents(tmp_path: Path) -> None:
+    import sqlite3
+
+    from keylife.journal.reader import iter_entries
+    from keylife.registry.projection import rebuild
+
+    with live_server(tmp_path) as live:
+        _key(live, "k-rb")
+        inc = _open(live, keys=["k-rb"]).json()["id"]
+        live.client("secadmin").post("/v1/keys/k-rb/commands", json={"command": "compromise", "reason": "x"})
+        wait_until(lambda: len(live.client("viewer").get("/v1/incidents").json()["items"]) == 2, what="auto incident")
+        live.client("operator").post(f"/v1/incidents/{inc}/status", json={"status": "closed"})
+        live.client("secadmin").post("/v1/keys/k-rb/commands", json={"command": "destroy", "reason": "after"})
+        config = live.runtime.config
+
+    def tables(path: Path) -> list[list[tuple[Any, ...]]]:
+        db = sqlite3.connect(path)
+        try:
+            return [db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                    for t in ("incidents", "incident_keys", "incident_nodes", "incident_timeline")]  # fmt: skip
+        finally:
+            db.close()
+
+    served = tables(config.registry_path)
+    rebuilt = tmp_path / "rebuilt.sqlite"
+    rebuild(iter_entries(config.journal_dir), rebuilt, origin=config.journal.origin)
+    assert tables(rebuilt) == served
+    timeline = [seq for incident, seq in served[3] if incident == inc]
+    assert len(timeline) == 3  # opened, the compromise (a lifecycle event of its key), closed; not the destroy after
