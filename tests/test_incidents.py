@@ -270,3 +270,34 @@ def test_rebuild_from_the_journal_gives_the_same_incidents(tmp_path: Path) -> No
     assert tables(rebuilt) == served
     timeline = [seq for incident, seq in served[3] if incident == inc]
     assert len(timeline) == 3  # opened, the compromise (a lifecycle event of its key), closed; not the destroy after
+
+
+def test_a_compromise_left_without_its_incident_gets_one_at_start(tmp_path: Path) -> None:
+    with live_server(tmp_path, incidents={"open_on_compromise": False}) as live:
+        _key(live, "k-late")
+        assert live.client("secadmin").post("/v1/keys/k-late/commands",
+                                            json={"command": "compromise", "reason": "x"}).is_success  # fmt: skip
+        assert live.client("viewer").get("/v1/incidents").json()["items"] == []
+    with live_server(tmp_path) as live:
+        viewer = live.client("viewer")
+        wait_until(lambda: viewer.get("/v1/incidents").json()["items"], what="the incident caught up")
+        (item,) = viewer.get("/v1/incidents").json()["items"]
+        assert item["source"] == "compromise"
+        assert viewer.get(f"/v1/incidents/{item['id']}").json()["keys"] == ["k-late"]
+    with live_server(tmp_path) as live:  # the next start finds it handled
+        assert live.runtime.incidents.catch_up(live.runtime.journal) == 0
+        assert len(live.client("viewer").get("/v1/incidents").json()["items"]) == 1
+
+
+def test_lockdown_and_bulk_records_naming_the_incident_join_its_timeline(live: Live) -> None:
+    from keylife.domain.events import EventType
+
+    inc = _open(live).json()["id"]
+    ledger = live.runtime.ledger
+    cited = ledger.system_event(EventType.LOCKDOWN, details={"phase": "applied", "lockdown": "ld-1", "incident": inc})
+    other = ledger.system_event(EventType.BULK_OPERATION, details={"phase": "planned", "incident": "inc-x"})
+    plan = ledger.system_event(EventType.BULK_OPERATION, details={"phase": "finished", "incident": inc},
+                               reason="revoked 3 keys")  # fmt: skip
+    assert [o.status for o in ledger.submit([cited, other, plan]).result(timeout=10)] == ["accepted"] * 3
+    timeline = live.client("viewer").get(f"/v1/incidents/{inc}").json()["timeline"]
+    assert [t["summary"] for t in timeline][1:] == ["lockdown applied", "bulk_operation finished: revoked 3 keys"]

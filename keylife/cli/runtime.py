@@ -140,7 +140,7 @@ class Runtime:
         telemetry.registry.register(WriterCollector(journal, ledger))
         ledger.start()
         incidents = IncidentService(config.incidents, ledger, registry)
-        incidents.start()
+        incidents.start(journal)  # catches up on a compromise a stop left without its incident
         reactions.append(incidents.react)  # a compromise opens an incident (its own thread)
         verifier = PeriodicVerify(
             config.journal_dir,

@@ -7,9 +7,11 @@ timeline is a list of journal seqs (the entries stay in the journal): every entr
 ``lockdown`` / ``bulk_operation`` records whose ``details.incident`` names it.
 
 The extension sees every entry but usage reports (it cannot know which carry an incident's
-correlation id), so the common case costs two dict lookups: the open incidents' keys and the known ids are held in memory
-(few: incidents are rare), reloaded from the tables after a rollback. Times come from the records,
-so a rebuild gives the same tables and the metrics derived from them survive a restart.
+correlation id), so the common case costs two dict lookups: the open incidents' keys and the
+known ids are held in memory (few: incidents are rare), reloaded from the tables after a
+rollback. Times come from the records, so a rebuild gives the same tables and the metrics derived
+from them survive a restart. ``incident_causes`` maps each compromise entry to the incident it
+opened or joined, so a start-up can find a compromise a stop left without its incident.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ CREATE TABLE IF NOT EXISTS incident_nodes (incident TEXT NOT NULL, node TEXT NOT
   PRIMARY KEY (incident, node)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS incident_timeline (incident TEXT NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY (incident, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS incident_causes (seq INTEGER PRIMARY KEY, incident TEXT NOT NULL);
 """
 
 _COLUMNS = ("id", "title", "severity", "status", "assignee", "source", "opened_by", "alert_key", "opened_at",
@@ -68,6 +71,7 @@ class IncidentsExtension(Extension):
         self._keys: set[tuple[str, str]] = set()
         self._nodes: set[tuple[str, str]] = set()
         self._timeline: set[tuple[str, int]] = set()
+        self._causes: dict[int, str] = {}  # compromise seq -> the incident it opened or joined
         self._changed: list[dict[str, Any]] = []
         self._load()
 
@@ -122,11 +126,12 @@ class IncidentsExtension(Extension):
             if details.get("severity") in SEVERITIES:
                 row["severity"] = details["severity"]
             self._status[incident] = "open"
-            cause = details.get("cause_seq")
-            if isinstance(cause, int) and 0 <= cause < seq:
-                self._timeline.add((incident, cause))  # the compromise that opened it
         if row is None:  # a record for an incident never opened: kept in the journal, projected nowhere
             return
+        cause = details.get("cause_seq")
+        if action in ("opened", "linked") and isinstance(cause, int) and 0 <= cause < seq:
+            self._timeline.add((incident, cause))  # the compromise that opened it or joined it
+            self._causes[cause] = incident
         self._timeline.add((incident, seq))
         row["updated_at"], row["last_seq"] = at, seq
         if action == "status" and details.get("status") in STATUSES:
@@ -165,6 +170,7 @@ class IncidentsExtension(Extension):
         db.executemany("INSERT OR IGNORE INTO incident_keys VALUES (?, ?)", sorted(self._keys))
         db.executemany("INSERT OR IGNORE INTO incident_nodes VALUES (?, ?)", sorted(self._nodes))
         db.executemany("INSERT OR IGNORE INTO incident_timeline VALUES (?, ?)", sorted(self._timeline))
+        db.executemany("INSERT OR IGNORE INTO incident_causes VALUES (?, ?)", sorted(self._causes.items()))
 
     def delta(self) -> list[Any]:
         return list(self._changed)
@@ -174,6 +180,7 @@ class IncidentsExtension(Extension):
         self._keys.clear()
         self._nodes.clear()
         self._timeline.clear()
+        self._causes.clear()
         self._changed = []
         if not self.registry.in_transaction:  # a rollback: the in-memory indexes may hold staged changes
             self._load()
@@ -225,6 +232,16 @@ def open_for_alert(db: sqlite3.Connection, alert_key: str) -> str | None:
         (alert_key,),
     ).fetchone()
     return row[0] if row else None
+
+
+def unhandled_compromises(db: sqlite3.Connection, since: str) -> list[int]:
+    """Seqs of compromises that occurred at or after ``since`` and opened or joined no incident."""
+    rows = db.execute(
+        "SELECT seq FROM transitions WHERE event_type = 'compromised' AND occurred_at >= ? "
+        "AND seq NOT IN (SELECT seq FROM incident_causes) ORDER BY seq",
+        (since,),
+    )
+    return [seq for (seq,) in rows]
 
 
 def open_counts(db: sqlite3.Connection) -> dict[str, int]:

@@ -20,19 +20,22 @@ import queue
 import secrets
 import threading
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from keylife.config import IncidentsConfig
 from keylife.domain.events import Event, EventType, format_time
 from keylife.ingest.ledger import Ledger, Outcome
-from keylife.journal.writer import Entry
+from keylife.journal.reader import get_entries
+from keylife.journal.writer import Entry, Journal
 from keylife.registry import incidents as q
 from keylife.registry.projection import Registry
+from keylife.registry.queries import ts
 
 log = logging.getLogger("keylife.incidents")
 
 WAIT_SECONDS = 30.0
+CATCH_UP = timedelta(days=1)  # at start: compromises this recent without an incident get one
 MAX_NODES = 256  # details lists hold at most 256 items
 
 
@@ -65,9 +68,14 @@ class IncidentService:
         self._queue: queue.Queue[Entry | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="incidents", daemon=True)
         self.opened_automatically = 0  # what the worker did since start (tests and logs)
+        self._catch_up: Journal | None = None
 
     # ----- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, journal: Journal | None = None) -> None:
+        """Start the worker; with ``journal``, first catch up on compromises of the last
+        ``CATCH_UP`` that opened no incident (the process stopped between the two)."""
+        if journal is not None and self.config.open_on_compromise:
+            self._catch_up = journal
         self._thread.start()
 
     def stop(self) -> None:
@@ -85,11 +93,28 @@ class IncidentService:
                 self._queue.put(entry)
 
     def _run(self) -> None:
+        if self._catch_up is not None:
+            try:
+                self.catch_up(self._catch_up)
+            except Exception:
+                log.exception("could not catch up on compromises without an incident")
         while (entry := self._queue.get()) is not None:
             try:
                 self.on_compromise(entry)
             except Exception:  # logged; the compromise itself stands in the journal and pages anyway
                 log.exception("could not open an incident for journal entry %d", entry.seq)
+
+    def catch_up(self, journal: Journal) -> int:
+        """Open the incidents of recent compromises that have none; returns how many were handled."""
+        self.sync()
+        since = format_time(datetime.now(UTC) - CATCH_UP)
+        seqs = q.unhandled_compromises(self.registry._reader(), ts(since))
+        for entry in get_entries(journal, seqs):
+            try:
+                self.on_compromise(entry)
+            except Refusal as exc:  # one that cannot be journaled must not hold back the others
+                log.error("no incident for the compromise at journal entry %d: %s", entry.seq, exc.detail)
+        return len(seqs)
 
     # ----- reading --------------------------------------------------------------------------
     def sync(self) -> None:
