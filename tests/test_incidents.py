@@ -301,3 +301,12 @@ def test_lockdown_and_bulk_records_naming_the_incident_join_its_timeline(live: L
     assert [o.status for o in ledger.submit([cited, other, plan]).result(timeout=10)] == ["accepted"] * 3
     timeline = live.client("viewer").get(f"/v1/incidents/{inc}").json()["timeline"]
     assert [t["summary"] for t in timeline][1:] == ["lockdown applied", "bulk_operation finished: revoked 3 keys"]
+
+
+def test_show_limits_the_timeline_and_says_how_much_it_left_out(live: Live) -> None:
+    inc = _open(live).json()["id"]
+    for n in range(3):
+        live.client("operator").post(f"/v1/incidents/{inc}/notes", json={"text": f"note {n}"})
+    shown = live.client("viewer").get(f"/v1/incidents/{inc}", params={"timeline_limit": 2}).json()
+    assert shown["timeline_omitted"] == 2
+    assert [t["summary"] for t in shown["timeline"]] == ["note: note 1", "note: note 2"]

@@ -1,7 +1,7 @@
 """Incident routes: the workflow (``incident`` scope), reading (``read``), evidence (``audit``), and
 Alertmanager's webhook (``alerts``).
 
-* ``GET /v1/incidents[?status=&severity=&limit=]``, ``GET /v1/incidents/{id}`` (with its timeline)
+* ``GET /v1/incidents[?status=&severity=&limit=]``, ``GET /v1/incidents/{id}[?timeline_limit=]`` (with its timeline)
 * ``POST /v1/incidents`` {title, severity, keys?, nodes?, assignee?}
 * ``POST /v1/incidents/{id}/notes`` {text, id?}, ``/assign`` {assignee, id?}, ``/status`` {status, reason?},
   ``/keys`` {keys?, nodes?}
@@ -113,9 +113,15 @@ def add_incident_routes(app: FastAPI, rt: Services, require: Callable[[str], Any
         return JSONBody(opened, status_code=201)
 
     @app.get("/v1/incidents/{incident}", tags=["incidents"])
-    async def show(incident: str, _: Principal = require("read")) -> JSONBody:
+    async def show(
+        incident: str,
+        timeline_limit: Annotated[int, Query(ge=1, le=10000, description="latest timeline entries")] = 1000,
+        _: Principal = require("read"),
+    ) -> JSONBody:
         found = await call(service().get, incident)
-        found["timeline"] = await asyncio.to_thread(timeline, rt.journal, found.pop("timeline_seqs"))
+        seqs = found.pop("timeline_seqs")
+        found["timeline_omitted"] = max(0, len(seqs) - timeline_limit)  # the oldest; the export has them all
+        found["timeline"] = await asyncio.to_thread(timeline, rt.journal, seqs[-timeline_limit:])
         return JSONBody(found)
 
     @app.post("/v1/incidents/{incident}/notes", tags=["incidents"])

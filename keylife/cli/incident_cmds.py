@@ -129,6 +129,8 @@ def _show(c: httpx.Client, args: argparse.Namespace) -> int:
           f"source {body['source']}, opened {body['opened_at']}")  # fmt: skip
     print(f"  keys: {', '.join(body['keys']) or '-'}")
     print(f"  nodes: {', '.join(body['nodes']) or '-'}")
+    if body.get("timeline_omitted"):
+        print(f"  ({body['timeline_omitted']} older timeline entries not shown; the export has them all)")
     print(f"{'time':<27}  {'seq':>8}  {'type':<15} {'actor':<16} {'key':<24} summary")
     for t in body["timeline"]:
         print(f"{t['time']:<27}  {t['seq']:>8}  {t['type']:<15} {t.get('actor') or '-':<16} "
