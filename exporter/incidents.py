@@ -7,6 +7,7 @@ same after a restart or a rebuild (they feed the reporting KPIs).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,10 @@ class IncidentCollector:
 
     def collect(self) -> Iterator[Metric]:
         db = self.reader._reader()
-        counts = open_counts(db)
+        try:
+            counts = open_counts(db)
+        except sqlite3.OperationalError:  # a registry an older keylife wrote (keylife exporter beside it)
+            return
         gauge = family("keylife_incidents_open")
         for severity in SEVERITIES:
             gauge.add_metric([severity], counts.get(severity, 0))

@@ -26,6 +26,7 @@ from keylife.api.auth import Principal
 from keylife.api.bodies import read_body
 from keylife.api.problems import JSONBody, Problem
 from keylife.api.services import Services
+from keylife.ingest.ledger import EventRejected, LedgerStopped
 from keylife.response import alerts
 from keylife.response.incident_report import report, timeline
 from keylife.response.incidents import IncidentService, Refusal
@@ -94,6 +95,12 @@ def add_incident_routes(app: FastAPI, rt: Services, require: Callable[[str], Any
             return await asyncio.to_thread(fn, *args, **kwargs)
         except Refusal as exc:
             raise Problem(exc.status, exc.kind, exc.title, exc.detail, **exc.extra) from None
+        except (LedgerStopped, TimeoutError) as exc:
+            raise Problem(503, "journal-unavailable", "Journal unavailable",
+                          f"the incident record cannot be made durable now ({exc or 'timed out'}); retry later",
+                          {"Retry-After": "5"}) from None  # fmt: skip
+        except EventRejected as exc:
+            raise Problem(422, "event-not-journalable", "Record cannot be journaled", str(exc)) from None
 
     @app.get("/v1/incidents", tags=["incidents"])
     async def list_incidents(

@@ -22,6 +22,9 @@ from keylife.cli.client import ClientError
 from keylife.response.incident_report import markdown
 
 DEFAULT_URL = "http://127.0.0.1:8787"
+INC = "the incident id (inc-YYYYMMDD-...)"
+STATUSES = ("open", "mitigating", "resolved", "closed")
+SEVERITIES = ("critical", "high", "medium", "low")
 
 
 def register(isub: Any) -> None:
@@ -35,39 +38,46 @@ def register(isub: Any) -> None:
         return p
 
     p = add("list", "list incidents (newest first)")
-    p.add_argument("--status", choices=("open", "mitigating", "resolved", "closed"))
-    p.add_argument("--severity", choices=("critical", "high", "medium", "low"))
+    p.add_argument("--status", choices=STATUSES, help="only incidents in this status")
+    p.add_argument("--severity", choices=SEVERITIES, help="only incidents of this severity")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("show", "an incident and its timeline")
-    p.add_argument("incident")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("incident", help=INC)
+    p.add_argument("--json", action="store_true", help="the server's JSON answer instead of the table")
     p = add("open", "open an incident")
-    p.add_argument("--title", required=True)
-    p.add_argument("--severity", required=True, choices=("critical", "high", "medium", "low"))
+    p.add_argument("--title", required=True, help="what happened, in one line")
+    p.add_argument("--severity", required=True, choices=SEVERITIES, help="how bad it is")
     p.add_argument("--key", action="append", default=[], dest="keys", metavar="KEY", help="a key involved (repeat)")
     p.add_argument("--node", action="append", default=[], dest="nodes", metavar="NODE", help="a node involved")
-    p.add_argument("--assignee")
+    p.add_argument("--assignee", help="who works on it")
     p = add("note", "add a note to the timeline")
-    p.add_argument("incident")
-    p.add_argument("text")
+    p.add_argument("incident", help=INC)
+    p.add_argument("text", help="the note (at most 1024 characters)")
     p = add("assign", "assign the incident to someone")
-    p.add_argument("incident")
-    p.add_argument("assignee")
+    p.add_argument("incident", help=INC)
+    p.add_argument("assignee", help="who works on it from now on")
     p = add("link", "add keys or nodes to the incident")
-    p.add_argument("incident")
-    p.add_argument("--key", action="append", default=[], dest="keys", metavar="KEY")
-    p.add_argument("--node", action="append", default=[], dest="nodes", metavar="NODE")
+    p.add_argument("incident", help=INC)
+    p.add_argument("--key", action="append", default=[], dest="keys", metavar="KEY", help="a key to add (repeat)")
+    p.add_argument("--node", action="append", default=[], dest="nodes", metavar="NODE", help="a node to add (repeat)")
     p = add("status", "move the incident to a status: open, mitigating, resolved, closed")
-    p.add_argument("incident")
-    p.add_argument("status", choices=("open", "mitigating", "resolved", "closed"))
-    p.add_argument("--reason")
+    p.add_argument("incident", help=INC)
+    p.add_argument("status", choices=STATUSES, help="the new status (allowed moves: docs/incident-response.md)")
+    p.add_argument("--reason", help="why, for the timeline")
     for name in ("resolve", "close"):
         p = add(name, f"{name} the incident (status {name}d)")
-        p.add_argument("incident")
-        p.add_argument("--reason")
+        p.add_argument("incident", help=INC)
+        p.add_argument("--reason", help="why, for the timeline")
     p = add("export", "write the evidence report: JSON, Markdown and the proof bundle (an auditor token)")
-    p.add_argument("incident")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="FILE", help="the JSON report; .md beside it")
+    p.add_argument("incident", help=INC)
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the JSON report; FILE.md and FILE.proof.json beside it",
+    )
 
 
 def cmd_incident(args: argparse.Namespace) -> int:
