@@ -19,11 +19,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from exporter.metrics_spec import FLEET, PIPELINE, Spec
+from exporter.metrics_spec import FLEET, INCIDENTS, PIPELINE, Spec
 from exporter.snapshot import SingleFlight, Snapshot
 from keylife import __version__
 
-_SPECS = {spec.name: spec for spec in (*FLEET, *PIPELINE)}
+_SPECS = {spec.name: spec for spec in (*FLEET, *PIPELINE, *INCIDENTS)}
 
 
 def family(name: str) -> Any:

@@ -128,3 +128,17 @@ PIPELINE = (
     ),
     Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
 )
+
+# Incidents (keylife/registry/incidents.py), read from the registry at scrape time: incidents are few,
+# and the durations come from the journaled times, so a restart serves the same figures.
+INCIDENT_MITIGATE_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0)
+INCIDENT_CLOSE_BUCKETS = (3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0, 1209600.0, 2592000.0)
+INCIDENTS = (
+    Spec("keylife_incidents_open", "gauge",
+         "Incidents open or mitigating (not yet resolved or closed), by severity (zero-filled).", ("severity",)),
+    Spec("keylife_incident_mitigate_seconds", "histogram",
+         "Time from an incident's opening to its first step out of open (mitigating, resolved or closed), for "
+         "every incident in the registry."),
+    Spec("keylife_incident_close_seconds", "histogram",
+         "Time from an incident's opening to its closing, for every closed incident in the registry."),
+)  # fmt: skip

@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
+from exporter.incidents import IncidentCollector
 from exporter.policy import Policy
 from exporter.snapshot import SingleFlight
+from keylife.registry.queries import RegistryReader
 
 
 @dataclass
@@ -40,4 +42,5 @@ class Exporter:
         snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap, expiry_horizon))
         metrics.register(FleetCollector(snapshots))
         metrics.register(PipelineCollector(pipeline))
+        metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
         return cls(index, snapshots)

@@ -297,6 +297,16 @@ class BulkConfig(_Section):
 class IncidentsConfig(_Section):
     """Incidents: opened on compromise and by Alertmanager's webhook."""
 
+    open_on_compromise: bool = True  # a journaled compromise opens a critical incident (or links to its own)
+    # Alertmanager alerts (alertname) that open or update an incident at POST /v1/alertmanager/webhook.
+    alert_kinds: list[str] = Field(
+        default_factory=lambda: [
+            "KeylifeKeyCompromised",
+            "KeylifeKeyUsedAfterRevocation",
+            "KeylifeRevocationUnconfirmed",
+        ]
+    )
+
 
 class Config(_Section):
     data_dir: Path = Path("data")

@@ -19,6 +19,7 @@ from keylife import __version__
 from keylife.api.access import auth_failure, deny
 from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
+from keylife.api.incident_routes import add_incident_routes
 from keylife.api.journal_routes import add_journal_routes
 from keylife.api.problems import JSONBody, Problem, install
 from keylife.api.rotation_route import add_rotation_route
@@ -223,6 +224,7 @@ def create_app(rt: Services) -> FastAPI:
 
     add_journal_routes(app, rt, require)  # proofs and tiles for auditors
     add_rotation_route(app, rt, require)  # POST /v1/journal/signing-key/rotate (admin)
+    add_incident_routes(app, rt, require)  # /v1/incidents..., /v1/alertmanager/webhook
     no_body_parameters(app)
     return app
 

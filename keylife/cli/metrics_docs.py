@@ -14,7 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
-from exporter.metrics_spec import FLEET, PIPELINE, Spec
+from exporter.metrics_spec import FLEET, INCIDENTS, PIPELINE, Spec
 from keylife.ingest.telemetry import STANDARD_COLLECTORS, Telemetry
 from keylife.witness.client import ClientMetrics
 from keylife.witness.service import WitnessMetrics
@@ -106,6 +106,13 @@ def render() -> str:
         "## Pipeline",
         "",
         *_specs_table(PIPELINE),
+        "",
+        "## Incidents",
+        "",
+        "From the registry's incidents (`docs/incident-response.md`), read at each scrape; the durations are",
+        "differences of journaled times, so a restart or `keylife registry rebuild` serves the same figures.",
+        "",
+        *_specs_table(INCIDENTS),
         "",
         "## Ingest and authentication",
         "",

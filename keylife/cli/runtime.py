@@ -30,6 +30,7 @@ from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
 from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
+from keylife.response.incidents import IncidentService
 from keylife.witness.client import WitnessClient
 
 log = logging.getLogger("keylife.runtime")
@@ -75,6 +76,7 @@ class Runtime:
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
     witnessing: WitnessClient | None = None
+    incidents: IncidentService | None = None
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -137,6 +139,9 @@ class Runtime:
         registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
         telemetry.registry.register(WriterCollector(journal, ledger))
         ledger.start()
+        incidents = IncidentService(config.incidents, ledger, registry)
+        incidents.start(journal)  # catches up on a compromise a stop left without its incident
+        reactions.append(incidents.react)  # a compromise opens an incident (its own thread)
         verifier = PeriodicVerify(
             config.journal_dir,
             [signer.verifier],
@@ -159,7 +164,7 @@ class Runtime:
         witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, forwarder, datafold, local_token, notes, witnessing,
+            verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -172,6 +177,8 @@ class Runtime:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:
             self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
+        if self.incidents is not None:
+            self.incidents.stop()  # before the ledger: it journals through it
         self.ledger.stop()
         self.registry.close()
         self.lock.release()

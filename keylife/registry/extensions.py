@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from keylife.registry.extension import Extension
+from keylife.registry.incidents import IncidentsExtension
 
-EXTENSIONS: tuple[type[Extension], ...] = ()
+EXTENSIONS: tuple[type[Extension], ...] = (IncidentsExtension,)
