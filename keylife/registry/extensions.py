@@ -3,5 +3,8 @@
 from __future__ import annotations
 
 from keylife.registry.extension import Extension
+from keylife.registry.revocations import Revocations
 
-EXTENSIONS: tuple[type[Extension], ...] = ()
+EXTENSIONS: tuple[type[Extension], ...] = (
+    Revocations,  # the revocation feed and per-node confirmation (issue 14, REVOCATION)
+)

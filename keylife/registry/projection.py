@@ -173,6 +173,17 @@ class Registry(RegistryReader):
                     nodes.add(node)
         return nodes
 
+    def staged_node_states(self, key_id: str) -> dict[str, tuple[str, str, int]]:
+        """node -> (applied state, at, seq) of the key's propagations, staged rows included (for extensions)."""
+        sql = "SELECT node, applied_state, applied_at, seq FROM node_keys WHERE key_id = ?"
+        rows = self._db.execute(sql, (key_id,))
+        states = {node: (state, at, seq) for node, state, at, seq in rows}
+        if self._node_keys:
+            for node in (*self._known_nodes, *self._nodes):
+                if (key_id, node) in self._node_keys:
+                    states[node] = self._node_keys[(key_id, node)]
+        return states
+
     # ----- writer side ------------------------------------------------------------------------
     def last_applied_seq(self) -> int:
         """The seq of the last applied entry (-1 when empty): on the writer thread including the
