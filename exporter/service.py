@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.policy import Policy
+from exporter.revocations import RevocationCollector
 from exporter.snapshot import SingleFlight
 
 
@@ -40,4 +41,5 @@ class Exporter:
         snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap, expiry_horizon))
         metrics.register(FleetCollector(snapshots))
         metrics.register(PipelineCollector(pipeline))
+        metrics.register(RevocationCollector(registry_path, attention_cap))
         return cls(index, snapshots)

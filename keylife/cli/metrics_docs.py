@@ -14,7 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
-from exporter.metrics_spec import FLEET, PIPELINE, Spec
+from exporter.metrics_spec import FLEET, PIPELINE, REVOCATION, Spec
 from keylife.ingest.telemetry import STANDARD_COLLECTORS, Telemetry
 from keylife.witness.client import ClientMetrics
 from keylife.witness.service import WitnessMetrics
@@ -102,6 +102,14 @@ def render() -> str:
         "can hold millions of keys (bench/scrape.py measures a million): `expiry_horizon_days: 3650` with",
         "`attention_cap: 100000` comes closest to the one-series-per-object view for a fleet of up to",
         "100,000 keys; beyond that, use the bands and the API.",
+        "",
+        "## Revocations",
+        "",
+        "Read from the registry at each scrape (docs/revocation-feed.md). The per-pair series",
+        "(`key_id`, `node`) are capped by `exporter.attention_cap`, oldest pairs first; the per-node",
+        "gauge is not capped. `KeylifeRevocationUnconfirmed` names the key and the node.",
+        "",
+        *_specs_table(REVOCATION),
         "",
         "## Pipeline",
         "",
