@@ -173,15 +173,14 @@ class Registry(RegistryReader):
                     nodes.add(node)
         return nodes
 
-    def staged_node_states(self, key_id: str) -> dict[str, tuple[str, str, int]]:
-        """node -> (applied state, at, seq) of the key's propagations, staged rows included (for extensions)."""
+    def staged_node_states(self, key_id: str, nodes: Iterable[str]) -> dict[str, tuple[str, str, int]]:
+        """node -> (applied state, at, seq) of the key's propagations by ``nodes``, staged rows included."""
         sql = "SELECT node, applied_state, applied_at, seq FROM node_keys WHERE key_id = ?"
-        rows = self._db.execute(sql, (key_id,))
-        states = {node: (state, at, seq) for node, state, at, seq in rows}
-        if self._node_keys:
-            for node in (*self._known_nodes, *self._nodes):
-                if (key_id, node) in self._node_keys:
-                    states[node] = self._node_keys[(key_id, node)]
+        states = {node: (state, at, seq) for node, state, at, seq in self._db.execute(sql, (key_id,))}
+        for node in nodes:
+            staged = self._node_keys.get((key_id, node))
+            if staged is not None:
+                states[node] = staged
         return states
 
     # ----- writer side ------------------------------------------------------------------------

@@ -121,8 +121,9 @@ class Revocations(Extension):
             return key
         row = dict(zip(_KEY_COLUMNS, (key_id, state, at, seq, version, 0, 0, None, None), strict=True))
         key = self._keys[key_id] = _Key(row, {}, set())
-        applied = self.registry.staged_node_states(key_id)
-        for node in sorted(self.registry.staged_key_nodes(key_id)):
+        holders = sorted(self.registry.staged_key_nodes(key_id))
+        applied = self.registry.staged_node_states(key_id, holders)
+        for node in holders:
             self._expect(key, node, "at_revocation", at)
             node_state, node_at, node_seq = applied.get(node, (None, None, None))
             if node_state in SEALED:  # it reported refusing the key before keylife withdrew it
