@@ -28,10 +28,13 @@ def _row(name: str, kind: str, labels: tuple[str, ...] | list[str], help_text: s
     return f"| `{shown}` | {kind} | {label_text} | {help_text} |"
 
 
-def _specs_table(specs: tuple[Spec, ...]) -> list[str]:
+PER_KEY = " *Per key: only keys in the capped attention set.*"
+
+
+def _specs_table(specs: tuple[Spec, ...], capped: str = PER_KEY) -> list[str]:
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
     for spec in specs:
-        help_text = spec.help + (" *Per key: only keys in the capped attention set.*" if spec.per_key else "")
+        help_text = spec.help + (capped if spec.per_key else "")
         rows.append(_row(spec.name, spec.kind, spec.labels, help_text))
     return rows
 
@@ -109,7 +112,7 @@ def render() -> str:
         "(`key_id`, `node`) are capped by `exporter.attention_cap`, oldest pairs first; the per-node",
         "gauge is not capped. `KeylifeRevocationUnconfirmed` names the key and the node.",
         "",
-        *_specs_table(REVOCATION),
+        *_specs_table(REVOCATION, " *Per pair: capped by `exporter.attention_cap`.*"),
         "",
         "## Pipeline",
         "",
