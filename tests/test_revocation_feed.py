@@ -233,3 +233,31 @@ def test_the_projection_is_a_pure_function_of_the_journal(live: Live, tmp_path: 
     rebuild(iter_entries(live.runtime.config.journal_dir), copy, origin="test.keylife/api")
     assert tables(copy) == tables(live.runtime.config.registry_path)
     assert [r[2] for r in tables(copy)[0]] == ["revoked", "compromised"]
+
+
+def test_a_nodes_key_status_answer_saying_revoked_confirms_through_the_datafold_adapter(live: Live) -> None:
+    """The real adapter: two polls of node-b's key status endpoint (active, then revoked) become the
+    events keylife ingests; the second one confirms node-b."""
+    from keylife.datafold.shapes import KeyStatus
+    from keylife.datafold.status import StatusTracker, key_id_of
+
+    public = "ab" * 32
+    key = key_id_of(public)
+    registered = datetime.now(UTC) - timedelta(days=1)
+    tracker = StatusTracker(None, clock=lambda: datetime.now(UTC) + timedelta(seconds=3))
+    with live.client() as c:
+        first = tracker.answer(KeyStatus("reg-1", "client-1", public, None, registered, "active", None), None, "node-b")
+        _post(c, *first)  # generated + activated, as node-b's status answer showed them
+        _post(c, _ev("ub", "usage_report", key, node="node-b", usage={"verify": 4}))  # node-b's client uses it
+        _post(c, _ev("pa", "propagated", key, node="node-a", state="active"))
+        assert _revoke(c, key).status_code == 200
+        assert c.get(f"/v1/revocations/{key}").json()["unconfirmed"] == ["node-a", "node-b"]
+        second = tracker.answer(
+            KeyStatus("reg-1", "client-1", public, None, registered, "revoked", None), None, "node-b"
+        )
+        assert [e["type"] for e in second] == ["revoked"] and second[0]["node"] == "node-b"
+        _post(c, *second)
+        found = c.get(f"/v1/revocations/{key}").json()
+    assert found["unconfirmed"] == ["node-a"]
+    node_b = next(n for n in found["nodes"] if n["node"] == "node-b")
+    assert node_b["via"] == "observation" and node_b["confirmed_state"] == "revoked"
