@@ -55,6 +55,7 @@ class FeedEnforcer:
         self.since = 0
         self.etag: str | None = None
         self.enabled = True
+        self._problem: str | None = None  # the last one logged: a failing poll every 2 s logs once
         self._due: list[tuple[datetime, str, Event]] = []
 
     def delay_for(self, node: str, version: int) -> float:
@@ -78,7 +79,7 @@ class FeedEnforcer:
         try:
             answer = client.get(f"{base_url}/v1/revocations", params={"since": self.since}, headers=headers)
         except httpx.TransportError as exc:
-            log.warning("demo: polling the revocation feed failed: %s", exc)
+            self._note(f"polling the revocation feed failed: {exc}")
             return
         if answer.status_code == 304:
             return
@@ -91,12 +92,18 @@ class FeedEnforcer:
             self.since, self.etag = 0, None
             return
         if answer.status_code != 200:
-            log.warning("demo: the revocation feed answered %d", answer.status_code)
+            self._note(f"the revocation feed answered {answer.status_code}")
             return
+        self._problem = None
         document = answer.json()
         for entry in document["entries"]:
             self._schedule(entry, now)
         self.since, self.etag = document["version"], answer.headers.get("etag")
+
+    def _note(self, problem: str) -> None:
+        if problem != self._problem:
+            log.warning("demo: %s", problem)
+            self._problem = problem
 
     def _schedule(self, entry: dict[str, Any], now: datetime) -> None:
         for node in self.holders(entry["key_id"]):
