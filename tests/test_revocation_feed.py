@@ -9,7 +9,7 @@ key status answer, and when the last one did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,12 +25,12 @@ from keylife.response import feed as rfeed
 from tests.server import Live, live_server
 
 T0 = "2026-12-01T10:00:00Z"
-START = datetime.now(UTC)
 
 
-def _later(seconds: int) -> str:
-    """A node's report ``seconds`` after this test started (after the revoke, which has the server's clock)."""
-    return ts((START + timedelta(seconds=seconds)).isoformat())
+def _clock() -> Callable[[int], str]:
+    """Node report times ``seconds`` after now (the revoke that follows has the server's clock)."""
+    start = datetime.now(UTC)
+    return lambda seconds: ts((start + timedelta(seconds=seconds)).isoformat())
 
 
 @pytest.fixture
@@ -163,6 +163,7 @@ def test_the_feed_needs_the_read_scope(live: Live) -> None:
 
 
 def test_each_node_confirms_by_propagation_or_by_its_key_status_answer(live: Live) -> None:
+    _later = _clock()
     with live.client() as c:
         _held(c, "k1", "node-a", "node-b", "node-c")
         assert _revoke(c, "k1").status_code == 200
