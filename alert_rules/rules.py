@@ -154,6 +154,21 @@ def key_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
             KEY, duration,
         )  # fmt: skip
 
+    # Per (key, node), from the capped per-pair series (oldest pairs first): names the node, which
+    # KeylifeKeyStateChangeUnconfirmed cannot. Age-based, so a restart of Prometheus loses nothing.
+    unconfirmed = f"(time() - keylife_revocation_unconfirmed_since_timestamp_seconds{{{sel}}})"
+    for severity, minutes in (
+        ("warning", t["revocation_unconfirmed_warning_minutes"]),
+        ("critical", t["revocation_unconfirmed_critical_minutes"]),
+    ):
+        a.add(
+            "KeylifeRevocationUnconfirmed", severity, f"{unconfirmed} > {minutes * 60}",
+            f"A node has not confirmed a key's revocation for {minutes} minutes.",
+            "Node {{ $labels.node }} held key {{ $labels.key_id }} and has not reported refusing it "
+            "{{ $value | humanizeDuration }} after its revocation: the node may still accept the key.",
+            NODE, t["revocation_unconfirmed_for"],
+        )  # fmt: skip
+
 
 def node_and_usage_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
     sel = f'job="{job}"'

@@ -71,6 +71,25 @@ FLEET = (
     Spec("keylife_fleet_snapshot_timestamp_seconds", "gauge", "When the snapshot this scrape reports was taken."),
 )  # fmt: skip
 
+# Revocations (keylife/registry/revocations.py): read from the registry at scrape time, so they
+# survive a restart and agree with GET /v1/revocations.
+REVOCATION = (
+    Spec("keylife_revocation_confirmation_seconds", "histogram",
+         "Time from a key's revocation (or compromise) to the confirmation of the last node expected to confirm "
+         "it, per fully confirmed key (from the journal's times: the whole history, not only since start)."),
+    Spec("keylife_revocation_unconfirmed_pairs", "gauge",
+         "Unconfirmed (revoked key, node) pairs per node: nodes that held a withdrawn key and have not reported "
+         "refusing it (uncapped; 0 for a node that has none left).", ("node",)),
+    Spec("keylife_revocation_unconfirmed_since_timestamp_seconds", "gauge",
+         "Since when a node is expected to confirm a withdrawn key it holds and has not (the revocation, or the "
+         "node's first report after it), per pair; the oldest pairs first up to exporter.attention_cap.",
+         ("key_id", "node"), per_key=True),
+    Spec("keylife_revocation_unconfirmed_pairs_omitted", "gauge",
+         "Unconfirmed (key, node) pairs left out of the per-pair series by exporter.attention_cap."),
+    Spec("keylife_revocation_feed_version", "gauge",
+         "The signed revocation feed's current version (GET /v1/revocations): withdrawals ever published."),
+)  # fmt: skip
+
 PIPELINE = (
     Spec("keylife_journal_entries", "gauge", "Entries in the audit journal (its size; the last seq is this minus 1)."),
     Spec(

@@ -17,6 +17,7 @@ from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.incidents import IncidentCollector
 from exporter.policy import Policy
+from exporter.revocations import RevocationCollector
 from exporter.snapshot import SingleFlight
 from keylife.registry.queries import RegistryReader
 
@@ -43,4 +44,5 @@ class Exporter:
         metrics.register(FleetCollector(snapshots))
         metrics.register(PipelineCollector(pipeline))
         metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
+        metrics.register(RevocationCollector(registry_path, attention_cap))
         return cls(index, snapshots)

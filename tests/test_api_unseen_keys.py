@@ -75,3 +75,58 @@ def test_keys_show_prints_the_unseen_key(live: Live, capsys: pytest.CaptureFixtu
     shown = orjson.loads(capsys.readouterr().out)
     assert shown["key_id"] == "client-9" and shown["state"] is None
     assert [h["event"]["type"] for h in shown["history"]] == ["security_event"]
+
+
+# ----- issue 14 item 1: a seen, untracked key can be withdrawn, and only withdrawn --------------------
+_SIGHTINGS = {
+    "usage": {"type": "usage_report", "node": "node-1", "usage": {"decrypt": 2}},
+    "propagation": {"type": "propagated", "node": "node-1", "state": "active"},
+    "security_event": {"type": "security_event", "node": "node-1", "reason": "signature check failed"},
+}
+
+
+def _sighting(live: Live, how: str, key_id: str) -> None:
+    event = {"id": f"seen-{key_id}", "key_id": key_id, "occurred_at": NOW} | _SIGHTINGS[how]
+    with live.client() as c:
+        assert c.post("/v1/events", json=event).status_code == 200
+
+
+@pytest.mark.parametrize("how", sorted(_SIGHTINGS))
+@pytest.mark.parametrize("command", ["revoke", "compromise"])
+def test_a_key_seen_only_in_the_field_can_be_withdrawn(live: Live, how: str, command: str) -> None:
+    key_id = f"client-{how}-{command}"
+    _sighting(live, how, key_id)
+    before = None
+    with live.client("secadmin") as c:
+        before = c.get(f"/v1/keys/{key_id}").json()
+        answer = c.post(f"/v1/keys/{key_id}/commands", json={"command": command, "reason": "leaked on a laptop"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "accepted"
+        state = "revoked" if command == "revoke" else "compromised"
+        assert answer.json()["state"] == state
+        key = c.get(f"/v1/keys/{key_id}").json()
+    assert key["state"] == state and key["transitions"][-1]["to_state"] == state
+    # the command is no violation of its own (a usage or a propagation of an unknown key was one already)
+    assert len(key["violations"]) == len(before["violations"])
+    assert all(v["seq"] != answer.json()["seq"] for v in key["violations"])
+
+
+@pytest.mark.parametrize("how", sorted(_SIGHTINGS))
+@pytest.mark.parametrize("command", ["activate", "suspend"])
+def test_other_commands_on_an_untracked_key_are_refused_saying_why(live: Live, how: str, command: str) -> None:
+    key_id = f"client-{how}-{command}"
+    _sighting(live, how, key_id)
+    with live.client("secadmin") as c:
+        answer = c.post(f"/v1/keys/{key_id}/commands", json={"command": command, "reason": "try"})
+        assert answer.status_code == 409, answer.text
+        problem = answer.json()
+        assert problem["type"].endswith("/lifecycle-conflict") and problem["key_id"] == key_id
+        assert "seen (in use or in an event) but never reported generated" in problem["detail"]
+        assert "allowed here: compromised, revoked" in problem["detail"]
+        assert c.get(f"/v1/keys/{key_id}").json()["state"] is None
+
+
+def test_a_never_seen_key_is_still_refused_as_missing(live: Live) -> None:
+    with live.client("secadmin") as c:
+        answer = c.post("/v1/keys/ghost/commands", json={"command": "revoke", "reason": "x"})
+    assert answer.status_code == 409 and "key does not exist" in answer.json()["detail"]

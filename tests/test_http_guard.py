@@ -275,7 +275,7 @@ def test_every_body_is_read_after_auth_and_under_a_cap(tmp_path: Path) -> None:
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "command"
         paths = c.get("/openapi.json").json()["paths"]
         schema = paths["/v1/keys/{key_id}/commands"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-        assert set(schema["properties"]) == {"command", "reason", "id"}
+        assert set(schema["properties"]) == {"command", "reason", "id", "correlation_id"}
 
 
 def _nofile(limit: int) -> Callable[[], None]:

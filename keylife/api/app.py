@@ -22,6 +22,7 @@ from keylife.api.bodies import install_disconnect_handler, no_body_parameters, r
 from keylife.api.incident_routes import add_incident_routes
 from keylife.api.journal_routes import add_journal_routes
 from keylife.api.problems import JSONBody, Problem, install
+from keylife.api.revocation_routes import add_revocation_routes
 from keylife.api.rotation_route import add_rotation_route
 from keylife.api.scrapes import ScrapeCache
 from keylife.api.services import Services
@@ -52,6 +53,7 @@ class CommandRequest(BaseModel):
     command: Literal["activate", "suspend", "reactivate", "deactivate", "revoke", "compromise", "destroy"]
     reason: str = Field(min_length=1, max_length=1024)
     id: str | None = Field(default=None, description="idempotency id; the same id is answered as a duplicate")
+    correlation_id: str | None = Field(default=None, description="ties the command to an incident (inc-...)")
 
 
 COMMAND_SCHEMA = CommandRequest.model_json_schema()
@@ -177,6 +179,7 @@ def create_app(rt: Services) -> FastAPI:
                     "reason": body.reason,
                     "origin": "command",
                 }
+                | ({"correlation_id": body.correlation_id} if body.correlation_id else {})
             )
         except ValidationError as exc:
             raise Problem(422, "invalid-command", "The command is not valid", str(exc.errors()[0]["msg"])) from None
@@ -225,6 +228,7 @@ def create_app(rt: Services) -> FastAPI:
     add_journal_routes(app, rt, require)  # proofs and tiles for auditors
     add_rotation_route(app, rt, require)  # POST /v1/journal/signing-key/rotate (admin)
     add_incident_routes(app, rt, require)  # /v1/incidents..., /v1/alertmanager/webhook
+    add_revocation_routes(app, rt, require)  # GET /v1/revocations[/{key}]: the signed feed, confirmations
     no_body_parameters(app)
     return app
 

@@ -16,6 +16,7 @@ from keylife.ingest.telemetry import Telemetry
 from keylife.journal.signing import Signer
 from keylife.journal.writer import Journal
 from keylife.registry.projection import Registry
+from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
 
 
@@ -29,3 +30,4 @@ class Services(Protocol):
     auth_limiter: RateLimiter
     telemetry: Telemetry
     incidents: IncidentService | None
+    revocations: Feed  # the signed revocation feed (keylife.response.feed)

@@ -14,7 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
-from exporter.metrics_spec import FLEET, INCIDENTS, PIPELINE, Spec
+from exporter.metrics_spec import FLEET, INCIDENTS, PIPELINE, REVOCATION, Spec
 from keylife.ingest.telemetry import STANDARD_COLLECTORS, Telemetry
 from keylife.witness.client import ClientMetrics
 from keylife.witness.service import WitnessMetrics
@@ -28,10 +28,13 @@ def _row(name: str, kind: str, labels: tuple[str, ...] | list[str], help_text: s
     return f"| `{shown}` | {kind} | {label_text} | {help_text} |"
 
 
-def _specs_table(specs: tuple[Spec, ...]) -> list[str]:
+PER_KEY = " *Per key: only keys in the capped attention set.*"
+
+
+def _specs_table(specs: tuple[Spec, ...], capped: str = PER_KEY) -> list[str]:
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
     for spec in specs:
-        help_text = spec.help + (" *Per key: only keys in the capped attention set.*" if spec.per_key else "")
+        help_text = spec.help + (capped if spec.per_key else "")
         rows.append(_row(spec.name, spec.kind, spec.labels, help_text))
     return rows
 
@@ -102,6 +105,14 @@ def render() -> str:
         "can hold millions of keys (bench/scrape.py measures a million): `expiry_horizon_days: 3650` with",
         "`attention_cap: 100000` comes closest to the one-series-per-object view for a fleet of up to",
         "100,000 keys; beyond that, use the bands and the API.",
+        "",
+        "## Revocations",
+        "",
+        "Read from the registry at each scrape (docs/revocation-feed.md). The per-pair series",
+        "(`key_id`, `node`) are capped by `exporter.attention_cap`, oldest pairs first; the per-node",
+        "gauge is not capped. `KeylifeRevocationUnconfirmed` names the key and the node.",
+        "",
+        *_specs_table(REVOCATION, " *Per pair: capped by `exporter.attention_cap`.*"),
         "",
         "## Pipeline",
         "",

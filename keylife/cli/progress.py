@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-Update = Callable[..., None]  # update(completed, note="...")
+Update = Callable[..., None]  # update(completed, note="...", total=None): total=N changes the goal
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def terminal_progress(label: str, total: float | None, *, unit: str = "items") -
     """
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda completed, note="": None
+        yield lambda completed, note="", total=None: None
         return
     amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     with Progress(
@@ -41,7 +41,7 @@ def terminal_progress(label: str, total: float | None, *, unit: str = "items") -
     ) as bar:
         task = bar.add_task(label, total=total, note="")
 
-        def update(completed: float, note: str = "") -> None:
-            bar.update(task, completed=completed, note=note)
+        def update(completed: float, note: str = "", total: float | None = None) -> None:
+            bar.update(task, completed=completed, note=note, **({} if total is None else {"total": total}))
 
         yield update

@@ -30,6 +30,7 @@ from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
 from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
+from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
 from keylife.witness.client import WitnessClient
 
@@ -77,6 +78,7 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
     witnessing: WitnessClient | None = None
     incidents: IncidentService | None = None
+    revocations: Feed = field(init=False)
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -162,10 +164,12 @@ class Runtime:
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread
-        return cls(
+        runtime = cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
             verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents,
         )  # fmt: skip
+        runtime.revocations = Feed(registry, config.journal.origin)
+        return runtime
 
     def close(self) -> None:
         if self.pusher is not None:

@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import orjson
 
+from keylife.demo.enforcement import FeedEnforcer, fleet_holders
 from keylife.demo.scenario import DAY, HOUR, Fleet, Key, Ops, Slot
 
 log = logging.getLogger("keylife.demo")
@@ -239,6 +240,11 @@ class DemoNetwork:
     def history(self) -> list[Event]:
         return list(self.iter_history())
 
+    def enforcer(self) -> FeedEnforcer:
+        """The nodes as enforcement points of the revocation feed (the lagging node never confirms)."""
+        world = self._world
+        return FeedEnforcer(fleet_holders(world), world.names[world.lagging], self.config.seed, world._prefix)
+
     def scenario_keys(self) -> dict[str, str]:
         """The notable keys and nodes by role, for tests and docs."""
         return dict(self._world.scenario)
@@ -352,7 +358,9 @@ def run_live(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     verify: ssl.SSLContext | bool = True,
 ) -> None:
-    """Post the history, then follow the real clock every ``poll`` seconds until ``stop`` is set.
+    """Post the history, then follow the real clock every ``poll`` seconds until ``stop`` is set; each
+    round the nodes also poll the revocation feed and confirm the keys they refuse
+    (``keylife.demo.enforcement``).
 
     Safe as a thread target: every failure is logged (and handed to ``on_error``), nothing raises.
     Connection errors, 429 and 5xx are retried with backoff (honouring Retry-After) for as long as
@@ -373,8 +381,10 @@ def run_live(
                 poster.duplicate,
                 poster.dropped,
             )
+            enforcer = network.enforcer()  # the nodes poll the revocation feed and confirm what they refuse
             while not stop.is_set():
-                poster.send(network.advance(clock()), batch)
+                now = clock()
+                poster.send([*network.advance(now), *enforcer.poll(client, base_url.rstrip("/"), token, now)], batch)
                 stop.wait(poll)
     except DemoStopped as exc:
         log.error("demo stopped: %s", exc)

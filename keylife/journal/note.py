@@ -85,16 +85,50 @@ def parse(note: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), chain_hash, text, tuple(signatures))
 
 
+def sign_text(text: str, *signers: Signer) -> str:
+    """Any signed note (not only a checkpoint): ``text`` (ending in a newline), a blank line, one
+    signature line per signer. The revocation feed uses it (keylife.response.feed)."""
+    sigs = "".join(
+        f"{DASH} {s.name} {base64.b64encode(s.verifier.key_id + s.sign(text.encode())).decode()}\n" for s in signers
+    )
+    return text + "\n" + sigs
+
+
+def split_note(note: str) -> tuple[str, tuple[Signature, ...]]:
+    """(text, signatures) of any signed note; NoteError names what is malformed."""
+    text, sep, sigs = note.partition("\n\n")
+    if not sep or not sigs:
+        raise NoteError("no blank line followed by signature lines")
+    signatures = []
+    for line in sigs.rstrip("\n").split("\n"):
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != DASH:
+            raise NoteError(f"malformed signature line {line[:200]!r}")
+        try:
+            blob = base64.b64decode(parts[2], validate=True)
+        except binascii.Error as exc:
+            raise NoteError("signature is not base64") from exc
+        if len(blob) < 5:
+            raise NoteError("signature too short")
+        signatures.append(Signature(parts[1], blob[:4], blob[4:]))
+    return text + "\n", tuple(signatures)
+
+
 def check_signatures(checkpoint: Checkpoint, trusted: list[Verifier]) -> str | None:
     """None when a trusted key signed the note; otherwise 'bad signature' or 'unknown key'."""
+    return check_text(checkpoint.text, checkpoint.signatures, trusted)
+
+
+def check_text(text: str, signatures: tuple[Signature, ...], trusted: list[Verifier]) -> str | None:
+    """``check_signatures`` for any signed note's text."""
     known = {(v.name, v.key_id): v for v in trusted}
     unknown = False
-    for sig in checkpoint.signatures:
+    for sig in signatures:
         verifier = known.get((sig.name, sig.key_id))
         if verifier is None:
             unknown = True
             continue
-        if verifier.verify(sig.signature, checkpoint.text.encode()):
+        if verifier.verify(sig.signature, text.encode()):
             return None
         return "bad signature"
-    return "unknown signing key" if unknown or not checkpoint.signatures else "bad signature"
+    return "unknown signing key" if unknown or not signatures else "bad signature"

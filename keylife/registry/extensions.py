@@ -4,5 +4,9 @@ from __future__ import annotations
 
 from keylife.registry.extension import Extension
 from keylife.registry.incidents import IncidentsExtension
+from keylife.registry.revocations import Revocations
 
-EXTENSIONS: tuple[type[Extension], ...] = (IncidentsExtension,)
+EXTENSIONS: tuple[type[Extension], ...] = (
+    Revocations,  # the revocation feed and per-node confirmation
+    IncidentsExtension,  # incidents and their timelines
+)

@@ -173,6 +173,16 @@ class Registry(RegistryReader):
                     nodes.add(node)
         return nodes
 
+    def staged_node_states(self, key_id: str, nodes: Iterable[str]) -> dict[str, tuple[str, str, int]]:
+        """node -> (applied state, at, seq) of the key's propagations by ``nodes``, staged rows included."""
+        sql = "SELECT node, applied_state, applied_at, seq FROM node_keys WHERE key_id = ?"
+        states = {node: (state, at, seq) for node, state, at, seq in self._db.execute(sql, (key_id,))}
+        for node in nodes:
+            staged = self._node_keys.get((key_id, node))
+            if staged is not None:
+                states[node] = staged
+        return states
+
     # ----- writer side ------------------------------------------------------------------------
     def last_applied_seq(self) -> int:
         """The seq of the last applied entry (-1 when empty): on the writer thread including the
