@@ -16,6 +16,7 @@ from keylife.ingest.telemetry import Telemetry
 from keylife.journal.signing import Signer
 from keylife.journal.writer import Journal
 from keylife.registry.projection import Registry
+from keylife.response.service import BulkService
 
 
 class Services(Protocol):
@@ -27,3 +28,4 @@ class Services(Protocol):
     tokens: TokenStore
     auth_limiter: RateLimiter
     telemetry: Telemetry
+    bulk: BulkService  # bulk plans, lockdowns, approvals (keylife.response)

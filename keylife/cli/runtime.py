@@ -30,6 +30,7 @@ from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
 from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
+from keylife.response.service import BulkService
 from keylife.witness.client import WitnessClient
 
 log = logging.getLogger("keylife.runtime")
@@ -75,6 +76,7 @@ class Runtime:
     local_token: str | None = None
     notes: list[str] = field(default_factory=list)
     witnessing: WitnessClient | None = None
+    bulk: BulkService = None  # type: ignore[assignment]  # set by _start
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -126,6 +128,8 @@ class Runtime:
                     log.exception("a commit reaction failed")
 
         ledger = Ledger(journal, registry, on_commit=on_commit)
+        bulk = BulkService(config.bulk, ledger, registry, config.data_dir)
+        reactions.append(bulk.react)  # automatic lockdown: hands compromised keys to its own thread
         exporter = Exporter.over(
             config.registry_path,
             load_policy(config.exporter.policy),
@@ -157,9 +161,11 @@ class Runtime:
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread
+        resumed = bulk.start()  # plans a previous process left started resume here
+        notes += [f"resumed bulk plan {plan}" for plan in resumed]
         return cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, forwarder, datafold, local_token, notes, witnessing,
+            verifier, pusher, forwarder, datafold, local_token, notes, witnessing, bulk,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -172,6 +178,8 @@ class Runtime:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:
             self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
+        if self.bulk is not None:
+            self.bulk.stop()  # before the ledger: running plans submit through it (they resume at start)
         self.ledger.stop()
         self.registry.close()
         self.lock.release()
