@@ -30,14 +30,14 @@ class Approvals:
         self.ledger.sync_registry().result()
         return self.registry._reader()
 
-    def request(self, operation: str, requested_by: str, reason: str, **params: str) -> dict[str, Any]:
+    def request(self, operation: str, requested_by: str, why: str, **params: str) -> dict[str, Any]:
         approval_id = f"appr-{secrets.token_hex(8)}"
         expires = datetime.now(UTC) + timedelta(seconds=self.ttl)
         details = {
             "phase": "requested", "approval": approval_id, "operation": operation, "requested_by": requested_by,
             "expires_at": format_time(expires), **params,
         }  # fmt: skip
-        self._record(details, requested_by, reason, approval_id)
+        self._record(details, requested_by, why, approval_id)
         return {"status": "approval_required", "approval": approval_id, "operation": operation,
                 "requested_by": requested_by, "expires_at": details["expires_at"]}  # fmt: skip
 

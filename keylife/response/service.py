@@ -18,7 +18,7 @@ from typing import Any
 
 from keylife.config import AutoLockdownRule, BulkConfig
 from keylife.domain.events import Event, EventType, format_time
-from keylife.domain.lifecycle import KeyState
+from keylife.domain.lifecycle import KeyState, command_allowed, command_refusal
 from keylife.ingest.ledger import Ledger
 from keylife.journal.writer import Entry
 from keylife.registry.projection import Registry
@@ -84,6 +84,14 @@ class BulkService:
 
     # ----- destroy: always dual control -----------------------------------------------------------
     def request_destroy(self, key_id: str, reason: str, actor: str, correlation: str | None) -> dict[str, Any]:
+        self.ledger.sync_registry().result()
+        state = self.registry.key_state(key_id)
+        exists = state is not None or self.registry.key_exists(key_id)
+        if not command_allowed(state, exists, EventType.DESTROYED):  # refused now, not after a second person came
+            raise Refused(
+                409, "lifecycle-conflict", "Command refused by the key lifecycle",
+                command_refusal(state, exists, EventType.DESTROYED), key_id=key_id, command="destroy",
+            )  # fmt: skip
         params = {"key_id": key_id} | ({"correlation": correlation} if correlation else {})
         return self.approvals.request("destroy", actor, reason, reason=reason, **params)
 
