@@ -72,3 +72,13 @@ def test_a_bulk_plan_over_the_size_needs_a_second_approver(tmp_path: Path) -> No
             assert done["done"] == 3 and done["approver"] == "secadmin2" and done["actor"] == "secadmin"
     finished = journal_events(live, "bulk_operation")[-1]["details"]
     assert finished["phase"] == "finished" and finished["approver"] == "secadmin2"
+
+
+def test_a_destroy_the_lifecycle_forbids_is_refused_at_once_without_an_approval(tmp_path: Path) -> None:
+    with live_server(tmp_path) as live, live.client() as admin, live.client("secadmin") as first:
+        make_keys(admin, ["live-key"])
+        refused = _destroy(first, "live-key")
+        assert refused.status_code == 409 and refused.json()["type"].endswith("/lifecycle-conflict")
+        assert "key is active; 'destroyed' is not allowed" in refused.json()["detail"]
+        assert first.get("/v1/approvals").json()["items"] == []
+    assert journal_events(live, "approval") == []
