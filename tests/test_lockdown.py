@@ -78,6 +78,9 @@ def test_a_compromise_locks_down_the_same_owner_on_the_same_node_journaled_with_
         assert states(admin, ["bad", "sib1", "sib2", "far", "neighbour"]) == {
             "bad": "compromised", "sib1": "suspended", "sib2": "suspended", "far": "active", "neighbour": "active",
         }  # fmt: skip
+        metrics = admin.get("/metrics").text  # what KeylifeAutomaticLockdown pages on, naming the rule
+        assert 'keylife_automatic_lockdowns_total{rule="same-owner-same-node"} 1.0' in metrics
+        assert "keylife_lockdowns_applied 1.0" in metrics
 
 
 def test_automatic_lockdown_is_off_by_default(tmp_path: Path) -> None:
@@ -87,3 +90,4 @@ def test_automatic_lockdown_is_off_by_default(tmp_path: Path) -> None:
         live.runtime.ledger.sync_registry().result()
         assert live.runtime.bulk._worker is None
         assert states(admin, ["sib1"]) == {"sib1": "active"} and journal_events(live, "lockdown") == []
+        assert "keylife_automatic_lockdowns_total{" not in admin.get("/metrics").text  # no rule, no series

@@ -12,6 +12,7 @@ from exporter.otlp import OtlpMetricsPusher, OtlpSettings
 from exporter.policy import load_policy
 from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
+from keylife.cli.bulk_metrics import LockdownCollector
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.datafold_metrics import DataFoldCollector
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
@@ -158,6 +159,7 @@ class Runtime:
             forwarder.start()
         datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
         telemetry.registry.register(DataFoldCollector(datafold))
+        telemetry.registry.register(LockdownCollector(registry, [r.name for r in config.bulk.auto_lockdown]))
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread

@@ -164,3 +164,10 @@ def approvals(conn: sqlite3.Connection, phase: str | None = None, limit: int = 1
 
 def bulk_plan(conn: sqlite3.Connection, plan_id: str) -> dict[str, Any] | None:
     return _row(conn, "SELECT * FROM bulk_plans WHERE plan = ?", (plan_id,))
+
+
+def lockdown_counts(conn: sqlite3.Connection) -> tuple[dict[str, int], int]:
+    """(automatic lockdowns by rule, lockdowns applied and not released), for /metrics."""
+    by_rule = dict(conn.execute("SELECT rule, count(*) FROM lockdowns WHERE rule IS NOT NULL GROUP BY rule"))
+    (applied,) = conn.execute("SELECT count(*) FROM lockdowns WHERE phase = 'applied'").fetchone()
+    return by_rule, applied
