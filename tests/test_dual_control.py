@@ -63,6 +63,8 @@ def test_a_bulk_plan_over_the_size_needs_a_second_approver(tmp_path: Path) -> No
             plan = planned.json()["plan"]
             asked = first.post(f"/v1/keys/bulk/{plan}/execute")
             assert asked.status_code == 202 and asked.json()["plan"] == plan
+            again = first.post(f"/v1/keys/bulk/{plan}/execute")  # asked twice: still the one approval
+            assert again.status_code == 202 and again.json()["approval"] == asked.json()["approval"]
             assert first.get(f"/v1/keys/bulk/{plan}").json()["state"] == "planned"
             assert states(admin, ["k1"]) == {"k1": "active"}
             granted = second.post(f"/v1/approvals/{asked.json()['approval']}/approve")

@@ -75,6 +75,9 @@ def test_a_compromise_locks_down_the_same_owner_on_the_same_node_journaled_with_
         (record,) = journal_events(live, "lockdown")
         assert record["details"]["rule"] == "same-owner-same-node" and record["details"]["trigger_key"] == "bad"
         assert record["details"]["suspended"] == 2 and record["actor"] == "keylife"
+        assert record["details"]["selector"] == (
+            '{"nodes":["node-3"],"owner":"team-a","scope":"same_owner_same_node","states":["active"]}'
+        )
         assert states(admin, ["bad", "sib1", "sib2", "far", "neighbour"]) == {
             "bad": "compromised", "sib1": "suspended", "sib2": "suspended", "far": "active", "neighbour": "active",
         }  # fmt: skip

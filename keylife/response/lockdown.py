@@ -43,8 +43,10 @@ class Lockdowns:
     def apply(
         self, selector: sel.Selector, reason: str, actor: str, *, incident: str | None = None,
         rule: str | None = None, trigger_key: str | None = None, keys: list[str] | None = None,
+        described: dict[str, Any] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Suspend the active keys ``selector`` matches (or ``keys``, already resolved, for a rule)."""
+        """Suspend the active keys ``selector`` matches (or ``keys``, already resolved by a rule, whose
+        scope ``described`` records)."""
         if keys is None:
             keys = sel.resolve(self._conn(), selector.model_copy(update={"states": [KeyState.ACTIVE]}))
         lockdown_id = f"{store.LOCKDOWN_PREFIX}{secrets.token_hex(8)}"
@@ -55,7 +57,7 @@ class Lockdowns:
         details: dict[str, Any] = {
             "phase": "applied", "lockdown": lockdown_id, "matched": len(keys), "suspended": tally.done,
             "refused": tally.refused,
-            "selector": orjson.dumps(selector.describe(), option=orjson.OPT_SORT_KEYS).decode()[:4096],
+            "selector": orjson.dumps(described or selector.describe(), option=orjson.OPT_SORT_KEYS).decode()[:4096],
         }  # fmt: skip
         for name, value in (("incident", incident), ("rule", rule), ("trigger_key", trigger_key)):
             if value:

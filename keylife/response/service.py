@@ -61,6 +61,9 @@ class BulkService:
         if plan["state"] in ("started", "finished"):
             return 200, self.plans.start(plan)
         if self.plans.needs_approval(plan):
+            pending = self._pending_approval(plan)
+            if pending is not None:  # asked again before the second person came: the same approval
+                return 202, pending
             self.plans.check_current(plan)
             answer = self.approvals.request(
                 "bulk", actor, plan["reason"], plan=plan_id, action=plan["action"], total=str(plan["total"])
@@ -69,6 +72,16 @@ class BulkService:
             self.plans.store.save(plan)
             return 202, answer | {"plan": plan_id}
         return 200, self.plans.start(plan)
+
+    def _pending_approval(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+        if not plan.get("approval"):
+            return None
+        found = next((a for a in self.approvals.list("requested") if a["approval"] == plan["approval"]), None)
+        if found is None:
+            return None
+        return {"status": "approval_required", "approval": found["approval"], "operation": "bulk",
+                "requested_by": found["requested_by"], "expires_at": found["details"].get("expires_at"),
+                "plan": plan["plan"]}  # fmt: skip
 
     def approve(self, approval_id: str, approver: str) -> dict[str, Any]:
         """Grant an approval and run what it held back."""
@@ -150,10 +163,14 @@ class BulkService:
         keys = sorted({k for s in selectors for k in sel.resolve(conn, s)})
         if not keys:
             return None
-        summary = sel.Selector(owner=owner) if owner and rule.scope != "same_node" else sel.Selector(all=True)
+        scope: dict[str, Any] = {"scope": rule.scope, "states": ["active"]}
+        if rule.scope != "same_node":
+            scope["owner"] = owner
+        if rule.scope != "same_owner":
+            scope["nodes"] = nodes[:100]
         result = self.lockdowns.apply(
-            summary, f"automatic lockdown: rule {rule.name} after {key_id[:200]} was marked compromised",
-            "keylife", rule=rule.name, trigger_key=key_id[:4096], keys=keys,
+            sel.Selector(all=True), f"automatic lockdown: rule {rule.name} after {key_id[:200]} was marked compromised",
+            "keylife", rule=rule.name, trigger_key=key_id[:4096], keys=keys, described=scope,
         )  # fmt: skip
         self.automatic[rule.name] = self.automatic.get(rule.name, 0) + 1
         return result
