@@ -84,3 +84,18 @@ def test_a_destroy_the_lifecycle_forbids_is_refused_at_once_without_an_approval(
         assert "key is active; 'destroyed' is not allowed" in refused.json()["detail"]
         assert first.get("/v1/approvals").json()["items"] == []
     assert journal_events(live, "approval") == []
+
+
+def test_a_bulk_destroy_of_any_size_waits_for_a_second_person(tmp_path: Path) -> None:
+    with live_server(tmp_path) as live, live.client() as admin:
+        make_keys(admin, ["d1"], active=False)
+        with live.client("secadmin") as first, live.client("secadmin2") as second:
+            plan = first.post("/v1/keys/bulk", json={"selector": {"ids": ["d1"]}, "action": "destroy", "reason": "x"})
+            assert plan.json()["dual_control"] is True and plan.json()["total"] == 1
+            asked = first.post(f"/v1/keys/bulk/{plan.json()['plan']}/execute")
+            assert asked.status_code == 202
+            assert states(admin, ["d1"]) == {"d1": "pre_activation"}
+            assert second.post(f"/v1/approvals/{asked.json()['approval']}/approve").status_code == 200
+            wait_until(lambda: states(admin, ["d1"]) == {"d1": "destroyed"}, what="destroyed after approval")
+    (destroyed,) = journal_events(live, "destroyed")
+    assert destroyed["actor"] == "secadmin" and destroyed["attributes"] == {"approved_by": "secadmin2"}

@@ -94,3 +94,30 @@ def test_automatic_lockdown_is_off_by_default(tmp_path: Path) -> None:
         assert live.runtime.bulk._worker is None
         assert states(admin, ["sib1"]) == {"sib1": "active"} and journal_events(live, "lockdown") == []
         assert "keylife_automatic_lockdowns_total{" not in admin.get("/metrics").text  # no rule, no series
+
+
+def test_the_lockdown_tables_are_a_pure_function_of_the_journal(tmp_path: Path) -> None:
+    """``keylife registry rebuild`` gives the same plans, lockdowns and approvals as the live projection."""
+    import sqlite3
+
+    from keylife.journal.reader import iter_entries
+    from keylife.registry.projection import rebuild
+
+    with live_server(tmp_path) as live, live.client() as admin, live.client("secadmin") as sec:
+        make_keys(admin, ["n1", "n2", "n3"], node="node-3")
+        lockdown = _lockdown(sec, node="node-3").json()["lockdown"]
+        assert admin.post("/v1/keys/n3/commands", json={"command": "revoke", "reason": "x"}).status_code == 200
+        assert sec.post(f"/v1/lockdowns/{lockdown}/release", json={}).status_code == 200
+        plan = sec.post("/v1/keys/bulk", json={"selector": {"ids": ["n1"]}, "action": "suspend", "reason": "r"})
+        sec.post(f"/v1/keys/bulk/{plan.json()['plan']}/execute")
+        wait_until(lambda: sec.get(f"/v1/keys/bulk/{plan.json()['plan']}").json()["state"] == "finished")
+        assert sec.post("/v1/keys/n3/commands", json={"command": "destroy", "reason": "r"}).status_code == 202
+        live.runtime.ledger.sync_registry().result()
+        config = live.runtime.config
+    rebuilt = tmp_path / "rebuilt.sqlite"
+    rebuild(iter_entries(config.journal_dir), rebuilt, origin=config.journal.origin)
+    for table in ("bulk_plans", "lockdowns", "lockdown_keys", "approvals"):
+        rows = [
+            sorted(sqlite3.connect(path).execute(f"SELECT * FROM {table}")) for path in (config.registry_path, rebuilt)
+        ]
+        assert rows[0] == rows[1] and rows[0], table
