@@ -76,8 +76,12 @@ class Lockdowns:
                     409, "lockdown-released", "Lockdown already released",
                     f"lockdown {lockdown_id} was released at {found['released_at']}", lockdown=lockdown_id,
                 )  # fmt: skip
-            suspended = store.locked_keys(conn, lockdown_id)
-            still = store.still_locked(conn, lockdown_id)
+            conn.execute("BEGIN")  # one snapshot: what it suspended and what is still suspended by it
+            try:
+                suspended = store.locked_keys(conn, lockdown_id)
+                still = store.still_locked(conn, lockdown_id)
+            finally:
+                conn.execute("COMMIT")
             held = set(still)
             left_alone = [k for k in suspended if k not in held]
             states = {k: self.registry.key_state(k) for k in left_alone[:LEFT_ALONE_LISTED]}
