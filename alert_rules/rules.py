@@ -343,14 +343,28 @@ def watchdog_rule(a: _Alerts) -> None:
     )  # fmt: skip
 
 
+def response_rules(a: _Alerts, job: str) -> None:
+    """Incident response: an automatic lockdown pages, naming the rule that applied it."""
+    sel = f'job="{job}"'
+    a.add(
+        "KeylifeAutomaticLockdown", "critical", f"increase(keylife_automatic_lockdowns_total{{{sel}}}[15m]) > 0",
+        "keylife suspended keys automatically after a compromise.",
+        "Rule {{ $labels.rule }} (bulk.auto_lockdown) locked down keys after a key was marked compromised: "
+        "GET /v1/lockdowns names the trigger key, the nodes and the keys it suspended. Decide whether the "
+        "lockdown stays, then release it with keylife incident release.",
+        FLEET,
+    )  # fmt: skip
+
+
 def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     job, t = config["job"], config["thresholds"]
-    keys, nodes, pipeline, service, meta = (_Alerts(config) for _ in range(5))
+    keys, nodes, pipeline, service, meta, response = (_Alerts(config) for _ in range(6))
     watchdog_rule(meta)
     key_rules(keys, job, t)
     node_and_usage_rules(nodes, job, t)
     pipeline_rules(pipeline, job, t, config["forwarder_job"])
     service_rules(service, job, t, config["forwarder_job"])
+    response_rules(response, job)
     return {
         "groups": [
             {"name": "keylife.recording", "rules": recording_rules(job)},
@@ -359,5 +373,6 @@ def render_rules(config: dict[str, Any]) -> dict[str, Any]:
             {"name": "keylife.audit-pipeline", "rules": pipeline.rules},
             {"name": "keylife.service", "rules": service.rules},
             {"name": "keylife.meta", "rules": meta.rules},
+            {"name": "keylife.incident-response", "rules": response.rules},
         ]
     }

@@ -51,9 +51,13 @@ def _preexec(core: int | None) -> Callable[[], None]:
 
 
 def write_config(
-    tmp: Path, token: str, journal: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+    tmp: Path,
+    token: str,
+    journal: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    scopes: list[str] | None = None,
 ) -> Path:
-    """A config for a fresh data dir: port 0, one ingest+read token, quiet logs."""
+    """A config for a fresh data dir: port 0, one token (ingest+read unless ``scopes``), quiet logs."""
     from keylife.api.auth import hash_token
 
     config = tmp / "keylife.yaml"
@@ -63,7 +67,9 @@ def write_config(
                 "data_dir": str(tmp / "data"),
                 "listen": {"host": "127.0.0.1", "port": 0},
                 "journal": {"origin": ORIGIN, **(journal or {})},
-                "api": {"tokens": [{"name": "bench", "sha256": hash_token(token), "scopes": ["ingest", "read"]}]},
+                "api": {
+                    "tokens": [{"name": "bench", "sha256": hash_token(token), "scopes": scopes or ["ingest", "read"]}]
+                },
                 "logging": {"level": "WARNING"},
             }
             | (extra or {})
@@ -74,13 +80,17 @@ def write_config(
 
 @contextmanager
 def running(
-    tmp: Path, core: int | None, journal: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+    tmp: Path,
+    core: int | None,
+    journal: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    scopes: list[str] | None = None,
 ) -> Iterator[Server]:
     """A started server (ready: /readyz answers 200); stopped with SIGTERM on exit."""
     from keylife.api.auth import new_token
 
     token = new_token()
-    config = write_config(tmp, token, journal, extra)
+    config = write_config(tmp, token, journal, extra, scopes)
     ready = tmp / "ready.json"
     stderr = open(tmp / "server.stderr", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(

@@ -145,6 +145,14 @@ PIPELINE = (
         "Requests to a DataFold node its signature middleware refused (400/401/429 with an error_code), per source.",
         ("source",),
     ),
+    Spec(
+        "keylife_automatic_lockdowns",
+        "counter",
+        "Lockdowns applied by a bulk.auto_lockdown rule, by rule (counted from the journal, so a restart keeps the "
+        "count; zero for every configured rule). The lockdown record names the rule and the trigger key.",
+        ("rule",),
+    ),
+    Spec("keylife_lockdowns_applied", "gauge", "Lockdowns applied and not released yet (GET /v1/lockdowns)."),
     Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
 )
 

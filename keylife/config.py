@@ -290,8 +290,21 @@ class RevocationsConfig(_Section):
     """The signed revocation feed (GET /v1/revocations) and per-node confirmation."""
 
 
+class AutoLockdownRule(_Section):
+    """When a key is marked ``when``, lock down the keys ``scope`` names around it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    when: Literal["compromised"] = "compromised"
+    scope: Literal["same_owner_same_node", "same_owner", "same_node"] = "same_owner_same_node"
+
+
 class BulkConfig(_Section):
     """Bulk plans (POST /v1/keys/bulk), lockdowns and dual control."""
+
+    dual_control_min_keys: int = Field(1000, ge=1)  # a plan of this many keys or more needs a second approver
+    approval_ttl_seconds: float = Field(3600.0, gt=0)  # an approval not granted by then expires
+    batch_size: int = Field(5000, ge=1, le=20_000)  # commands per ledger submit while a plan executes
+    auto_lockdown: list[AutoLockdownRule] = Field(default_factory=list)  # off (empty) by default
 
 
 class IncidentsConfig(_Section):

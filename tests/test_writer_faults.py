@@ -387,7 +387,7 @@ def _keylife_verify(journal_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _fill_up(path: Path) -> None:
-    with open(path, "wb") as filler:
+    with open(path, "wb", buffering=0) as filler:  # unbuffered: no leftover for close() to fail on
         chunk = bytes(64 * 1024)
         try:
             while True:

@@ -19,6 +19,7 @@ from keylife import __version__
 from keylife.api.access import auth_failure, deny
 from keylife.api.auth import Principal
 from keylife.api.bodies import install_disconnect_handler, no_body_parameters, read_body
+from keylife.api.bulk_routes import add_bulk_routes, destroy_needs_approval
 from keylife.api.incident_routes import add_incident_routes
 from keylife.api.journal_routes import add_journal_routes
 from keylife.api.problems import JSONBody, Problem, install
@@ -142,6 +143,8 @@ def create_app(rt: Services) -> FastAPI:
         following = items[-1]["key_id"] if len(items) == limit else None
         return JSONBody({"items": items, "next": following})
 
+    add_bulk_routes(app, rt, require)  # before GET /v1/keys/{key_id:path}, which would take bulk/<plan>
+
     # Key ids may hold '/': the ``path`` converter takes the rest of the path, raw or %2F-encoded
     # (uvicorn decodes before routing). ``/v1/keys/a/b/commands`` is a POST, so it reaches the
     # commands route below for key ``a/b``; a GET of it is the key ``a/b/commands``.
@@ -167,6 +170,9 @@ def create_app(rt: Services) -> FastAPI:
     async def command(key_id: str, request: Request, principal: Principal = require(None)) -> JSONBody:
         body = _command(await read_body(request, COMMAND_MAX_BYTES))  # after auth: see keylife.api.bodies
         deny(rt, request, principal, COMMAND_SCOPES[body.command])
+        if body.command == "destroy":  # dual control: a second person approves (keylife.response.approvals)
+            answer = await destroy_needs_approval(rt, key_id, body.reason, principal.name, None)
+            return JSONBody(answer, status_code=202)
         event_id = body.id or f"cmd-{time.time_ns()}-{principal.name}"
         try:
             event = Event.model_validate(

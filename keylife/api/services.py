@@ -18,6 +18,7 @@ from keylife.journal.writer import Journal
 from keylife.registry.projection import Registry
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
+from keylife.response.service import BulkService
 
 
 class Services(Protocol):
@@ -31,3 +32,4 @@ class Services(Protocol):
     telemetry: Telemetry
     incidents: IncidentService | None
     revocations: Feed  # the signed revocation feed (keylife.response.feed)
+    bulk: BulkService  # bulk plans, lockdowns, approvals (keylife.response)

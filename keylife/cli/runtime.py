@@ -12,6 +12,7 @@ from exporter.otlp import OtlpMetricsPusher, OtlpSettings
 from exporter.policy import load_policy
 from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
+from keylife.cli.bulk_metrics import LockdownCollector
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.datafold_metrics import DataFoldCollector
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
@@ -32,6 +33,7 @@ from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettin
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
+from keylife.response.service import BulkService
 from keylife.witness.client import WitnessClient
 
 log = logging.getLogger("keylife.runtime")
@@ -79,6 +81,7 @@ class Runtime:
     witnessing: WitnessClient | None = None
     incidents: IncidentService | None = None
     revocations: Feed = field(init=False)
+    bulk: BulkService = None  # type: ignore[assignment]  # set by _start
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -130,6 +133,8 @@ class Runtime:
                     log.exception("a commit reaction failed")
 
         ledger = Ledger(journal, registry, on_commit=on_commit)
+        bulk = BulkService(config.bulk, ledger, registry, config.data_dir)
+        reactions.append(bulk.react)  # automatic lockdown: hands compromised keys to its own thread
         exporter = Exporter.over(
             config.registry_path,
             load_policy(config.exporter.policy),
@@ -161,12 +166,15 @@ class Runtime:
             forwarder.start()
         datafold = start_datafold(config, ledger)  # idle unless datafold sources are configured
         telemetry.registry.register(DataFoldCollector(datafold))
+        telemetry.registry.register(LockdownCollector(registry, [r.name for r in config.bulk.auto_lockdown]))
         pusher = _otlp(config, telemetry)
         limiter = RateLimiter(config.api.auth_failures_journaled_per_second, config.api.auth_failures_burst)
         witnessing = start_witnessing(config, journal, telemetry.registry)  # off the ack path: its own thread
+        resumed = bulk.start()  # plans a previous process left started resume here
+        notes += [f"resumed bulk plan {plan}" for plan in resumed]
         runtime = cls(
             config, signer, journal, registry, ledger, TokenStore(tokens), limiter, telemetry, lock, exporter,
-            verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents,
+            verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents, bulk,
         )  # fmt: skip
         runtime.revocations = Feed(registry, config.journal.origin)
         return runtime
@@ -181,6 +189,8 @@ class Runtime:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:
             self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
+        if self.bulk is not None:
+            self.bulk.stop()  # before the ledger: running plans submit through it (they resume at start)
         if self.incidents is not None:
             self.incidents.stop()  # before the ledger: it journals through it
         self.ledger.stop()
