@@ -94,6 +94,8 @@ class Lockdowns:
                 "refused": tally.refused, "left_alone": len(left_alone),
                 "left_alone_keys": left_alone[:LEFT_ALONE_LISTED],
             }  # fmt: skip
+            if found.get("incident"):  # the release belongs to the incident the lockdown answered
+                details["incident"] = found["incident"]
             self._record(details, actor, reason, lockdown_id)
         return details | {
             "state": "released",

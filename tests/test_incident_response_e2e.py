@@ -1,10 +1,13 @@
-"""End to end on the demo network (issue 14, items 2-4 and 6): a demo key is compromised through the
-API, the simulated nodes fetch the signed feed and confirm, the lagging node does not; ``keylife
-incident revoke --wait`` names it and exits 1, and ``KeylifeRevocationUnconfirmed`` fires on a real
-Prometheus with the key and the node as labels.
+"""Issue 14 end to end, on the demo network: a compromise through ``keylife incident revoke`` opens an
+incident; the simulated nodes fetch the signed feed and confirm, the lagging node does not;
+``incident revoke --wait`` names it and exits 1, and ``KeylifeRevocationUnconfirmed`` fires on a real
+Prometheus with the key and the node as labels. Then an operator locks a node down for the incident
+and a security admin releases it: exactly the keys active before are active again, the incident's
+timeline holds all of it, and ``keylife verify`` passes over the journal.
 
 The rules are the shipped ones rendered with the revocation thresholds shortened (6 s instead of
-5 min, ``for: 2s``) and scraped every second; nothing else changes.
+5 min, ``for: 2s``) and scraped every second; nothing else changes. The demo stops before the
+lockdown, so only the lockdown and the release change key states while it is checked.
 """
 
 from __future__ import annotations
@@ -97,8 +100,59 @@ def test_demo_nodes_confirm_from_the_feed_and_the_lagging_node_is_named(
         finally:
             stop.set()
             demo.join(timeout=20)
+        incident = _incident_opened_for(live, key)
+        _lockdown_and_release(live, state, lagging, incident, monkeypatch, capsys)
+        with live.client("auditor") as c:
+            shown = c.get(f"/v1/incidents/{incident}").json()
+        kinds = [(t["type"], t["key_id"]) for t in shown["timeline"]]
+        assert ("compromised", key) in kinds  # the cause, and the lockdown that cites the incident
+        assert [t["summary"].split(":")[0] for t in shown["timeline"] if t["type"] == "lockdown"] == [
+            "lockdown applied", "lockdown released"]  # fmt: skip
     # the journal holding all of it verifies (no anchor from elsewhere in this test)
     assert main(["verify", "--allow-unanchored", "--data-dir", str(live.runtime.config.data_dir)]) == 0
+
+
+def _incident_opened_for(live: Live, key: str) -> str:
+    """The compromise opened exactly one incident, critical, naming the key (its own thread: polled)."""
+    found: list[dict] = []
+
+    def opened() -> bool:
+        with live.client("viewer") as c:
+            shown = [c.get(f"/v1/incidents/{i['id']}").json() for i in c.get("/v1/incidents").json()["items"]]
+        found[:] = [i for i in shown if key in i["keys"]]
+        return bool(found)
+
+    wait_until(opened, timeout=30, what=f"an incident opened for the compromise of {key}")
+    (incident,) = found
+    assert incident["severity"] == "critical" and incident["status"] == "open" and incident["source"] == "compromise"
+    return incident["id"]
+
+
+def _active_on(live: Live, node: str) -> list[str]:
+    with live.client("viewer") as c:
+        page = c.get("/v1/keys", params={"state": "active", "node": node, "limit": 1000}).json()
+    assert page["next"] is None
+    return [item["key_id"] for item in page["items"]]
+
+
+def _lockdown_and_release(live, state, lagging, incident, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """An operator locks down a node that confirmed; a security admin releases it: the same keys are active."""
+    node = next(n["node"] for n in state["nodes"] if n["confirmed_at"] and n["node"] != lagging)
+    before = _active_on(live, node)
+    assert before, f"no active key on {node} to lock down"
+    monkeypatch.setenv("KEYLIFE_TOKEN", live.tokens["operator"])
+    argv = ["incident", "lockdown", "--node", node, "--reason", "node breached", "--incident", incident]
+    assert main([*argv, "--url", live.url]) == 0
+    out = capsys.readouterr().out
+    lockdown = out.split("release with: keylife incident release ")[1].split()[0]
+    assert _active_on(live, node) == []
+    monkeypatch.setenv("KEYLIFE_TOKEN", live.tokens["operator"])  # an operator may not undo it ...
+    assert main(["incident", "release", lockdown, "--url", live.url]) == 2
+    assert "the security-admin role has it" in capsys.readouterr().err
+    monkeypatch.setenv("KEYLIFE_TOKEN", live.tokens["secadmin"])  # ... a security admin may
+    assert main(["incident", "release", lockdown, "--reason", "node rebuilt", "--url", live.url]) == 0
+    assert f"{len(before)} of {len(before)} keys reactivated" in capsys.readouterr().out
+    assert _active_on(live, node) == before
 
 
 def test_the_demo_enforcer_is_deterministic_and_skips_the_lagging_node() -> None:
