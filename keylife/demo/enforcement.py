@@ -3,8 +3,9 @@
 While ``serve --demo`` runs, the simulated nodes poll ``GET /v1/revocations?since=V`` (with the
 ETag, so an unchanged feed is a 304) and, for each newly withdrawn key they hold, report
 ``propagated`` with the entry's state from each holder after a small delay, as a node patch or a
-sidecar would once it refuses the key. The scenario's lagging node never applies the feed: it is
-the node ``keylife incident revoke --wait`` and ``KeylifeRevocationUnconfirmed`` name.
+sidecar would once it refuses the key, and stop using it (``allows``). The scenario's lagging node
+never applies the feed: it is the node ``keylife incident revoke --wait`` and
+``KeylifeRevocationUnconfirmed`` name, and the one still using the key.
 
 Deterministic under the seed: which nodes confirm (every holder but the lagging node) and each
 one's delay (``delay_for``: from the seed, the node and the feed version) do not depend on timing.
@@ -57,6 +58,7 @@ class FeedEnforcer:
         self.enabled = True
         self._problem: str | None = None  # the last one logged: a failing poll every 2 s logs once
         self._due: list[tuple[datetime, str, Event]] = []
+        self._refused: dict[tuple[str, str], datetime] = {}  # (key, node) -> when the node refused the key
 
     def delay_for(self, node: str, version: int) -> float:
         digest = hashlib.sha256(f"{self.seed}/{node}/{version}".encode()).digest()
@@ -71,6 +73,16 @@ class FeedEnforcer:
             _, _, event = heapq.heappop(self._due)
             out.append(event)
         return out
+
+    def allows(self, event: Event) -> bool:
+        """False for a usage report from a node after it refused the key: a node that applied the
+        feed no longer uses the key, only the lagging one does (and is paged for it)."""
+        if event.get("type") != "usage_report":
+            return True
+        refused = self._refused.get((event["key_id"], event.get("node", "")))
+        if refused is None:
+            return True
+        return datetime.fromisoformat(str(event.get("interval_start", event["occurred_at"]))) < refused
 
     def _fetch(self, client: httpx.Client, base_url: str, token: str, now: datetime) -> None:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -121,3 +133,4 @@ class FeedEnforcer:
                 "reason": f"refused after revocation feed version {entry['version']}",
             }
             heapq.heappush(self._due, (due, event["id"], event))
+            self._refused.setdefault((entry["key_id"], node), due)

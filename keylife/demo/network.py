@@ -384,7 +384,8 @@ def run_live(
             enforcer = network.enforcer()  # the nodes poll the revocation feed and confirm what they refuse
             while not stop.is_set():
                 now = clock()
-                poster.send([*network.advance(now), *enforcer.poll(client, base_url.rstrip("/"), token, now)], batch)
+                confirmed = enforcer.poll(client, base_url.rstrip("/"), token, now)
+                poster.send([*filter(enforcer.allows, network.advance(now)), *confirmed], batch)
                 stop.wait(poll)
     except DemoStopped as exc:
         log.error("demo stopped: %s", exc)
