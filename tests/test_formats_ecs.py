@@ -71,6 +71,8 @@ def test_a_usage_report_maps_to_ecs_fields() -> None:
         ("lockdown", "event", ["iam"], ["admin", "change"], "success", 6, "warning"),
         ("bulk_operation", "event", ["iam"], ["admin", "change"], "success", 4, "notice"),
         ("approval", "event", ["iam"], ["admin", "change"], "success", 4, "notice"),
+        ("anomaly", "event", ["intrusion_detection"], ["info"], None, 6, "warning"),
+        ("report", "event", ["configuration"], ["info"], None, 4, "notice"),
         ("something_new", "event", ["iam"], ["admin", "info"], None, 4, "notice"),
     ],
 )

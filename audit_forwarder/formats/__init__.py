@@ -27,10 +27,10 @@ event type                                                         syslog  CEF /
 compromised                                                        2 crit  10
 journal_recovered, security_event                                  3 err    8
 auth_failure, command_refused, policy_violation,
-forward_quarantined, incident, lockdown                            4 warn   6
+forward_quarantined, incident, lockdown, anomaly                   4 warn   6
 revoked, destroyed, expired, suspended, admin_action,
-signing_key_rotated, bulk_operation, approval, and any type not
-listed here                                                        5 note   4
+signing_key_rotated, bulk_operation, approval, report, and any
+type not listed here                                               5 note   4
 generated, activated, reactivated, deactivated, rotated,
 propagated, usage_report                                           6 info   2
 =================================================================  ======  ====
@@ -75,6 +75,7 @@ _SYSLOG_SEVERITY = {
     "policy_violation": 4,
     "incident": 4,
     "lockdown": 4,
+    "anomaly": 4,
     "generated": 6,
     "activated": 6,
     "reactivated": 6,

@@ -23,7 +23,8 @@ activated, reactivated, deactivated, suspended, rotated,
 signing_key_rotated, revoked, expired, admin_action,
 bulk_operation, lockdown, approval                       iam                  admin, change       success
 destroyed                                                iam                  admin, deletion     success
-incident                                                 intrusion_detection  info                -
+incident, anomaly                                        intrusion_detection  info                -
+report                                                   configuration        info                -
 compromised (event.kind "alert")                         iam                  admin, change       -
 security_event (event.kind "alert")                      intrusion_detection  info                -
 auth_failure                                             authentication       start               failure
@@ -89,6 +90,8 @@ _CATEGORISATION: dict[str, _Categorisation] = {
     "lockdown": _IAM_CHANGE,
     "approval": _IAM_CHANGE,
     "incident": (["intrusion_detection"], ["info"], None),
+    "anomaly": (["intrusion_detection"], ["info"], None),
+    "report": (["configuration"], ["info"], None),
     "destroyed": (["iam"], ["admin", "deletion"], "success"),
     "compromised": (["iam"], ["admin", "change"], None),
     "security_event": (["intrusion_detection"], ["info"], None),

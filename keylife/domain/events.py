@@ -58,6 +58,9 @@ class EventType(StrEnum):
     BULK_OPERATION = "bulk_operation"  # a bulk plan started / finished: plan, selector, actor, counts
     LOCKDOWN = "lockdown"  # a lockdown applied or released
     APPROVAL = "approval"  # dual control: requested, granted, expired
+    # Compliance and analytics: written by keylife.
+    ANOMALY = "anomaly"  # a usage pattern judged against the key's own baseline (details: kind, score, baseline)
+    REPORT = "report"  # a compliance report generated (details: kind, period, checkpoint, digest)
 
 
 SYSTEM_TYPES = frozenset(
@@ -73,10 +76,21 @@ SYSTEM_TYPES = frozenset(
         EventType.BULK_OPERATION,
         EventType.LOCKDOWN,
         EventType.APPROVAL,
+        EventType.ANOMALY,
+        EventType.REPORT,
     }
 )
 # Records that carry ``details`` (structured fields of their own); no other type may.
-DETAILED_TYPES = frozenset({EventType.INCIDENT, EventType.BULK_OPERATION, EventType.LOCKDOWN, EventType.APPROVAL})
+DETAILED_TYPES = frozenset(
+    {
+        EventType.INCIDENT,
+        EventType.BULK_OPERATION,
+        EventType.LOCKDOWN,
+        EventType.APPROVAL,
+        EventType.ANOMALY,
+        EventType.REPORT,
+    }
+)
 STATE_TYPES = frozenset(EventType(t) for t in TARGET_STATE)
 # Events that concern no single key.
 KEYLESS_TYPES = frozenset(
