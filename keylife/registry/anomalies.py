@@ -1,0 +1,199 @@
+"""Usage baselines projected from the journal's usage reports, and the anomaly flags they raise.
+
+Each ``usage_report`` updates its key's state and its (key, node) seasonal baseline
+(``keylife.registry.anomaly_model``) and is judged against them first: a spike or a drop, a node
+that never used the key, an operation the key never did, an hour the key is never used at. A
+judgement is a row of ``anomaly_flags`` keyed by the report's seq and the kind, so a rebuild
+stages the same flags; ``keylife.response.anomalies`` journals each as an ``anomaly`` record
+(``source_seq`` + ``kind`` in its details), and projecting that record marks the flag journaled,
+so a start-up finds the flags a stop left unjournaled.
+
+Cost on the ingest path: the states of recently used keys stay in memory (a bounded cache), so a
+report is a few dict lookups and float operations; a flush writes the touched states as blobs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from keylife.domain.events import EventType
+from keylife.registry import anomaly_model as m
+from keylife.registry.extension import Extension
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS anomaly_keys (key_id TEXT PRIMARY KEY, ops TEXT NOT NULL, hours BLOB NOT NULL,
+  reports INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anomaly_key_nodes (key_id TEXT NOT NULL, node TEXT NOT NULL, state BLOB NOT NULL,
+  PRIMARY KEY (key_id, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anomaly_flags (seq INTEGER NOT NULL, kind TEXT NOT NULL, key_id TEXT NOT NULL,
+  node TEXT, operation TEXT, at TEXT NOT NULL, score REAL NOT NULL, details TEXT NOT NULL,
+  journaled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (seq, kind)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS anomaly_flags_at ON anomaly_flags (at);
+CREATE INDEX IF NOT EXISTS anomaly_flags_pending ON anomaly_flags (journaled, seq);
+"""
+
+_USAGE = str(EventType.USAGE_REPORT)
+_ANOMALY = str(EventType.ANOMALY)
+_CACHE_MAX = 50_000  # states kept in memory between flushes; cleared (after a flush) beyond this
+
+
+def _f(value: float) -> str:
+    return f"{value:.3f}"
+
+
+class AnomaliesExtension(Extension):
+    name = "anomalies"
+    schema = SCHEMA
+    types = frozenset({_USAGE, _ANOMALY})
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__(registry)
+        self._keys: dict[str, m.KeyState] = {}
+        self._nodes: dict[tuple[str, str], m.NodeState | None] = {}  # None: known never seen
+        self._dirty_keys: set[str] = set()
+        self._dirty_nodes: set[tuple[str, str]] = set()
+        self._flags: dict[tuple[int, str], dict[str, Any]] = {}
+        self._journaled: set[tuple[int, str]] = set()
+
+    # ----- projection (writer thread) -------------------------------------------------------------
+    def project(self, ev: dict[str, Any], seq: int, at: str) -> None:
+        if ev["type"] == _ANOMALY:
+            details = ev.get("details") or {}
+            src, kind = details.get("source_seq"), details.get("kind")
+            if isinstance(src, int) and isinstance(kind, str):
+                flag = self._flags.get((src, kind))
+                if flag is not None:
+                    flag["journaled"] = 1
+                else:
+                    self._journaled.add((src, kind))
+            return
+        key_id: str = ev["key_id"]
+        node: str = ev.get("node") or ""
+        usage: dict[str, int] = ev["usage"]
+        hour, dow, span = m.report_time(ev, at)
+        key = self._key(key_id)
+        pair = (key_id, node)
+        state = self._node(pair)
+        warm = key.reports >= m.WARM_KEY
+        base = {"key_reports": key.reports}
+        if warm and state is None:
+            self._flag(seq, "new_node", key_id, node, None, at, float(key.reports), base)
+        if warm:
+            for op in sorted(usage):
+                if op not in key.ops and usage[op] > 0:
+                    known = sorted(key.ops)[:256]
+                    self._flag(seq, "new_operation", key_id, node, op, at, float(key.reports), base | {"known": known})
+            unusual, share = m.unusual_hour(key, hour)
+            if unusual:
+                score = key.reports / max(1, key.hours[hour] + 1)
+                figures = base | {"hour": hour, "share": _f(share)}
+                self._flag(seq, "unusual_hour", key_id, node, None, at, score, figures)
+        if state is None:
+            state = self._nodes[pair] = m.NodeState()
+        x = m.rate_value(sum(usage.values()), span)
+        judged = state.judge(x, hour, dow)
+        if judged is not None and abs(judged[0]) >= m.Z_SPIKE:
+            z, expected, scale, n = judged
+            figures = {"observed_ops_per_hour": _f(sum(usage.values()) / span),
+                       "expected_ops_per_hour": _f(max(0.0, 2.718281828459045**expected - 1.0)),
+                       "log_scale": _f(scale), "bucket_observations": n, "hour": hour, "weekday": dow}  # fmt: skip
+            self._flag(seq, "spike" if z > 0 else "drop", key_id, node, None, at, z, base | figures)
+        state.learn(x, hour, dow)
+        key.reports += 1
+        key.hours[hour] += 1
+        key.ops.update(op for op, n in usage.items() if n > 0)
+        self._dirty_keys.add(key_id)
+        self._dirty_nodes.add(pair)
+
+    def _key(self, key_id: str) -> m.KeyState:
+        key = self._keys.get(key_id)
+        if key is None:
+            row = self.registry.db.execute(
+                "SELECT ops, hours, reports FROM anomaly_keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            key = self._keys[key_id] = m.KeyState.decode(*row) if row else m.KeyState()
+        return key
+
+    def _node(self, pair: tuple[str, str]) -> m.NodeState | None:
+        if pair in self._nodes:
+            return self._nodes[pair]
+        row = self.registry.db.execute(
+            "SELECT state FROM anomaly_key_nodes WHERE key_id = ? AND node = ?", pair
+        ).fetchone()
+        state = self._nodes[pair] = m.NodeState.decode(row[0]) if row else None
+        return state
+
+    def _flag(
+        self, seq: int, kind: str, key_id: str, node: str, op: str | None, at: str, score: float, fig: dict[str, Any]
+    ) -> None:
+        details = {"kind": kind, "source_seq": seq, "score": _f(score)} | fig
+        if node:
+            details["node"] = node
+        if op:
+            details["operation"] = op
+        self._flags[(seq, kind)] = {"seq": seq, "kind": kind, "key_id": key_id, "node": node or None,
+                                    "operation": op, "at": at, "score": round(score, 3), "details": details,
+                                    "journaled": int((seq, kind) in self._journaled)}  # fmt: skip
+
+    # ----- the transaction -------------------------------------------------------------------------
+    def flush(self, db: sqlite3.Connection) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO anomaly_keys VALUES (?, ?, ?, ?)",
+            [(k, *self._keys[k].encode()) for k in sorted(self._dirty_keys)],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO anomaly_key_nodes VALUES (?, ?, ?)",
+            [(k, n, self._nodes[(k, n)].encode()) for k, n in sorted(self._dirty_nodes)],  # type: ignore[union-attr]
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO anomaly_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(f["seq"], f["kind"], f["key_id"], f["node"], f["operation"], f["at"], f["score"],
+              json.dumps(f["details"], sort_keys=True), f["journaled"]) for f in self._flags.values()],
+        )  # fmt: skip
+        db.executemany("UPDATE anomaly_flags SET journaled = 1 WHERE seq = ? AND kind = ?", sorted(self._journaled))
+
+    def delta(self) -> list[Any]:
+        return [f for f in self._flags.values() if not f["journaled"]]
+
+    def reset(self) -> None:
+        self._flags.clear()
+        self._journaled.clear()
+        self._dirty_keys.clear()
+        self._dirty_nodes.clear()
+        # After a rollback (no transaction open) the cache may hold staged states: reload from the tables.
+        if not self.registry.in_transaction or len(self._nodes) > _CACHE_MAX:
+            self._keys.clear()
+            self._nodes.clear()
+
+
+# ----- reader side (any thread: pass ``registry._reader()``) -------------------------------------
+_FLAG_COLUMNS = ("seq", "kind", "key_id", "node", "operation", "at", "score", "details", "journaled")
+
+
+def _flag_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(_FLAG_COLUMNS, row, strict=True))
+    out["details"] = json.loads(out["details"])
+    return out
+
+
+def pending_flags(db: sqlite3.Connection, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Flags not yet journaled as ``anomaly`` records, oldest first."""
+    sql = f"SELECT {', '.join(_FLAG_COLUMNS)} FROM anomaly_flags WHERE journaled = 0 ORDER BY seq LIMIT ?"
+    return [_flag_row(r) for r in db.execute(sql, (limit,))]
+
+
+def recent_flags(db: sqlite3.Connection, since: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Flags of reports at or after ``since`` (a normalised time), newest first."""
+    sql = f"SELECT {', '.join(_FLAG_COLUMNS)} FROM anomaly_flags WHERE at >= ? ORDER BY at DESC, seq DESC LIMIT ?"
+    return [_flag_row(r) for r in db.execute(sql, (since, limit))]
+
+
+def recent_counts(db: sqlite3.Connection, since: str) -> list[tuple[str, str, int, str]]:
+    """(key_id, kind, flags, latest at) per key and kind since ``since``, most recent first."""
+    sql = (
+        "SELECT key_id, kind, count(*), max(at) FROM anomaly_flags WHERE at >= ? "
+        "GROUP BY key_id, kind ORDER BY max(at) DESC, key_id, kind"
+    )
+    return [(k, kind, n, at) for k, kind, n, at in db.execute(sql, (since,))]
