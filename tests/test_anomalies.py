@@ -90,9 +90,8 @@ def test_new_node_new_operation_and_unusual_hour_after_the_warm_up(projected: Pr
     assert projected.flags() == [], "nothing is judged during the warm-up"
     projected.feed(_steady("k1", 10, 50))
     day = 10 * 24
-    seqs = projected.feed(
-        [_report("k1", day + 10, 50, node="node-c"), _report("k1", day + 11, 5, op="verify"), _report("k1", day + 3, 40)]
-    )
+    late = [_report("k1", day + 10, 50, node="node-c"), _report("k1", day + 11, 5, op="verify")]
+    seqs = projected.feed([*late, _report("k1", day + 3, 40)])
     kinds = {(f["seq"], f["kind"]) for f in projected.flags()}
     assert kinds == {(seqs[0], "new_node"), (seqs[1], "new_operation"), (seqs[2], "unusual_hour")}
     by_kind = {f["kind"]: f for f in projected.flags()}
@@ -104,7 +103,8 @@ def test_new_node_new_operation_and_unusual_hour_after_the_warm_up(projected: Pr
 
 
 def test_a_restart_remembers_the_baseline_and_a_rebuild_gives_the_same_tables(tmp_path: Path) -> None:
-    events = _steady("k1", 10) + [_report("k1", 10 * 24 + 10, 4000), _report("k1", 10 * 24 + 11, 50, node="node-z")]
+    day = 10 * 24
+    events = [*_steady("k1", 10), _report("k1", day + 10, 4000), _report("k1", day + 11, 50, node="node-z")]
     whole = Projected(tmp_path / "whole.sqlite")
     whole.feed(events)
     split = Projected(tmp_path / "split.sqlite")
@@ -154,7 +154,8 @@ def test_quality_on_seeded_traffic_with_labelled_anomalies(tmp_path: Path) -> No
     precision = (flags - len(false)) / flags
     per_10k = len(false) / plan.key_days * 10_000
     print(f"\nanomaly quality: {projected.seq} reports, {plan.key_days} key-days, recall {total_recall:.3f} "
-          f"{recall}/{injected}, precision {precision:.3f}, false flags {len(false)} ({per_10k:.2f} per 10k key-days)")  # fmt: skip
+          f"{recall}/{injected}, precision {precision:.3f}, "
+          f"false flags {len(false)} ({per_10k:.2f} per 10k key-days)")  # fmt: skip
     assert plan.key_days >= 10_000
     assert total_recall >= 0.9 and all(recall[k] >= 0.9 * injected[k] for k in traffic.KINDS), (recall, injected)
     assert per_10k <= 1.0, false[:5]
