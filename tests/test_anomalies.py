@@ -27,8 +27,10 @@ from tests.waiting import wait_until
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 
 
-def _report(key_id: str, hour: int, count: int, node: str = "node-a", op: str = "decrypt") -> dict[str, Any]:
-    at = START + timedelta(hours=hour)
+def _report(
+    key_id: str, hour: int, count: int, node: str = "node-a", op: str = "decrypt", start: datetime = START
+) -> dict[str, Any]:
+    at = start + timedelta(hours=hour)
     end = at + timedelta(hours=1)
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     return {"id": f"u-{key_id}-{node}-{hour}-{op}", "type": "usage_report", "key_id": key_id, "node": node,
@@ -36,9 +38,9 @@ def _report(key_id: str, hour: int, count: int, node: str = "node-a", op: str = 
             "usage": {op: count}}  # fmt: skip
 
 
-def _steady(key_id: str, days: int, count: int = 100) -> list[dict[str, Any]]:
+def _steady(key_id: str, days: int, count: int = 100, start: datetime = START) -> list[dict[str, Any]]:
     """Business-hours use (09-17 UTC) every day, a fixed count per hour."""
-    return [_report(key_id, d * 24 + h, count) for d in range(days) for h in range(9, 18)]
+    return [_report(key_id, d * 24 + h, count, start=start) for d in range(days) for h in range(9, 18)]
 
 
 class Projected:
@@ -184,13 +186,26 @@ def _anomaly_records(live: Live) -> list[dict[str, Any]]:
     return [e.event for e in iter_entries(live.runtime.config.journal_dir) if e.event["type"] == "anomaly"]
 
 
+def _series(live: Live, key_id: str) -> dict[str, float]:
+    text = live.client("read").get("/metrics").text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("keylife_key_anomaly{") and f'key_id="{key_id}"' in line:
+            out[line.split('kind="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def test_flags_are_journaled_once_and_survive_a_restart(tmp_path: Path) -> None:
+    # Ten days of history ending today (the metric counts flags of the last 24 hours; up to 24 hours
+    # ahead is accepted, so "today 10:00" is always in the window).
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
     with live_server(tmp_path) as live:
-        _post(live, _steady("k-svc", 10))
-        _post(live, [_report("k-svc", 10 * 24 + 10, 5000)])
+        _post(live, _steady("k-svc", 10, start=today))
+        _post(live, [_report("k-svc", 10 * 24 + 10, 5000, start=today)])
         wait_until(lambda: len(_anomaly_records(live)) == 1, what="the spike journaled")
         (record,) = _anomaly_records(live)
         spike_seq = record["details"]["source_seq"]
+        wait_until(lambda: _series(live, "k-svc") == {"spike": 1.0}, what="keylife_key_anomaly for the spike")
     assert record["id"] == f"anomaly-{spike_seq}-spike" and record["key_id"] == "k-svc"
     assert record["node"] == "node-a" and record["actor"] == "keylife"
     details = record["details"]
@@ -198,13 +213,17 @@ def test_flags_are_journaled_once_and_survive_a_restart(tmp_path: Path) -> None:
     assert float(details["expected_ops_per_hour"]) == pytest.approx(100, rel=0.05)
     assert "5000.000 ops/h" in record["reason"]
     with live_server(tmp_path) as live:  # the baseline came back: a new node is judged at once
-        _post(live, [_report("k-svc", 10 * 24 + 11, 100, node="node-new")])
+        _post(live, [_report("k-svc", 10 * 24 + 11, 100, node="node-new", start=today)])
         wait_until(lambda: len(_anomaly_records(live)) == 2, what="the new node journaled")
         kinds = [r["details"]["kind"] for r in _anomaly_records(live)]
         db = live.runtime.registry._reader()
         pending = "SELECT count(*) FROM anomaly_flags WHERE journaled = 0"
         wait_until(lambda: db.execute(pending).fetchone()[0] == 0, what="the records projected: flags journaled")
         journal_dir = live.runtime.config.journal_dir
+        assert _series(live, "k-svc") == {"spike": 1.0, "new_node": 1.0}
+        recent = live.client("read").get("/metrics").text
+        assert 'keylife_anomalies_recent{kind="new_node"} 1.0' in recent
+        assert 'keylife_anomalies_recent{kind="drop"} 0.0' in recent
     assert kinds == ["spike", "new_node"]
     rebuilt = tmp_path / "rebuilt.sqlite"
     rebuild(iter_entries(journal_dir), rebuilt, origin="test")
