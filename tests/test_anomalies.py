@@ -117,7 +117,7 @@ def test_a_restart_remembers_the_baseline_and_a_rebuild_gives_the_same_tables(tm
     again.feed(events[60:])
     assert [f["kind"] for f in whole.flags()] == ["spike", "new_node"]
     assert again.flags() == whole.flags()
-    tables = ("anomaly_keys", "anomaly_key_nodes", "anomaly_flags")
+    tables = ("anomaly_key_nodes", "anomaly_flags")
     for table in tables:
         assert _dump(again.registry, table) == _dump(whole.registry, table), table
     whole.registry.close()

@@ -15,6 +15,7 @@ report is a few dict lookups and float operations; a flush writes the touched st
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from typing import Any
 
@@ -23,10 +24,8 @@ from keylife.registry import anomaly_model as m
 from keylife.registry.extension import Extension
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS anomaly_keys (key_id TEXT PRIMARY KEY, ops TEXT NOT NULL, hours BLOB NOT NULL,
-  reports INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS anomaly_key_nodes (key_id TEXT NOT NULL, node TEXT NOT NULL, state BLOB NOT NULL,
-  PRIMARY KEY (key_id, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anomaly_key_nodes (key_id TEXT NOT NULL, node TEXT NOT NULL, ops TEXT NOT NULL,
+  state BLOB NOT NULL, PRIMARY KEY (key_id, node)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS anomaly_flags (seq INTEGER NOT NULL, kind TEXT NOT NULL, key_id TEXT NOT NULL,
   node TEXT, operation TEXT, at TEXT NOT NULL, score REAL NOT NULL, details TEXT NOT NULL,
   journaled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (seq, kind)) WITHOUT ROWID;
@@ -36,7 +35,7 @@ CREATE INDEX IF NOT EXISTS anomaly_flags_pending ON anomaly_flags (journaled, se
 
 _USAGE = str(EventType.USAGE_REPORT)
 _ANOMALY = str(EventType.ANOMALY)
-_CACHE_MAX = 50_000  # states kept in memory between flushes; cleared (after a flush) beyond this
+_CACHE_MAX = 50_000  # keys kept in memory between flushes; cleared (after a flush) beyond this
 
 
 def _f(value: float) -> str:
@@ -50,10 +49,8 @@ class AnomaliesExtension(Extension):
 
     def __init__(self, registry: Any) -> None:
         super().__init__(registry)
-        self._keys: dict[str, m.KeyState] = {}
-        self._nodes: dict[tuple[str, str], m.NodeState | None] = {}  # None: known never seen
-        self._dirty_keys: set[str] = set()
-        self._dirty_nodes: set[tuple[str, str]] = set()
+        self._keys: dict[str, m.KeyState] = {}  # a cache: each key with all its (key, node) states
+        self._dirty: set[tuple[str, str]] = set()
         self._flags: dict[tuple[int, str], dict[str, Any]] = {}
         self._journaled: set[tuple[int, str]] = set()
 
@@ -73,57 +70,48 @@ class AnomaliesExtension(Extension):
         node: str = ev.get("node") or ""
         usage: dict[str, int] = ev["usage"]
         hour, dow, span = m.report_time(ev, at)
-        key = self._key(key_id)
-        pair = (key_id, node)
-        state = self._node(pair)
-        warm = key.reports >= m.WARM_KEY
-        base = {"key_reports": key.reports}
-        if warm and state is None:
-            self._flag(seq, "new_node", key_id, node, None, at, float(key.reports), base)
-        if warm:
-            for op in sorted(usage):
-                if op not in key.ops and usage[op] > 0:
-                    known = sorted(key.ops)[:256]
-                    self._flag(seq, "new_operation", key_id, node, op, at, float(key.reports), base | {"known": known})
+        key = self._keys.get(key_id) or self._key(key_id)
+        state = key.nodes.get(node)
+        ops = key.ops
+        total = 0
+        for op, n in usage.items():  # one pass: the total, and any operation the key never did
+            total += n
+            if n and op not in ops:
+                if key.reports >= m.WARM_KEY:
+                    known = {"key_reports": key.reports, "known": sorted(ops)[:256]}
+                    self._flag(seq, "new_operation", key_id, node, op, at, float(key.reports), known)
+                ops.add(op)
+            if n and state is not None and op not in state.ops:
+                state.ops.add(op)
+        if key.reports >= m.WARM_KEY:
+            if state is None:
+                self._flag(seq, "new_node", key_id, node, None, at, float(key.reports), {"key_reports": key.reports})
             unusual, share = m.unusual_hour(key, hour)
             if unusual:
-                score = key.reports / max(1, key.hours[hour] + 1)
-                figures = base | {"hour": hour, "share": _f(share)}
+                score = key.reports / (key.hours[hour] + 1)
+                figures = {"key_reports": key.reports, "hour": hour, "share": _f(share)}
                 self._flag(seq, "unusual_hour", key_id, node, None, at, score, figures)
         if state is None:
-            state = self._nodes[pair] = m.NodeState()
-        x = m.rate_value(sum(usage.values()), span)
-        judged = state.judge(x, hour, dow)
-        if judged is not None and abs(judged[0]) >= m.Z_SPIKE:
+            state = key.nodes[node] = m.NodeState(ops={op for op, n in usage.items() if n})
+        judged = state.step(m.rate_value(total, span), hour, dow)
+        if judged is not None:
             z, expected, scale, n = judged
-            figures = {"observed_ops_per_hour": _f(sum(usage.values()) / span),
-                       "expected_ops_per_hour": _f(max(0.0, 2.718281828459045**expected - 1.0)),
-                       "log_scale": _f(scale), "bucket_observations": n, "hour": hour, "weekday": dow}  # fmt: skip
-            self._flag(seq, "spike" if z > 0 else "drop", key_id, node, None, at, z, base | figures)
-        state.learn(x, hour, dow)
+            figures = {"key_reports": key.reports, "observed_ops_per_hour": _f(total / span),
+                       "expected_ops_per_hour": _f(max(0.0, math.expm1(expected))), "log_scale": _f(scale),
+                       "bucket_observations": n, "hour": hour, "weekday": dow}  # fmt: skip
+            self._flag(seq, "spike" if z > 0 else "drop", key_id, node, None, at, z, figures)
+        state.count(hour)
         key.reports += 1
         key.hours[hour] += 1
-        key.ops.update(op for op, n in usage.items() if n > 0)
-        self._dirty_keys.add(key_id)
-        self._dirty_nodes.add(pair)
+        self._dirty.add((key_id, node))
 
     def _key(self, key_id: str) -> m.KeyState:
-        key = self._keys.get(key_id)
-        if key is None:
-            row = self.registry.db.execute(
-                "SELECT ops, hours, reports FROM anomaly_keys WHERE key_id = ?", (key_id,)
-            ).fetchone()
-            key = self._keys[key_id] = m.KeyState.decode(*row) if row else m.KeyState()
+        """The key with every (key, node) state it has: one range read of the primary key."""
+        key = self._keys[key_id] = m.KeyState()
+        rows = self.registry.db.execute("SELECT node, ops, state FROM anomaly_key_nodes WHERE key_id = ?", (key_id,))
+        for node, ops, blob in rows:
+            key.add(node, m.NodeState.decode(ops, blob))
         return key
-
-    def _node(self, pair: tuple[str, str]) -> m.NodeState | None:
-        if pair in self._nodes:
-            return self._nodes[pair]
-        row = self.registry.db.execute(
-            "SELECT state FROM anomaly_key_nodes WHERE key_id = ? AND node = ?", pair
-        ).fetchone()
-        state = self._nodes[pair] = m.NodeState.decode(row[0]) if row else None
-        return state
 
     def _flag(
         self, seq: int, kind: str, key_id: str, node: str, op: str | None, at: str, score: float, fig: dict[str, Any]
@@ -139,13 +127,10 @@ class AnomaliesExtension(Extension):
 
     # ----- the transaction -------------------------------------------------------------------------
     def flush(self, db: sqlite3.Connection) -> None:
+        keys = self._keys
         db.executemany(
-            "INSERT OR REPLACE INTO anomaly_keys VALUES (?, ?, ?, ?)",
-            [(k, *self._keys[k].encode()) for k in sorted(self._dirty_keys)],
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO anomaly_key_nodes VALUES (?, ?, ?)",
-            [(k, n, self._nodes[(k, n)].encode()) for k, n in sorted(self._dirty_nodes)],  # type: ignore[union-attr]
+            "INSERT OR REPLACE INTO anomaly_key_nodes VALUES (?, ?, ?, ?)",
+            [(k, n, *keys[k].nodes[n].encode()) for k, n in sorted(self._dirty)],
         )
         db.executemany(
             "INSERT OR IGNORE INTO anomaly_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -160,12 +145,10 @@ class AnomaliesExtension(Extension):
     def reset(self) -> None:
         self._flags.clear()
         self._journaled.clear()
-        self._dirty_keys.clear()
-        self._dirty_nodes.clear()
+        self._dirty.clear()
         # After a rollback (no transaction open) the cache may hold staged states: reload from the tables.
-        if not self.registry.in_transaction or len(self._nodes) > _CACHE_MAX:
+        if not self.registry.in_transaction or len(self._keys) > _CACHE_MAX:
             self._keys.clear()
-            self._nodes.clear()
 
 
 # ----- reader side (any thread: pass ``registry._reader()``) -------------------------------------

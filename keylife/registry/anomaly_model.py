@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 HOURS, DAYS = 24, 7
@@ -29,6 +29,7 @@ SCALE_INIT = 0.5  # the scale of a bucket's first observation (log space: a fact
 SCALE_FLOOR = 0.35  # no scale below this (log space): steady keys do not flag small wobbles
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> standard deviation for normal residuals
 Z_SPIKE = 7.0  # |z| at or above this flags a spike (up) or a drop (down)
+COUNT_MAX = 16_000_000.0  # counts saturate here (float32 is exact up to 2^24)
 WARM_BUCKET = 5  # observations of that hour of day by that (key, node) before spikes and drops are judged
 WARM_KEY = 72  # reports of the key before new nodes, new operations and unusual hours are judged
 UNUSUAL_SHARE = 0.002  # an hour (with its two neighbours) holding less than this share of the key's reports
@@ -38,69 +39,78 @@ KINDS = ("spike", "drop", "new_node", "new_operation", "unusual_hour")
 
 @dataclass
 class KeyState:
-    """What one key ever did."""
+    """What one key ever did: the sum of its (key, node) states, kept in memory (never stored apart)."""
 
     reports: int = 0
     ops: set[str] = field(default_factory=set)
-    hours: array = field(default_factory=lambda: array("q", [0] * HOURS))  # reports per hour of day
+    hours: list[int] = field(default_factory=lambda: [0] * HOURS)  # reports per hour of day
+    nodes: dict[str, NodeState] = field(default_factory=dict)
 
-    def encode(self) -> tuple[str, bytes, int]:
-        return ",".join(sorted(self.ops)), self.hours.tobytes(), self.reports
+    def add(self, node: str, state: NodeState) -> None:
+        self.nodes[node] = state
+        self.ops |= state.ops
+        v = state.v
+        for h in range(HOURS):
+            n = int(v[_HOURS + h])
+            self.hours[h] += n
+            self.reports += n
 
-    @classmethod
-    def decode(cls, ops: str, hours: bytes, reports: int) -> KeyState:
-        h = array("q")
-        h.frombytes(hours)
-        return cls(reports, set(ops.split(",")) if ops else set(), h)
+
+_HOURS = 3 * HOURS + DAYS  # where a (key, node) state keeps its reports per hour of day
 
 
 class NodeState:
-    """The seasonal baseline of one (key, node): level, scale and count per hour, offset per weekday."""
+    """The seasonal baseline of one (key, node) (level, scale and count per hour, offset per weekday),
+    its reports per hour of day and the operations it did: one row of ``anomaly_key_nodes``."""
 
-    __slots__ = ("v",)
-    # v: level[24] | scale[24] | count[24] | dow[7]
-    _L, _S, _N, _D = 0, HOURS, 2 * HOURS, 3 * HOURS
+    __slots__ = ("ops", "v")
+    # v: level[24] | scale[24] | count[24] | weekday offset[7] | reports[24], as float32: every store
+    # rounds, so the state in memory is the state on disk (a restart continues bit for bit), half the bytes.
 
-    def __init__(self, v: array | None = None) -> None:
-        self.v = v if v is not None else array("d", [0.0] * (3 * HOURS + DAYS))
+    def __init__(self, v: array | None = None, ops: set[str] | None = None) -> None:
+        self.v = v if v is not None else array("f", [0.0] * (4 * HOURS + DAYS))
+        self.ops = ops if ops is not None else set()
 
-    def encode(self) -> bytes:
-        return self.v.tobytes()
+    def encode(self) -> tuple[str, bytes]:
+        return ",".join(sorted(self.ops)), self.v.tobytes()
 
     @classmethod
-    def decode(cls, blob: bytes) -> NodeState:
-        v = array("d")
+    def decode(cls, ops: str, blob: bytes) -> NodeState:
+        v = array("f")
         v.frombytes(blob)
-        return cls(v)
+        return cls(v, set(ops.split(",")) if ops else set())
 
-    def judge(self, x: float, hour: int, dow: int) -> tuple[float, float, float, int] | None:
-        """(z, expected, scale, observations) of ``x`` at that hour and weekday, or None before warm-up."""
-        v = self.v
-        n = int(v[self._N + hour])
-        if n < WARM_BUCKET:
-            return None
-        expected = v[self._L + hour] + v[self._D + dow]
-        scale = max(v[self._S + hour] * MAD_TO_SIGMA, SCALE_FLOOR)
-        return (x - expected) / scale, expected, scale, n
+    def count(self, hour: int) -> None:
+        """One more report at that hour (saturating: float32 counts exactly up to 2^24)."""
+        if self.v[_HOURS + hour] < COUNT_MAX:
+            self.v[_HOURS + hour] += 1.0
 
-    def learn(self, x: float, hour: int, dow: int) -> None:
+    def step(self, x: float, hour: int, dow: int) -> tuple[float, float, float, int] | None:
+        """Judge ``x`` at that hour and weekday, then learn it. Returns (z, expected, scale, observations)
+        when ``|z| >= Z_SPIKE`` after the bucket's warm-up, else None."""
         v = self.v
-        li, si, ni, di = self._L + hour, self._S + hour, self._N + hour, self._D + dow
-        n = v[ni] + 1.0
-        v[ni] = n
-        if n == 1.0:
+        li, si, ni, di = hour, HOURS + hour, 2 * HOURS + hour, 3 * HOURS + dow
+        n = v[ni]
+        if n < COUNT_MAX:
+            v[ni] = n + 1.0
+        if n == 0.0:
             v[li], v[si] = x - v[di], SCALE_INIT
-            return
-        scale = max(v[si] * MAD_TO_SIGMA, SCALE_FLOOR)
-        r = x - v[li] - v[di]
-        rc = max(-CLIP * scale, min(CLIP * scale, r))  # the Huber step: a burst moves the baseline little
-        a = max(ALPHA, 1.0 / n)
+            return None
+        scale = v[si] * MAD_TO_SIGMA
+        if scale < SCALE_FLOOR:
+            scale = SCALE_FLOOR
+        expected = v[li] + v[di]
+        r = x - expected
+        z = r / scale
+        limit = CLIP * scale
+        rc = limit if r > limit else -limit if r < -limit else r  # the Huber step: a burst moves it little
+        a = 1.0 / (n + 1.0) if n < 9.0 else ALPHA
         v[li] += a * rc
-        v[si] += a * (abs(rc) - v[si])
+        v[si] += a * ((rc if rc >= 0.0 else -rc) - v[si])
         v[di] += BETA * rc
-        mean = sum(v[self._D : self._D + DAYS]) / DAYS  # keep the offsets centred (level and offset separable)
-        for i in range(self._D, self._D + DAYS):
-            v[i] -= mean
+        if n >= WARM_BUCKET and (z >= Z_SPIKE or z <= -Z_SPIKE):
+            return z, expected, scale, int(n)
+        return None
 
 
 def report_time(ev: dict[str, Any], at: str) -> tuple[int, int, float]:
@@ -108,16 +118,38 @@ def report_time(ev: dict[str, Any], at: str) -> tuple[int, int, float]:
     start, end = ev.get("interval_start"), ev.get("interval_end")
     when = start or at
     hour = int(when[11:13])
-    dow = date(int(when[0:4]), int(when[5:7]), int(when[8:10])).weekday()
+    dow = _day(when[:10])[0]
     span = 1.0
     if start and end:
-        seconds = (_parse(end) - _parse(start)).total_seconds()
+        seconds = _seconds(end) - _seconds(start)
         span = max(seconds / 3600.0, 1.0 / 60.0)  # at least a minute: a zero-length interval is a point
     return hour, dow, span
 
 
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+_DAYS: dict[str, tuple[int, float]] = {}  # "YYYY-MM-DD" -> (weekday, its midnight in seconds); few distinct
+
+
+def _day(day: str) -> tuple[int, float]:
+    found = _DAYS.get(day)
+    if found is None:
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        d = date(int(day[0:4]), int(day[5:7]), int(day[8:10]))
+        found = _DAYS[day] = (d.weekday(), (d.toordinal() - 1) * 86400.0)
+    return found
+
+
+def _seconds(value: str) -> float:
+    """Seconds since 0001-01-01 of a journal time (UTC, ``Z``); slicing, not parsing, on the ingest path."""
+    if value[-1] == "Z" and len(value) >= 20 and value[19] in ".Z":
+        return _day(value[:10])[1] + int(value[11:13]) * 3600 + int(value[14:16]) * 60 + float(value[17:-1])
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (
+        _day(parsed.astimezone(UTC).date().isoformat())[1]
+        + (
+            parsed.astimezone(UTC) - parsed.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        ).total_seconds()
+    )
 
 
 def rate_value(total: int, span_hours: float) -> float:
