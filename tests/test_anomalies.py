@@ -229,3 +229,23 @@ def test_flags_are_journaled_once_and_survive_a_restart(tmp_path: Path) -> None:
     rebuild(iter_entries(journal_dir), rebuilt, origin="test")
     rows = sqlite3.connect(rebuilt).execute("SELECT kind, journaled FROM anomaly_flags ORDER BY seq").fetchall()
     assert rows == [("spike", 1), ("new_node", 1)], "a rebuild stages the same flags, marked journaled"
+
+
+def test_no_flag_on_the_demo_networks_own_traffic(tmp_path: Path) -> None:
+    """The demo network (keylife/demo: rotations, tails of replaced keys, weekly and daily swings) is
+    normal traffic that this detector was not tuned on: 30 days of it raise no flag."""
+    from bench.common import demo_events, payloads
+
+    events = payloads(demo_events(300_000, size="default", days=30))
+    projected = Projected(tmp_path / "registry.sqlite")
+    for i in range(0, len(events), 20_000):
+        projected.feed(events[i : i + 20_000])
+    db = projected.registry._reader()
+    keys = db.execute("SELECT count(DISTINCT key_id) FROM anomaly_key_nodes").fetchone()[0]
+    judged = db.execute("SELECT count(*) FROM anomaly_key_nodes").fetchone()[0]
+    first, last = events[0]["occurred_at"], events[-1]["occurred_at"]
+    days = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds() / 86400
+    print(f"\ndemo traffic: {len(events)} events, {keys} keys ({judged} key-node baselines) over {days:.1f} days")
+    assert keys >= 50 and days >= 10, "enough history for the warm-up to pass"
+    assert projected.flags() == []
+    projected.registry.close()

@@ -93,8 +93,8 @@ class AnomaliesExtension(Extension):
                 self._flag(seq, "unusual_hour", key_id, node, None, at, score, figures)
         if state is None:
             state = key.nodes[node] = m.NodeState(ops={op for op, n in usage.items() if n})
-        judged = state.step(m.rate_value(total, span), hour, dow)
-        if judged is not None:
+        judged = state.step(m.rate_value(total, span), hour, dow, span)
+        if judged is not None and (judged[0] > 0 or self._drop_counts(key_id)):
             z, expected, scale, n = judged
             figures = {"key_reports": key.reports, "observed_ops_per_hour": _f(total / span),
                        "expected_ops_per_hour": _f(max(0.0, math.expm1(expected))), "log_scale": _f(scale),
@@ -104,6 +104,12 @@ class AnomaliesExtension(Extension):
         key.reports += 1
         key.hours[hour] += 1
         self._dirty.add((key_id, node))
+
+    def _drop_counts(self, key_id: str) -> bool:
+        """Whether a drop is news: not when the key was replaced (its successor takes the use over) or is no
+        longer active. Asked only for a drop, so it costs nothing on the common path."""
+        record = self.registry.key_record(key_id)
+        return record is None or (record.get("state") in (None, "active") and not record.get("successor"))
 
     def _key(self, key_id: str) -> m.KeyState:
         """The key with every (key, node) state it has: one range read of the primary key."""

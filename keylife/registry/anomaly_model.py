@@ -85,9 +85,9 @@ class NodeState:
         if self.v[_HOURS + hour] < COUNT_MAX:
             self.v[_HOURS + hour] += 1.0
 
-    def step(self, x: float, hour: int, dow: int) -> tuple[float, float, float, int] | None:
-        """Judge ``x`` at that hour and weekday, then learn it. Returns (z, expected, scale, observations)
-        when ``|z| >= Z_SPIKE`` after the bucket's warm-up, else None."""
+    def step(self, x: float, hour: int, dow: int, span: float = 1.0) -> tuple[float, float, float, int] | None:
+        """Judge ``x`` (over ``span`` hours) at that hour and weekday, then learn it. Returns (z, expected,
+        scale, observations) when ``|z| >= Z_SPIKE`` after the bucket's warm-up, else None."""
         v = self.v
         li, si, ni, di = hour, HOURS + hour, 2 * HOURS + hour, 3 * HOURS + dow
         n = v[ni]
@@ -101,8 +101,11 @@ class NodeState:
             scale = SCALE_FLOOR
         expected = v[li] + v[di]
         r = x - expected
-        z = r / scale
         limit = CLIP * scale
+        # Counting noise on top: a short interval holds few operations, and a Poisson count of about
+        # ``c`` wobbles by 1/sqrt(c) in log space (a 5-minute report of 1 where 14 were expected is chance).
+        counted = math.expm1(expected) * span if expected > 0.0 else 0.0
+        z = r / math.sqrt(scale * scale + 1.0 / (counted + 1.0))
         rc = limit if r > limit else -limit if r < -limit else r  # the Huber step: a burst moves it little
         a = 1.0 / (n + 1.0) if n < 9.0 else ALPHA
         v[li] += a * rc
