@@ -8,9 +8,10 @@ The choice (docs/anomalies.md): the log of the report's rate (``log1p(ops per ho
 seasonal baseline per (key, node): an EWMA level per hour of day plus a day-of-week offset, with an
 EWMA of the absolute residual as its scale (a mean absolute deviation: robust, unlike a variance,
 and O(1) unlike a running median). Residuals are clipped to 3 scales before they update the
-baseline (a Huber step), so a burst does not teach the baseline that bursts are normal. The z-score
-``(x - level) / max(scale * 1.2533, SCALE_FLOOR)`` is the spike/drop score. The per-key state holds
-what the key ever did: its operations, its nodes' count, and its hour-of-day profile.
+baseline (a Huber step), so a burst does not teach the baseline that bursts are normal. The score
+is ``(x - level) / sqrt(s^2 + 1/(c + 1))`` with ``s = max(scale * 1.2533, SCALE_FLOOR)`` and ``c``
+the operations expected over the report's interval (counting noise). The per-key state is the sum
+of its (key, node) states: the operations it did, its nodes, its reports per hour of day.
 """
 
 from __future__ import annotations
