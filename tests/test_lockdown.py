@@ -109,8 +109,8 @@ def test_the_lockdown_tables_are_a_pure_function_of_the_journal(tmp_path: Path) 
         assert admin.post("/v1/keys/n3/commands", json={"command": "revoke", "reason": "x"}).status_code == 200
         assert sec.post(f"/v1/lockdowns/{lockdown}/release", json={}).status_code == 200
         plan = sec.post("/v1/keys/bulk", json={"selector": {"ids": ["n1"]}, "action": "suspend", "reason": "r"})
-        sec.post(f"/v1/keys/bulk/{plan.json()['plan']}/execute")
-        wait_until(lambda: sec.get(f"/v1/keys/bulk/{plan.json()['plan']}").json()["state"] == "finished")
+        sec.post(f"/v1/bulk/{plan.json()['plan']}/execute")
+        wait_until(lambda: sec.get(f"/v1/bulk/{plan.json()['plan']}").json()["state"] == "finished")
         assert sec.post("/v1/keys/n3/commands", json={"command": "destroy", "reason": "r"}).status_code == 202
         live.runtime.ledger.sync_registry().result()
         config = live.runtime.config
