@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from keylife.common.scopes import ROLES, SCOPES  # noqa: F401 - part of this module's surface (the API reads it here)
+from keylife.common.scopes import ROLES, SCOPES
 from keylife.common.secret_files import check_secret_file
 
 
@@ -129,24 +129,9 @@ class RegistryConfig(_Section):
     path: Path | None = None
 
 
-Scope = Literal[
-    "ingest",
-    "read",
-    "admin",
-    "forward",
-    "audit",
-    "suspend",
-    "lifecycle",
-    "revoke",
-    "destroy",
-    "lockdown",
-    "release",
-    "bulk",
-    "incident",
-    "approve",
-    "alerts",
-]  # fmt: skip  (keylife.common.scopes.SCOPES; tests/test_roles.py keeps the two equal)
-Role = Literal["viewer", "auditor", "operator", "security-admin"]
+# Literal[("a", "b")] is Literal["a", "b"]: the names are written once, in keylife.common.scopes.
+Scope = Literal[SCOPES]  # type: ignore[valid-type]
+Role = Literal[tuple(ROLES)]  # type: ignore[valid-type]
 
 
 class Token(_Section):
