@@ -16,6 +16,7 @@ from keylife.cli.bulk_metrics import LockdownCollector
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.datafold_metrics import DataFoldCollector
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
+from keylife.cli.report_rules import PolicyRules
 from keylife.cli.witnessing import start_witnessing
 from keylife.cli.writer_metrics import WriterCollector
 from keylife.common.datalock import DataLock
@@ -33,6 +34,7 @@ from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettin
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
+from keylife.response.reports.service import ReportService
 from keylife.response.service import BulkService
 from keylife.witness.client import WitnessClient
 
@@ -82,6 +84,7 @@ class Runtime:
     incidents: IncidentService | None = None
     revocations: Feed = field(init=False)
     bulk: BulkService = None  # type: ignore[assignment]  # set by _start
+    reports: ReportService = None  # type: ignore[assignment]  # set by _start
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -177,6 +180,7 @@ class Runtime:
             verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents, bulk,
         )  # fmt: skip
         runtime.revocations = Feed(registry, config.journal.origin)
+        runtime.reports = ReportService(ledger, journal, config.registry_path, PolicyRules(exporter.index.policy))
         return runtime
 
     def close(self) -> None:
