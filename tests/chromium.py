@@ -4,6 +4,7 @@ NUL-separated JSON): no driver library, no port. For the HTML report's browser t
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -108,10 +109,8 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, OSError):  # already gone: nothing to close
             self.call("Browser.close")
-        except (RuntimeError, OSError):
-            pass
         self.proc.wait(timeout=20)
         os.close(self._w)
         os.close(self._r)

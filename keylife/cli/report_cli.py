@@ -38,6 +38,7 @@ def register(sub: Any) -> None:
     c.add_argument("--state", action="append", help="only keys in this state (repeatable)")
     c.add_argument("--generated-at", help="the report's generated_at (default: now); a recomputation gives it again")
     c.add_argument("--url", help="a running keylife (else the data directory, offline)")
+    c.add_argument("--checkpoint", type=Path, help="offline: report at this signed checkpoint (default: the latest)")
     c.add_argument("--token-file", metavar="PATH", help="file holding an audit token, mode 0600 (else $KEYLIFE_TOKEN)")
     c.set_defaults(func=cmd_compliance)
     k = rsub.add_parser("check", help="recompute a report from the journal and confirm it")
@@ -153,9 +154,9 @@ def offline_report(
 
     journal_dir = _config(args).journal_dir
     try:
-        note = (journal_dir / "checkpoint").read_text()
+        note = (args.checkpoint or journal_dir / "checkpoint").read_text()
     except OSError as exc:
-        raise UsageError(f"{journal_dir}: no signed checkpoint to report at ({exc.strerror})") from exc
+        raise UsageError(f"{exc.filename}: no signed checkpoint to report at ({exc.strerror})") from exc
     cp = parse(note)
     if not checkpoint_matches(journal_dir, cp.origin, cp):
         raise UsageError(

@@ -57,9 +57,14 @@ def _counts(title: str, counts: dict[str, int]) -> str:
     )
 
 
+def _day(at: str) -> str:
+    """An axis label: the step's end as month-day (the period's dates head the page)."""
+    return at[5:10]
+
+
 def _charts(charts: dict[str, Any]) -> str:
     states = charts["states_over_time"]
-    labels = [p["at"][:10] for p in states]
+    labels = [_day(p["at"]) for p in states]
     names = [n for n in states[0] if n != "at"] if states else []
     series = {n: [p[n] for p in states] for n in names if any(p[n] for p in states)}
     rot = charts["rotation_compliance"]
@@ -68,7 +73,7 @@ def _charts(charts: dict[str, Any]) -> str:
     return '<div class="grid">' + "".join([
         svg.stacked_columns("Keys by state over the period", labels, series),
         svg.bars("Age of usable keys at the period's end", [a["bucket"] for a in ages], [a["keys"] for a in ages]),
-        svg.line("Rotation compliance: active keys not yet due", [p["at"][:10] for p in rot],
+        svg.line("Rotation compliance: active keys not yet due", [_day(p["at"]) for p in rot],
                  [p["share"] for p in rot]),
         svg.bars("Top owners by broken rules", [o["owner"] for o in owners], [o["violations"] for o in owners]),
     ]) + "</div>"  # fmt: skip

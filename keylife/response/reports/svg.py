@@ -51,7 +51,7 @@ def stacked_columns(title: str, labels: list[str], series: dict[str, list[int]])
                              f'width="{width * 0.8:.1f}" height="{h:.1f}" fill="{PALETTE[j % len(PALETTE)]}">'
                              f"<title>{escape(label)} {escape(name)}: {values[i]}</title></rect>")  # fmt: skip
             y -= h
-        parts.append(f'<text x="{x + width * 0.4:.1f}" y="{H - PAD_B + 14}" text-anchor="middle" font-size="9">'
+        parts.append(f'<text x="{x + width * 0.4:.1f}" y="{H - PAD_B + 14}" text-anchor="middle" font-size="10">'
                      f"{escape(label)}</text>")  # fmt: skip
     return _frame(title, "".join(parts), _legend(list(series)))
 
@@ -64,7 +64,7 @@ def line(title: str, labels: list[str], values: list[float | None]) -> str:
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         x = PAD_L + 8 + i * step
         parts.append(
-            f'<text x="{x:.1f}" y="{H - PAD_B + 14}" text-anchor="middle" font-size="9">{escape(label)}</text>'
+            f'<text x="{x:.1f}" y="{H - PAD_B + 14}" text-anchor="middle" font-size="10">{escape(label)}</text>'
         )
         if value is None:
             continue
@@ -89,6 +89,6 @@ def bars(title: str, labels: list[str], values: list[int]) -> str:
             parts.append(f'<rect class="mark" data-value="{value}" x="{x:.1f}" y="{H - PAD_B - value * scale:.1f}" '
                          f'width="{width * 0.8:.1f}" height="{value * scale:.1f}" fill="{PALETTE[4]}">'
                          f"<title>{escape(label)}: {value}</title></rect>")  # fmt: skip
-        parts.append(f'<text x="{x + width * 0.4:.1f}" y="{H - PAD_B + 14}" text-anchor="middle" font-size="9">'
+        parts.append(f'<text x="{x + width * 0.4:.1f}" y="{H - PAD_B + 14}" text-anchor="middle" font-size="10">'
                      f"{escape(label[:14])}</text>")  # fmt: skip
     return _frame(title, "".join(parts))
