@@ -31,7 +31,9 @@ def register(sub: Any) -> None:
     c = rsub.add_parser("compliance", help="a compliance report bound to a signed checkpoint")
     c.add_argument("--from", dest="start", help="period start, a UTC date or RFC 3339 time (default: --to - 30 days)")
     c.add_argument("--to", dest="end", help="period end, exclusive (default: tomorrow 00:00 UTC)")
-    c.add_argument("--format", choices=FORMATS, default="json")
+    c.add_argument(
+        "--format", choices=FORMATS, default="json", help="json (the evidence), csv, html, or pdf (needs Chromium)"
+    )
     c.add_argument("-o", "--output", type=Path, required=True, help="the report file (written atomically)")
     for name in ("owner", "purpose", "algorithm", "node"):
         c.add_argument(f"--{name}", help=f"only keys of this {name}")
