@@ -150,6 +150,9 @@ def test_check_recomputes_and_names_what_does_not_hold(served: Served, tmp_path:
     page = tmp_path / "report.html"
     page.write_bytes(served.html)
     assert _check(page, served).returncode == 0  # the HTML embeds the same report
+    page.write_bytes(served.html.replace(b"<td>compromised</td>", b"<td>revoked</td>", 1))  # the text, not the JSON
+    done = _check(page, served)
+    assert done.returncode == 1 and done.stdout.startswith("FAIL html: the page is not the rendering")
 
     forged = report(served)
     forged["inventory"]["by_state"]["active"] += 1
@@ -256,8 +259,11 @@ def test_pdf_is_the_html_printed_by_chromium(served: Served, tmp_path: Path) -> 
 
 def test_the_documented_example_is_a_valid_report_with_its_screenshot() -> None:
     from keylife.cli.report_cli import load_report
+    from keylife.response.reports.html import to_html
 
-    example = load_report(ROOT / "docs" / "examples" / "compliance-report.html")
+    page = ROOT / "docs" / "examples" / "compliance-report.html"
+    example = load_report(page)
+    assert to_html(example) == page.read_bytes()  # the page is today's rendering of its report
     jsonschema.Draft202012Validator(orjson.loads(SCHEMA.read_bytes())).validate(example)
     assert example["digest"] == digest(example)
     png = (ROOT / "docs" / "examples" / "compliance-report.png").read_bytes()

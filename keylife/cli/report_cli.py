@@ -205,6 +205,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from keylife.response.selector import parse_selector
 
     report = load_report(args.report)
+    page = args.report.read_bytes()
+    if page.lstrip().startswith(b"<"):  # the page must be the rendering of the report it embeds, byte for byte
+        from keylife.response.reports.html import to_html
+
+        if to_html(report) != page:
+            print("FAIL html: the page is not the rendering of the report it embeds (its text was changed)")
+            return 1
     if report.get("format") != FORMAT:
         print(f"FAIL format: {report.get('format')!r} is not {FORMAT}")
         return 1

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from keylife.response.reports import svg
+from keylife.response.reports.series import STATES
 
 _DATA = re.compile(rb'<script type="application/json" id="report-data">(.*?)</script>', re.S)
 CSS = """
@@ -65,7 +66,7 @@ def _day(at: str) -> str:
 def _charts(charts: dict[str, Any]) -> str:
     states = charts["states_over_time"]
     labels = [_day(p["at"]) for p in states]
-    names = [n for n in states[0] if n != "at"] if states else []
+    names = list(STATES)  # lifecycle order, whatever order the JSON gives
     series = {n: [p[n] for p in states] for n in names if any(p[n] for p in states)}
     rot = charts["rotation_compliance"]
     ages = charts["age_distribution"]
@@ -80,6 +81,9 @@ def _charts(charts: dict[str, Any]) -> str:
 
 
 def to_html(report: dict[str, Any]) -> bytes:
+    """The page; rendered from the report's sorted-keys form, so the page depends on the report's content only
+    (``keylife report check`` renders the embedded report again and compares the bytes)."""
+    report = orjson.loads(orjson.dumps(report, option=orjson.OPT_SORT_KEYS))
     cp, period, inv = report["checkpoint"], report["period"], report["inventory"]
     rot, after, expired = report["rotations"], report["use_after_withdrawal"], report["expired_in_use"]
     prop, inc, integ = report["propagation"], report["incidents"], report["integrity"]
