@@ -263,7 +263,7 @@ def test_the_documented_example_is_a_valid_report_with_its_screenshot() -> None:
 
     page = ROOT / "docs" / "examples" / "compliance-report.html"
     example = load_report(page)
-    assert to_html(example) == page.read_bytes()  # the page is today's rendering of its report
+    assert to_html(example) == page.read_bytes(), "stale example: run python -m tests.report_example"
     jsonschema.Draft202012Validator(orjson.loads(SCHEMA.read_bytes())).validate(example)
     assert example["digest"] == digest(example)
     png = (ROOT / "docs" / "examples" / "compliance-report.png").read_bytes()
