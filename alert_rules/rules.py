@@ -356,6 +356,17 @@ def response_rules(a: _Alerts, job: str) -> None:
     )  # fmt: skip
 
 
+def report_rules(a: _Alerts, job: str) -> None:
+    """Scheduled compliance reports: a failed run is never silent (docs/reporting.md)."""
+    a.add(
+        "KeylifeReportFailed", "warning", f'increase(keylife_report_failures_total{{job="{job}"}}[1h]) > 0',
+        "A scheduled compliance report failed.",
+        "Schedule {{ $labels.schedule }} (reports.schedules) could not write or announce its report; keylife "
+        "tries again every check interval. The log line 'scheduled report ... failed' says why.",
+        COMPLIANCE,
+    )  # fmt: skip
+
+
 def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     job, t = config["job"], config["thresholds"]
     keys, nodes, pipeline, service, meta, response = (_Alerts(config) for _ in range(6))
@@ -365,6 +376,7 @@ def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     pipeline_rules(pipeline, job, t, config["forwarder_job"])
     service_rules(service, job, t, config["forwarder_job"])
     response_rules(response, job)
+    report_rules(response, job)
     return {
         "groups": [
             {"name": "keylife.recording", "rules": recording_rules(job)},

@@ -153,6 +153,24 @@ PIPELINE = (
         ("rule",),
     ),
     Spec("keylife_lockdowns_applied", "gauge", "Lockdowns applied and not released yet (GET /v1/lockdowns)."),
+    Spec(
+        "keylife_reports_generated",
+        "counter",
+        "Scheduled compliance reports written and announced, by schedule (reports.schedules; since start).",
+        ("schedule",),
+    ),
+    Spec(
+        "keylife_report_failures",
+        "counter",
+        "Scheduled compliance report runs that failed, by schedule (since start; KeylifeReportFailed pages).",
+        ("schedule",),
+    ),
+    Spec(
+        "keylife_report_last_success_timestamp_seconds",
+        "gauge",
+        "When each schedule last wrote its report (unix seconds; absent until the first since start).",
+        ("schedule",),
+    ),
     Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
 )
 

@@ -16,6 +16,8 @@ from keylife.cli.bulk_metrics import LockdownCollector
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.datafold_metrics import DataFoldCollector
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
+from keylife.cli.report_metrics import ReportCollector
+from keylife.cli.report_rules import PolicyRules
 from keylife.cli.witnessing import start_witnessing
 from keylife.cli.writer_metrics import WriterCollector
 from keylife.common.datalock import DataLock
@@ -33,6 +35,8 @@ from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettin
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
+from keylife.response.reports.schedule import ReportScheduler
+from keylife.response.reports.service import ReportService
 from keylife.response.service import BulkService
 from keylife.witness.client import WitnessClient
 
@@ -82,6 +86,8 @@ class Runtime:
     incidents: IncidentService | None = None
     revocations: Feed = field(init=False)
     bulk: BulkService = None  # type: ignore[assignment]  # set by _start
+    reports: ReportService = None  # type: ignore[assignment]  # set by _start
+    report_scheduler: ReportScheduler | None = None
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -177,6 +183,11 @@ class Runtime:
             verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents, bulk,
         )  # fmt: skip
         runtime.revocations = Feed(registry, config.journal.origin)
+        runtime.reports = ReportService(ledger, journal, config.registry_path, PolicyRules(exporter.index.policy))
+        directory = config.reports.directory or config.data_dir / "reports"
+        runtime.report_scheduler = ReportScheduler(config.reports, directory, runtime.reports, ledger)
+        telemetry.registry.register(ReportCollector(runtime.report_scheduler, config.reports))
+        runtime.report_scheduler.start()  # idle unless reports.schedules are configured
         return runtime
 
     def close(self) -> None:
@@ -189,6 +200,8 @@ class Runtime:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:
             self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
+        if self.report_scheduler is not None:
+            self.report_scheduler.stop()  # before the ledger: a run journals its record through it
         if self.bulk is not None:
             self.bulk.stop()  # before the ledger: running plans submit through it (they resume at start)
         if self.incidents is not None:
