@@ -63,6 +63,13 @@ def fleet_families(snap: Snapshot) -> Iterator[Metric]:
     age.add_metric(["+Inf"], snap.age_count)
     yield age
     yield _single("keylife_keys_age_sum_seconds", snap.age_sum)
+    age_sum = family("keylife_keys_age_by_purpose_sum_seconds")
+    age_count = family("keylife_keys_not_destroyed_by_purpose")
+    for purpose, (n, total) in snap.age_by_purpose.items():
+        age_sum.add_metric([purpose], total)
+        age_count.add_metric([purpose], n)
+    yield age_sum
+    yield age_count
     usage = family("keylife_key_usage_operations")
     for (op, algorithm, purpose), n in sorted(snap.usage.items()):
         usage.add_metric([op, algorithm, purpose], n)

@@ -17,6 +17,7 @@ from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.incidents import IncidentCollector
 from exporter.policy import Policy
+from exporter.posture import PostureCollector, SinkStatus
 from exporter.revocations import RevocationCollector
 from exporter.snapshot import SingleFlight
 from keylife.registry.queries import RegistryReader
@@ -37,6 +38,7 @@ class Exporter:
         attention_cap: int = 500,
         clock: Callable[[], float] = time.time,
         expiry_horizon: float = ATTENTION_HORIZON,
+        sinks: Callable[[], list[SinkStatus]] | None = None,
     ) -> Exporter:
         """Load the index from the registry's committed tables and register the collectors."""
         index = FleetIndex.from_registry(policy, registry_path)
@@ -45,4 +47,5 @@ class Exporter:
         metrics.register(PipelineCollector(pipeline))
         metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
         metrics.register(RevocationCollector(registry_path, attention_cap))
+        metrics.register(PostureCollector(snapshots, registry_path, pipeline, sinks, attention_cap))
         return cls(index, snapshots)

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.policy import Policy
+from exporter.posture import PostureCollector
 from exporter.snapshot import SingleFlight, Snapshot
 from keylife.common.process import tune_gc
 from keylife.ingest.telemetry import add_standard_collectors
@@ -51,6 +52,9 @@ class StandaloneExporter:
         self.snapshots = SingleFlight(self._snapshot)
         self.metrics.register(FleetCollector(self.snapshots))
         self.metrics.register(PipelineCollector(self.pipeline))
+        # No forwarder runs here (``keylife forward`` holds its own state directory): forwarders_current
+        # is not measured, and the score is the weighted mean of the other components (docs/posture.md).
+        self.metrics.register(PostureCollector(self.snapshots, registry_path, self.pipeline, None, attention_cap))
         self._stop = threading.Event()
 
     def _snapshot(self) -> Snapshot:
