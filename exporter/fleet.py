@@ -46,7 +46,7 @@ ATTENTION_HORIZON = 30 * DAY  # default of exporter.expiry_horizon_days: per-key
 
 _SHAPE = operator.itemgetter(
     "state", "algorithm", "key_size", "curve", "purpose", "created_at", "activated_at", "expires_at",
-    "state_changed_at", "owner",
+    "state_changed_at",
 )  # fmt: skip
 # Keys taken out of service whose use is a conflicting_use: the posture's "no use after revocation" counts them.
 WITHDRAWN = frozenset({KeyState.REVOKED.value, KeyState.COMPROMISED.value, KeyState.DESTROYED.value})
@@ -109,6 +109,7 @@ class FleetIndex:
         # Posture (exporter/posture.py): per-owner populations, and key ages by purpose (for the mean-age KPI).
         self._owners: dict[str, list[int]] = {}  # owner -> [keys, usable, rotating, withdrawn]
         self._withdrawn = 0
+        self._owner_names: dict[str, str] = {}
         self._age_by_purpose: dict[str, list[float]] = {}  # purpose -> [keys not destroyed, sum of created]
 
     # ----- keeping up ---------------------------------------------------------------------
@@ -223,8 +224,9 @@ class FleetIndex:
     def _upsert(self, record: dict[str, Any]) -> None:
         key_id = record["key_id"]
         shape = _SHAPE(record)
+        owner = record["owner"] or UNOWNED
         old = self._keys.get(key_id)
-        if old is not None and old.shape == shape:
+        if old is not None and old.shape == shape and old.owner == owner:
             self._usage_only(key_id, old, record["usage_total"] or 0)
             return
         if old is not None:
@@ -245,7 +247,7 @@ class FleetIndex:
             shape=shape,
             ops_limit=self.policy.operations_limit(facts),
             ops=facts.usage_total,
-            owner=record["owner"] or UNOWNED,
+            owner=self._owner_names.setdefault(owner, owner),  # one string per owner, not one per key
         )
         self._keys[key_id] = key
         self._add(key_id, key)
