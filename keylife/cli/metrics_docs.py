@@ -127,7 +127,7 @@ def render() -> str:
         "",
         "## Posture",
         "",
-        "The security posture score and its components (`docs/posture.md`: the formula, the weights, each",
+        "The security posture score and its components ([posture.md](posture.md): the formula, the weights, each",
         "component and the KPIs' recording rules), computed at each scrape. The per-owner scores are capped by",
         "`exporter.attention_cap`, worst owners first; `keylife_posture_owners_omitted` counts the rest.",
         "",
