@@ -172,3 +172,31 @@ def test_mean_key_age_by_purpose_is_served_as_a_sum_and_a_count(tmp_path: Path):
     mean = value(s, "keylife_keys_age_by_purpose_sum_seconds", purpose="encryption") / 2
     assert mean == pytest.approx(20 * 86400, rel=0.01)
     assert value(s, "keylife_keys_age_by_purpose_sum_seconds", purpose="signing") == pytest.approx(5 * 86400, rel=0.01)
+
+
+def test_the_standalone_exporter_scores_without_the_forwarder_component(tmp_path: Path):
+    """``keylife exporter`` runs no forwarder: forwarders_current is not measured, the rest is as in serve."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporter.policy import load_policy
+    from keylife.cli.standalone_exporter import StandaloneExporter
+
+    sink = {"type": "file", "name": "archive", "path": str(tmp_path / "archive.jsonl")}
+    with live_server(tmp_path, forwarder={"sinks": [sink]}) as live:
+        post(live, *key(1, "k-legacy", algorithm="3des", key_size=168, owner="team-b"), *key(2, "k-ok"))
+        served = verified(live)
+        config = live.runtime.config
+        standalone = StandaloneExporter(config.registry_path, config.journal_dir, load_policy(None), 500)
+        text = generate_latest(standalone.metrics).decode()
+    s = {
+        (m.name, tuple(sorted(m.labels.items()))): m.value
+        for f in text_string_to_metric_families(text)
+        for m in f.samples
+    }
+    assert "forwarders_current" in components(served) and "forwarders_current" not in components(s)
+    assert effective_weights(s)["forwarders_current"] == 0.0
+    assert components(s) == {c: v for c, v in components(served).items() if c != "forwarders_current"}
+    assert components(s)["policy_compliance"] == 0.5
+    assert value(s, "keylife_posture_score") == pytest.approx(100 * (1 - 0.5 * 0.25 / 0.9))
+    assert value(s, "keylife_posture_owner_score", owner="team-b") == pytest.approx(100 * (1 - 0.25 / 0.9))
