@@ -8,8 +8,8 @@ ledger and registry positions at scrape time (a few attribute reads).
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,16 +38,32 @@ def family(name: str) -> Any:
     return InfoMetricFamily(name, spec.help, labels=labels)
 
 
+class SnapshotFamilies(Protocol):
+    """More families built from the same snapshot as the fleet's (the posture score)."""
+
+    def describe(self) -> Iterator[Metric]: ...
+    def families(self, snap: Snapshot) -> Iterator[Metric]: ...
+
+
 class FleetCollector:
-    def __init__(self, snapshots: SingleFlight) -> None:
+    """The fleet families, and those of ``extras``, from ONE snapshot per scrape (a snapshot is the
+    costly part of a scrape at a million keys; SingleFlight shares one only between concurrent scrapes)."""
+
+    def __init__(self, snapshots: SingleFlight, extras: Sequence[SnapshotFamilies] = ()) -> None:
         self.snapshots = snapshots
+        self.extras = tuple(extras)
 
     def describe(self) -> Iterator[Metric]:
         for spec in FLEET:
             yield family(spec.name)
+        for extra in self.extras:
+            yield from extra.describe()
 
     def collect(self) -> Iterator[Metric]:
-        yield from fleet_families(self.snapshots.get())
+        snap = self.snapshots.get()
+        yield from fleet_families(snap)
+        for extra in self.extras:
+            yield from extra.families(snap)
 
 
 def fleet_families(snap: Snapshot) -> Iterator[Metric]:

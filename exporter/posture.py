@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.fleet import UNOWNED
 from exporter.metrics_spec import POSTURE
-from exporter.snapshot import PostureCounts, SingleFlight
+from exporter.snapshot import PostureCounts, Snapshot
 from keylife.registry.queries import open_readonly
 
 # Nominal weights (they sum to 1). Use after revocation and policy breaches weigh most: they are the
@@ -115,26 +115,25 @@ def revocation_pairs(conn: sqlite3.Connection) -> tuple[tuple[int, int], dict[st
     return fleet, owners
 
 
-class PostureCollector:
-    """``keylife_posture_*`` at each scrape, from the shared fleet snapshot, the registry and the process."""
+class PostureFamilies:
+    """``keylife_posture_*`` at each scrape, from the fleet collector's snapshot (``FleetCollector`` extras),
+    the registry and the process."""
 
     def __init__(
         self,
-        snapshots: SingleFlight,
         registry_path: Path,
         pipeline: Callable[[], dict[str, float]],
         sinks: Callable[[], list[SinkStatus]] | None,
         cap: int,
     ) -> None:
-        self.snapshots, self.registry_path, self.pipeline, self.sinks, self.cap = (
-            snapshots, Path(registry_path), pipeline, sinks, cap)  # fmt: skip
+        self.registry_path, self.pipeline, self.sinks, self.cap = Path(registry_path), pipeline, sinks, cap
 
     def describe(self) -> Iterator[Metric]:
         for spec in POSTURE:
             yield GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
 
-    def collect(self) -> Iterator[Metric]:
-        counts = self.snapshots.get().posture
+    def families(self, snap: Snapshot) -> Iterator[Metric]:
+        counts = snap.posture
         fleet_pairs, owner_pairs = self._pairs()
         process = {
             "journal_verified": journal_component(self.pipeline()),

@@ -17,7 +17,7 @@ from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.incidents import IncidentCollector
 from exporter.policy import Policy
-from exporter.posture import PostureCollector, SinkStatus
+from exporter.posture import PostureFamilies, SinkStatus
 from exporter.revocations import RevocationCollector
 from exporter.snapshot import SingleFlight
 from keylife.registry.queries import RegistryReader
@@ -43,9 +43,9 @@ class Exporter:
         """Load the index from the registry's committed tables and register the collectors."""
         index = FleetIndex.from_registry(policy, registry_path)
         snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap, expiry_horizon))
-        metrics.register(FleetCollector(snapshots))
+        posture = PostureFamilies(registry_path, pipeline, sinks, attention_cap)
+        metrics.register(FleetCollector(snapshots, [posture]))  # one snapshot for both
         metrics.register(PipelineCollector(pipeline))
         metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
         metrics.register(RevocationCollector(registry_path, attention_cap))
-        metrics.register(PostureCollector(snapshots, registry_path, pipeline, sinks, attention_cap))
         return cls(index, snapshots)

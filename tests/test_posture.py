@@ -200,3 +200,13 @@ def test_the_standalone_exporter_scores_without_the_forwarder_component(tmp_path
     assert components(s)["policy_compliance"] == 0.5
     assert value(s, "keylife_posture_score") == pytest.approx(100 * (1 - 0.5 * 0.25 / 0.9))
     assert value(s, "keylife_posture_owner_score", owner="team-b") == pytest.approx(100 * (1 - 0.25 / 0.9))
+
+
+def test_a_scrape_takes_one_fleet_snapshot_for_the_fleet_and_the_posture(tmp_path: Path):
+    """The snapshot is a scrape's costly part at a million keys: the posture families reuse the fleet's."""
+    with live_server(tmp_path) as live:
+        post(live, *key(1, "k-1", owner="team-a"))
+        before = live.runtime.exporter.snapshots.builds
+        s = scrape(live)
+        assert live.runtime.exporter.snapshots.builds == before + 1
+    assert value(s, "keylife_posture_owner_score", owner="team-a") == pytest.approx(100.0)

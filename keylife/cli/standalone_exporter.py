@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.policy import Policy
-from exporter.posture import PostureCollector
+from exporter.posture import PostureFamilies
 from exporter.snapshot import SingleFlight, Snapshot
 from keylife.common.process import tune_gc
 from keylife.ingest.telemetry import add_standard_collectors
@@ -50,11 +50,11 @@ class StandaloneExporter:
         self._last: Snapshot | None = None
         self.attention_cap, self.expiry_horizon = attention_cap, expiry_horizon
         self.snapshots = SingleFlight(self._snapshot)
-        self.metrics.register(FleetCollector(self.snapshots))
-        self.metrics.register(PipelineCollector(self.pipeline))
         # No forwarder runs here (``keylife forward`` holds its own state directory): forwarders_current
         # is not measured, and the score is the weighted mean of the other components (docs/posture.md).
-        self.metrics.register(PostureCollector(self.snapshots, registry_path, self.pipeline, None, attention_cap))
+        posture = PostureFamilies(registry_path, self.pipeline, None, attention_cap)
+        self.metrics.register(FleetCollector(self.snapshots, [posture]))
+        self.metrics.register(PipelineCollector(self.pipeline))
         self._stop = threading.Event()
 
     def _snapshot(self) -> Snapshot:
