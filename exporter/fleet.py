@@ -371,6 +371,11 @@ class FleetIndex:
         self._unpend(key_id, node)
 
     # ----- scraping -----------------------------------------------------------------------
+    def owner_of(self, key_id: str) -> str:
+        """A key's owner label (one dict read: safe without the lock, and a scrape needs no more)."""
+        key = self._keys.get(key_id)
+        return key.owner if key is not None else UNOWNED
+
     def snapshot(self, now: float, attention_cap: int, expiry_horizon: float = ATTENTION_HORIZON) -> Snapshot:
         """The picture at ``now``: keys expiring within ``expiry_horizon`` seconds need attention,
         and at most ``attention_cap`` of the keys needing attention get per-key series."""

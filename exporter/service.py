@@ -43,7 +43,7 @@ class Exporter:
         """Load the index from the registry's committed tables and register the collectors."""
         index = FleetIndex.from_registry(policy, registry_path)
         snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap, expiry_horizon))
-        posture = PostureFamilies(registry_path, pipeline, sinks, attention_cap)
+        posture = PostureFamilies(registry_path, pipeline, sinks, attention_cap, index.owner_of)
         metrics.register(FleetCollector(snapshots, [posture]))  # one snapshot for both
         metrics.register(PipelineCollector(pipeline))
         metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
