@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from alert_rules.posture import posture_recording_rules
+
 USABLE = 'state=~"pre_activation|active|suspended"'
 DAY = 86400
 
@@ -380,6 +382,7 @@ def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "groups": [
             {"name": "keylife.recording", "rules": recording_rules(job)},
+            {"name": "keylife.posture", "rules": posture_recording_rules(job)},
             {"name": "keylife.keys", "rules": keys.rules},
             {"name": "keylife.nodes-and-usage", "rules": nodes.rules},
             {"name": "keylife.audit-pipeline", "rules": pipeline.rules},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from audit_forwarder.shipper.service import Forwarder
 from exporter.otlp import OtlpMetricsPusher, OtlpSettings
 from exporter.policy import load_policy
+from exporter.posture import SinkStatus
 from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.cli.bulk_metrics import LockdownCollector
@@ -148,6 +150,7 @@ class Runtime:
             lambda: pipeline_values(journal, registry, ledger),
             attention_cap=config.exporter.attention_cap,
             expiry_horizon=config.exporter.expiry_horizon_days * 86400,
+            sinks=lambda: sink_statuses(wake, journal.committed_size),  # the posture's forwarders_current
         )
         registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
         telemetry.registry.register(WriterCollector(journal, ledger))
@@ -255,6 +258,15 @@ def pipeline_values(journal: Journal, registry: Registry, ledger: Ledger) -> dic
     if checkpoint is not None:
         values["keylife_journal_last_checkpoint_timestamp_seconds"] = journal.last_checkpoint_time
     return values | verify_status.read(journal.directory)
+
+
+def sink_statuses(forwarders: list[Forwarder], size: int) -> list[SinkStatus]:
+    """Each forwarder sink as the posture score sees it: up, and how old its oldest unshipped entry is."""
+    now, out = time.time(), []
+    for worker in (w for f in forwarders for w in f.workers):
+        oldest = worker.oldest_unshipped_observed() if size > worker.acknowledged else None
+        out.append(SinkStatus(worker.up, 0.0 if oldest is None else max(0.0, now - oldest)))
+    return out
 
 
 def _write_public(path: Path, text: str) -> None:
