@@ -11,8 +11,9 @@ finished yet) is left out and the others' weights are scaled up, rather than gue
 The per-key components (policy compliance, rotation on time, no use after revocation) come from the
 fleet index's snapshot (exporter/fleet.py: counts kept as keys change, plus the problem sets, so a
 scrape costs what the problems cost, not what the fleet costs); propagation from the registry's
-``revocations`` counters (one row per withdrawn key); journal and forwarders from the process. Per owner, the same formula: the per-key components over the owner's keys, the process
-components as for the fleet.
+``revocations`` counters (one row per withdrawn key); journal and forwarders from the process.
+Per owner, the same formula: the per-key components over the owner's keys, the process components
+as for the fleet.
 """
 
 from __future__ import annotations
