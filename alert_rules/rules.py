@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from alert_rules.posture import posture_recording_rules
+
 USABLE = 'state=~"pre_activation|active|suspended"'
 DAY = 86400
 
@@ -365,6 +367,17 @@ def response_rules(a: _Alerts, job: str) -> None:
     )  # fmt: skip
 
 
+def report_rules(a: _Alerts, job: str) -> None:
+    """Scheduled compliance reports: a failed run is never silent (docs/reporting.md)."""
+    a.add(
+        "KeylifeReportFailed", "warning", f'increase(keylife_report_failures_total{{job="{job}"}}[1h]) > 0',
+        "A scheduled compliance report failed.",
+        "Schedule {{ $labels.schedule }} (reports.schedules) could not write or announce its report; keylife "
+        "tries again every check interval. The log line 'scheduled report ... failed' says why.",
+        COMPLIANCE,
+    )  # fmt: skip
+
+
 def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     job, t = config["job"], config["thresholds"]
     keys, nodes, pipeline, service, meta, response = (_Alerts(config) for _ in range(6))
@@ -374,9 +387,11 @@ def render_rules(config: dict[str, Any]) -> dict[str, Any]:
     pipeline_rules(pipeline, job, t, config["forwarder_job"])
     service_rules(service, job, t, config["forwarder_job"])
     response_rules(response, job)
+    report_rules(response, job)
     return {
         "groups": [
             {"name": "keylife.recording", "rules": recording_rules(job)},
+            {"name": "keylife.posture", "rules": posture_recording_rules(job)},
             {"name": "keylife.keys", "rules": keys.rules},
             {"name": "keylife.nodes-and-usage", "rules": nodes.rules},
             {"name": "keylife.audit-pipeline", "rules": pipeline.rules},

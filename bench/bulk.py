@@ -63,10 +63,10 @@ def run(quick: bool) -> dict[str, Any]:
                 if plan["total"] != p["keys"]:
                     raise RuntimeError(f"plan holds {plan['total']} keys, not {p['keys']}")
                 executing = Stopwatch()
-                started = c.post(f"/v1/keys/bulk/{plan['plan']}/execute")
+                started = c.post(f"/v1/bulk/{plan['plan']}/execute")
                 if started.status_code != 200:
                     raise RuntimeError(f"execute answered {started.status_code}: {started.text[:300]}")
-                while (progress := c.get(f"/v1/keys/bulk/{plan['plan']}").json())["state"] != "finished":
+                while (progress := c.get(f"/v1/bulk/{plan['plan']}").json())["state"] != "finished":
                     time.sleep(0.05)
                 executing.stop()
                 server_cpu = cpu_seconds(server.pid) - cpu0

@@ -23,6 +23,7 @@ from dashboards.panels import (
     steps,
     timeseries_panel,
 )
+from dashboards.posture import posture
 
 UID = "keylife-compliance"
 USAGE = "{{operation}} {{algorithm}} {{purpose}}"
@@ -140,9 +141,16 @@ def build() -> dm.Dashboard:
     """The compliance and analytics dashboard: compliance, usage, lifecycle, key age."""
     builder = dashboard(
         UID,
-        "Compliance trends, non-compliance by rule, usage against its baseline, transitions, violations, key age.",
+        "Compliance trends, non-compliance by rule, usage against its baseline, transitions, violations, key age, "
+        "the posture score and the security KPIs.",
     )
     return finish(
         builder,
-        [("Compliance", compliance()), ("Usage", usage()), ("Lifecycle", lifecycle()), ("Key age", age())],
+        [
+            ("Compliance", compliance()),
+            ("Usage", usage()),
+            ("Lifecycle", lifecycle()),
+            ("Key age", age()),
+            ("Posture", posture()),
+        ],
     )

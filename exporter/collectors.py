@@ -8,8 +8,8 @@ ledger and registry positions at scrape time (a few attribute reads).
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,16 +38,32 @@ def family(name: str) -> Any:
     return InfoMetricFamily(name, spec.help, labels=labels)
 
 
+class SnapshotFamilies(Protocol):
+    """More families built from the same snapshot as the fleet's (the posture score)."""
+
+    def describe(self) -> Iterator[Metric]: ...
+    def families(self, snap: Snapshot) -> Iterator[Metric]: ...
+
+
 class FleetCollector:
-    def __init__(self, snapshots: SingleFlight) -> None:
+    """The fleet families, and those of ``extras``, from ONE snapshot per scrape (a snapshot is the
+    costly part of a scrape at a million keys; SingleFlight shares one only between concurrent scrapes)."""
+
+    def __init__(self, snapshots: SingleFlight, extras: Sequence[SnapshotFamilies] = ()) -> None:
         self.snapshots = snapshots
+        self.extras = tuple(extras)
 
     def describe(self) -> Iterator[Metric]:
         for spec in FLEET:
             yield family(spec.name)
+        for extra in self.extras:
+            yield from extra.describe()
 
     def collect(self) -> Iterator[Metric]:
-        yield from fleet_families(self.snapshots.get())
+        snap = self.snapshots.get()
+        yield from fleet_families(snap)
+        for extra in self.extras:
+            yield from extra.families(snap)
 
 
 def fleet_families(snap: Snapshot) -> Iterator[Metric]:
@@ -63,6 +79,13 @@ def fleet_families(snap: Snapshot) -> Iterator[Metric]:
     age.add_metric(["+Inf"], snap.age_count)
     yield age
     yield _single("keylife_keys_age_sum_seconds", snap.age_sum)
+    age_sum = family("keylife_keys_age_by_purpose_sum_seconds")
+    age_count = family("keylife_keys_not_destroyed_by_purpose")
+    for purpose, (n, total) in snap.age_by_purpose.items():
+        age_sum.add_metric([purpose], total)
+        age_count.add_metric([purpose], n)
+    yield age_sum
+    yield age_count
     usage = family("keylife_key_usage_operations")
     for (op, algorithm, purpose), n in sorted(snap.usage.items()):
         usage.add_metric([op, algorithm, purpose], n)

@@ -30,7 +30,7 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from exporter.policy import RULES, KeyFacts, Policy
-from exporter.snapshot import AttentionKey, Snapshot
+from exporter.snapshot import AttentionKey, PostureCounts, Snapshot
 from keylife.domain.lifecycle import KeyState
 from keylife.registry.projection import ProjectionDelta
 from keylife.registry.queries import open_readonly
@@ -45,8 +45,12 @@ ATTENTION_HORIZON = 30 * DAY  # default of exporter.expiry_horizon_days: per-key
 
 
 _SHAPE = operator.itemgetter(
-    "state", "algorithm", "key_size", "curve", "purpose", "created_at", "activated_at", "expires_at", "state_changed_at"
-)
+    "state", "algorithm", "key_size", "curve", "purpose", "created_at", "activated_at", "expires_at",
+    "state_changed_at",
+)  # fmt: skip
+# Keys taken out of service whose use is a conflicting_use: the posture's "no use after revocation" counts them.
+WITHDRAWN = frozenset({KeyState.REVOKED.value, KeyState.COMPROMISED.value, KeyState.DESTROYED.value})
+UNOWNED = "(unowned)"  # the owner label of keys registered without one
 
 
 def epoch(value: str | None) -> float | None:
@@ -67,6 +71,7 @@ class _Key:
     shape: tuple[Any, ...] = ()  # the record fields everything above derives from
     ops_limit: int | None = None
     ops: int = 0  # operations reported so far (usage_total)
+    owner: str = UNOWNED
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -101,6 +106,11 @@ class FleetIndex:
         self._operations: set[str] = set(DEFAULT_OPERATIONS)
         self._lag_counts = [0] * (len(LAG_BUCKETS) + 1)
         self._lag_sum = 0.0
+        # Posture (exporter/posture.py): per-owner populations, and key ages by purpose (for the mean-age KPI).
+        self._owners: dict[str, list[int]] = {}  # owner -> [keys, usable, rotating, withdrawn]
+        self._withdrawn = 0
+        self._owner_names: dict[str, str] = {}
+        self._age_by_purpose: dict[str, list[float]] = {}  # purpose -> [keys not destroyed, sum of created]
 
     # ----- keeping up ---------------------------------------------------------------------
     @classmethod
@@ -214,8 +224,9 @@ class FleetIndex:
     def _upsert(self, record: dict[str, Any]) -> None:
         key_id = record["key_id"]
         shape = _SHAPE(record)
+        owner = record["owner"] or UNOWNED
         old = self._keys.get(key_id)
-        if old is not None and old.shape == shape:
+        if old is not None and old.shape == shape and old.owner == owner:
             self._usage_only(key_id, old, record["usage_total"] or 0)
             return
         if old is not None:
@@ -236,6 +247,7 @@ class FleetIndex:
             shape=shape,
             ops_limit=self.policy.operations_limit(facts),
             ops=facts.usage_total,
+            owner=self._owner_names.setdefault(owner, owner),  # one string per owner, not one per key
         )
         self._keys[key_id] = key
         self._add(key_id, key)
@@ -264,6 +276,7 @@ class FleetIndex:
 
     def _add(self, key_id: str, key: _Key) -> None:
         self._counts[key.labels] += 1
+        self._count_owner(key, 1)
         self._pairs.add((key.algorithm, key.purpose))
         if key.state in USABLE:
             self._usable += 1
@@ -285,6 +298,7 @@ class FleetIndex:
 
     def _drop(self, key_id: str, key: _Key) -> None:
         self._counts[key.labels] -= 1
+        self._count_owner(key, -1)
         if key.state in USABLE:
             self._usable -= 1
             if key.expires is None:
@@ -302,6 +316,22 @@ class FleetIndex:
             self._created_sum -= key.created
         self._compromised.discard(key_id)
         self._ops_high.discard(key_id)
+
+    def _count_owner(self, key: _Key, step: int) -> None:
+        """Keep the per-owner and per-purpose populations the posture score and KPIs divide by."""
+        withdrawn = key.state in WITHDRAWN
+        self._withdrawn += step * withdrawn
+        counts = self._owners.setdefault(key.owner, [0, 0, 0, 0])
+        counts[0] += step
+        counts[1] += step * (key.state in USABLE)
+        counts[2] += step * (key.rotation_due is not None)
+        counts[3] += step * withdrawn
+        if counts[0] == 0:
+            del self._owners[key.owner]
+        if key.state != KeyState.DESTROYED.value:
+            ages = self._age_by_purpose.setdefault(key.purpose, [0, 0.0])
+            ages[0] += step
+            ages[1] += step * key.created
 
     def _pend(self, key_id: str, node: str) -> None:
         if (key_id, node) not in self._pending:
@@ -341,6 +371,11 @@ class FleetIndex:
         self._unpend(key_id, node)
 
     # ----- scraping -----------------------------------------------------------------------
+    def owner_of(self, key_id: str) -> str:
+        """A key's owner label (one dict read: safe without the lock, and a scrape needs no more)."""
+        key = self._keys.get(key_id)
+        return key.owner if key is not None else UNOWNED
+
     def snapshot(self, now: float, attention_cap: int, expiry_horizon: float = ATTENTION_HORIZON) -> Snapshot:
         """The picture at ``now``: keys expiring within ``expiry_horizon`` seconds need attention,
         and at most ``attention_cap`` of the keys needing attention get per-key series."""
@@ -390,7 +425,29 @@ class FleetIndex:
             lag_buckets=list(zip(LAG_BUCKETS, _cumulative(self._lag_counts), strict=False)),
             lag_count=sum(self._lag_counts),
             lag_sum=self._lag_sum,
+            age_by_purpose={p: (int(n), n * now - s) for p, (n, s) in sorted(self._age_by_purpose.items()) if n},
+            posture=self._posture_counts(bad, set(overdue_rotation)),
         )
+
+    def _posture_counts(self, bad: set[str], overdue: set[str]) -> PostureCounts:
+        """The counts the posture score divides: fleet-wide, and per owner (cost: the problem sets)."""
+        owners = {owner: [usable, 0, rotating, 0, withdrawn, 0] for owner, (_n, usable, rotating, withdrawn) in
+                  self._owners.items()}  # fmt: skip
+        outside = used_after = 0
+        for column, ids in ((1, bad), (3, overdue), (5, self._conflicting)):
+            for key_id in ids:
+                key = self._keys.get(key_id)
+                if key is None:
+                    continue
+                owners[key.owner][column] += 1
+                if column == 5:
+                    used_after += 1
+                    if key.state not in WITHDRAWN:  # the denominator holds every key with a use after withdrawal
+                        outside += 1
+                        owners[key.owner][4] += 1
+        fleet = PostureCounts.Group(self._usable, len(bad), len(self._rotation), len(overdue),
+                                    self._withdrawn + outside, used_after)  # fmt: skip
+        return PostureCounts(fleet, {owner: PostureCounts.Group(*c) for owner, c in owners.items()})
 
     def _counts_active(self) -> int:
         return sum(n for (state, _a, _p), n in self._counts.items() if state == KeyState.ACTIVE.value)

@@ -33,6 +33,11 @@ FLEET = (
          "buckets (age_le=\"+Inf\": all of them). Gauge buckets of the current population, not a histogram: "
          "destroying keys lowers them; the label is not le, which is for histograms only. Quantiles: "
          "label_replace age_le to le, then histogram_quantile over sum by (le).", ("age_le",)),
+    Spec("keylife_keys_age_by_purpose_sum_seconds", "gauge",
+         "Sum of the ages of the keys not destroyed, by purpose; over keylife_keys_not_destroyed_by_purpose: the mean "
+         "key age per purpose (recording rule keylife:key_age_mean_seconds:by_purpose).", ("purpose",)),
+    Spec("keylife_keys_not_destroyed_by_purpose", "gauge", "Keys not destroyed, by purpose (the mean age's divisor).",
+         ("purpose",)),
     Spec("keylife_keys_age_sum_seconds", "gauge",
          "Sum of the ages of the keys not destroyed; divided by keylife_keys_by_age{age_le=\"+Inf\"}: their mean age."),
     Spec("keylife_key_usage_operations", "counter",
@@ -100,6 +105,25 @@ ANOMALIES = (
          "Usage anomalies flagged in the last 24 hours, per kind (uncapped, zero-filled).", ("kind",)),
     Spec("keylife_key_anomaly_omitted", "gauge",
          "(key, kind) pairs flagged in the last 24 hours left out of keylife_key_anomaly by exporter.attention_cap."),
+)
+
+# The posture score (exporter/posture.py, docs/posture.md): computed at each scrape from the fleet snapshot,
+# the registry's revocation tables and the process (journal verification, forwarder sinks).
+POSTURE = (
+    Spec("keylife_posture_score", "gauge",
+         "The security posture score, 0 to 100: the weighted mean of the measured components (docs/posture.md)."),
+    Spec("keylife_posture_component", "gauge",
+         "Each posture component, 0 to 1: policy_compliance, rotation_on_time, no_use_after_revocation, "
+         "propagation_confirmed, journal_verified, forwarders_current (absent while not measured).", ("component",)),
+    Spec("keylife_posture_component_weight", "gauge",
+         "Each component's effective weight in the score (the nominal weights rescaled over the measured "
+         "components; 0 for one not measured): score = 100 * sum(weight * component).", ("component",)),
+    Spec("keylife_posture_owner_score", "gauge",
+         "The posture score of each key owner, the worst owners first up to exporter.attention_cap (keys without "
+         "an owner: owner=\"(unowned)\").", ("owner",)),
+    Spec("keylife_posture_owners", "gauge", "Owners with at least one key (the per-owner series are capped)."),
+    Spec("keylife_posture_owners_omitted", "gauge",
+         "Owners left out of keylife_posture_owner_score by exporter.attention_cap (the best-scoring ones)."),
 )  # fmt: skip
 
 PIPELINE = (
@@ -165,6 +189,24 @@ PIPELINE = (
         ("rule",),
     ),
     Spec("keylife_lockdowns_applied", "gauge", "Lockdowns applied and not released yet (GET /v1/lockdowns)."),
+    Spec(
+        "keylife_reports_generated",
+        "counter",
+        "Scheduled compliance reports written and announced, by schedule (reports.schedules; since start).",
+        ("schedule",),
+    ),
+    Spec(
+        "keylife_report_failures",
+        "counter",
+        "Scheduled compliance report runs that failed, by schedule (since start; KeylifeReportFailed pages).",
+        ("schedule",),
+    ),
+    Spec(
+        "keylife_report_last_success_timestamp_seconds",
+        "gauge",
+        "When each schedule last wrote its report (unix seconds; absent until the first since start).",
+        ("schedule",),
+    ),
     Spec("keylife_build", "info", "Version of keylife and of the Python running it.", ("version", "python")),
 )
 

@@ -18,6 +18,7 @@ from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.incidents import IncidentCollector
 from exporter.policy import Policy
+from exporter.posture import PostureFamilies, SinkStatus
 from exporter.revocations import RevocationCollector
 from exporter.snapshot import SingleFlight
 from keylife.registry.queries import RegistryReader
@@ -38,11 +39,13 @@ class Exporter:
         attention_cap: int = 500,
         clock: Callable[[], float] = time.time,
         expiry_horizon: float = ATTENTION_HORIZON,
+        sinks: Callable[[], list[SinkStatus]] | None = None,
     ) -> Exporter:
         """Load the index from the registry's committed tables and register the collectors."""
         index = FleetIndex.from_registry(policy, registry_path)
         snapshots = SingleFlight(lambda: index.snapshot(clock(), attention_cap, expiry_horizon))
-        metrics.register(FleetCollector(snapshots))
+        posture = PostureFamilies(registry_path, pipeline, sinks, attention_cap, index.owner_of)
+        metrics.register(FleetCollector(snapshots, [posture]))  # one snapshot for both
         metrics.register(PipelineCollector(pipeline))
         metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
         metrics.register(RevocationCollector(registry_path, attention_cap))

@@ -25,6 +25,23 @@ class AttentionKey:
 
 
 @dataclass(frozen=True)
+class PostureCounts:
+    """What the posture score divides (exporter/posture.py), for the fleet and for each owner."""
+
+    @dataclass(frozen=True, slots=True)
+    class Group:
+        usable: int = 0  # keys pre-activation, active or suspended
+        noncompliant: int = 0  # usable keys breaking a policy rule
+        rotating: int = 0  # active keys with a rotation due under the policy
+        overdue: int = 0  # ... past it
+        withdrawn: int = 0  # keys revoked, compromised or destroyed, and any other key used after withdrawal
+        used_after: int = 0  # keys with a conflicting use not closed by destroying them
+
+    fleet: Group = field(default_factory=Group)
+    owners: dict[str, Group] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     keys: dict[tuple[str, str, str], int]
@@ -47,6 +64,8 @@ class Snapshot:
     lag_count: int
     lag_sum: float
     pipeline: dict[str, float] = field(default_factory=dict)
+    age_by_purpose: dict[str, tuple[int, float]] = field(default_factory=dict)  # purpose -> (keys, sum of ages)
+    posture: PostureCounts = field(default_factory=PostureCounts)
 
 
 class SingleFlight:

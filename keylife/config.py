@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-from keylife.common.scopes import ROLES, SCOPES  # noqa: F401 - part of this module's surface (the API reads it here)
+from keylife.common.scopes import ROLES, SCOPES
 from keylife.common.secret_files import check_secret_file
 
 
@@ -129,24 +129,9 @@ class RegistryConfig(_Section):
     path: Path | None = None
 
 
-Scope = Literal[
-    "ingest",
-    "read",
-    "admin",
-    "forward",
-    "audit",
-    "suspend",
-    "lifecycle",
-    "revoke",
-    "destroy",
-    "lockdown",
-    "release",
-    "bulk",
-    "incident",
-    "approve",
-    "alerts",
-]  # fmt: skip  (keylife.common.scopes.SCOPES; tests/test_roles.py keeps the two equal)
-Role = Literal["viewer", "auditor", "operator", "security-admin"]
+# Literal[("a", "b")] is Literal["a", "b"]: the names are written once, in keylife.common.scopes.
+Scope = Literal[SCOPES]  # type: ignore[valid-type]
+Role = Literal[tuple(ROLES)]  # type: ignore[valid-type]
 
 
 class Token(_Section):
@@ -321,6 +306,24 @@ class IncidentsConfig(_Section):
     )
 
 
+class ReportSchedule(_Section):
+    """One scheduled compliance report (docs/reporting.md, *Scheduled reports*)."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    every: Literal["daily", "weekly", "monthly"]  # the period just completed: a UTC day, ISO week, month
+    formats: list[Literal["json", "csv", "html"]] = Field(default_factory=lambda: ["json", "html"], min_length=1)
+    selector: dict[str, Any] | None = None  # the bulk selector's fields (owner, purpose, states, ...); None: all
+
+
+class ReportsConfig(_Section):
+    """Scheduled compliance reports, written to ``directory`` and announced as journaled ``report`` records."""
+
+    directory: Path | None = None  # default: <data_dir>/reports
+    retention: int = Field(default=30, ge=1, le=10_000)  # reports kept per schedule, newest first
+    check_interval_seconds: float = Field(default=60.0, gt=0, le=3600)  # how often a due report is looked for
+    schedules: list[ReportSchedule] = []
+
+
 class Config(_Section):
     data_dir: Path = Path("data")
     listen: Listen = Field(default_factory=Listen)
@@ -335,6 +338,7 @@ class Config(_Section):
     revocations: RevocationsConfig = Field(default_factory=RevocationsConfig)
     bulk: BulkConfig = Field(default_factory=BulkConfig)
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
 
     @property
     def journal_dir(self) -> Path:

@@ -7,8 +7,8 @@ VENV_EXTRA=dev . scripts/venv.sh
 
 # Real servers the integration tests start themselves (loopback, random ports, temp dirs).
 # By package name, unpinned: whatever the distribution ships.
-# systemd brings systemd-analyze for deploy/systemd.
-system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls systemd)
+# systemd brings systemd-analyze for deploy/systemd; chromium renders and prints the HTML compliance report.
+system_packages=(prometheus prometheus-alertmanager rsyslog rsyslog-gnutls systemd chromium)
 # Installed only as root on Debian/Ubuntu and only when one is missing, so repeated runs cost
 # one dpkg-query each. Without root the tests that need a binary skip (outside CI) or fail (CI=true).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then

@@ -148,14 +148,17 @@ def test_each_escalation_pair_is_tested_warning_first_then_both():
 
 @pytest.mark.parametrize("path", UNIT_TESTS, ids=lambda p: p.name)
 def test_a_unit_test_file_fails_when_an_expectation_is_wrong(path, tmp_path):
-    """Guard against unit tests that cannot fail: flip one expected severity and promtool must object."""
+    """Guard against unit tests that cannot fail: flip one expected severity (or, in a file of recording-rule
+    tests only, one expected value) and promtool must object."""
     text = path.read_text()
-    assert "severity: warning" in text or "severity: critical" in text
-    wrong = (
-        text.replace("severity: warning", "severity: info", 1)
-        if "severity: warning" in text
-        else text.replace("severity: critical", "severity: info", 1)
-    )
+    if "severity: warning" in text:
+        wrong = text.replace("severity: warning", "severity: info", 1)
+    elif "severity: critical" in text:
+        wrong = text.replace("severity: critical", "severity: info", 1)
+    else:
+        assert "promql_expr_test" in text and "alert_rule_test" not in text
+        wrong = re.sub(r"value: (\d)", r"value: 1\1", text, count=1)
+    assert wrong != text
     copy = tmp_path / path.name
     copy.write_text(wrong.replace("../keylife.rules.yml", str(TARGET)))
     assert _promtool("test", "rules", str(copy)).returncode != 0

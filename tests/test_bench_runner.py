@@ -23,6 +23,7 @@ EXPECTED = {
     "verify": "verify_entries_per_s",
     "bytes_sealed": "bytes_per_event_sealed",
     "scrape": "scrape_p50_ms_1m_keys",
+    "reports": "report_json_seconds_100k_keys_1y",
 }
 
 

@@ -24,8 +24,8 @@ def _plan(c, selector, action="revoke", **extra):  # type: ignore[no-untyped-def
 
 
 def _finished(c, plan_id):  # type: ignore[no-untyped-def]
-    wait_until(lambda: c.get(f"/v1/keys/bulk/{plan_id}").json()["state"] == "finished", what="plan finished")
-    return c.get(f"/v1/keys/bulk/{plan_id}").json()
+    wait_until(lambda: c.get(f"/v1/bulk/{plan_id}").json()["state"] == "finished", what="plan finished")
+    return c.get(f"/v1/bulk/{plan_id}").json()
 
 
 def test_a_dry_run_lists_the_exact_set_and_executing_it_revokes_exactly_those(live: Live) -> None:
@@ -38,7 +38,7 @@ def test_a_dry_run_lists_the_exact_set_and_executing_it_revokes_exactly_those(li
         assert body["keys"] == ["a1", "a2", "a3"] and body["total"] == 3 and body["state"] == "planned"
         assert len(body["digest"]) == 64 and body["plan"].startswith("plan-")
         assert states(admin, ["a1", "b1"]) == {"a1": "active", "b1": "active"}  # a dry run changes nothing
-        started = c.post(f"/v1/keys/bulk/{body['plan']}/execute")
+        started = c.post(f"/v1/bulk/{body['plan']}/execute")
         assert started.status_code == 200, started.text
         done = _finished(c, body["plan"])
         assert (done["done"], done["refused"], done["remaining"]) == (3, 0, 0)
@@ -60,7 +60,7 @@ def test_a_plan_whose_set_changed_is_refused_409_with_the_difference(live: Live)
         plan = _plan(c, {"owner": "team-a", "states": ["active"]}).json()["plan"]
         make_keys(admin, ["a3"], owner="team-a")  # added since the dry run
         assert admin.post("/v1/keys/a1/commands", json={"command": "suspend", "reason": "x"}).status_code == 200
-        refused = c.post(f"/v1/keys/bulk/{plan}/execute")
+        refused = c.post(f"/v1/bulk/{plan}/execute")
         assert refused.status_code == 409
         assert refused.headers["content-type"] == "application/problem+json"
         problem = refused.json()
@@ -76,7 +76,7 @@ def test_a_lifecycle_refusal_is_per_key_and_the_rest_is_done(live: Live) -> None
         make_keys(admin, ["k1", "k2", "k3"])
         assert admin.post("/v1/keys/k2/commands", json={"command": "suspend", "reason": "x"}).status_code == 200
         plan = _plan(c, {"ids": ["k1", "k2", "k3"]}, action="suspend").json()["plan"]
-        assert c.post(f"/v1/keys/bulk/{plan}/execute").status_code == 200
+        assert c.post(f"/v1/bulk/{plan}/execute").status_code == 200
         done = _finished(c, plan)
         assert (done["done"], done["refused"]) == (2, 1)
         assert done["refusals"][0]["key_id"] == "k2" and "key is suspended" in done["refusals"][0]["reason"]
@@ -89,9 +89,9 @@ def test_executing_twice_does_each_key_once(live: Live) -> None:
     with live.client() as admin, live.client("secadmin") as c:
         make_keys(admin, ["k1", "k2"])
         plan = _plan(c, {"all": True}, action="deactivate").json()["plan"]
-        c.post(f"/v1/keys/bulk/{plan}/execute")
+        c.post(f"/v1/bulk/{plan}/execute")
         _finished(c, plan)
-        again = c.post(f"/v1/keys/bulk/{plan}/execute")
+        again = c.post(f"/v1/bulk/{plan}/execute")
         assert again.status_code == 200 and again.json()["state"] == "finished" and again.json()["done"] == 2
     assert len(journal_events(live, "deactivated")) == 2
 
@@ -124,6 +124,16 @@ def test_wrong_role_is_a_403_naming_the_role(live: Live) -> None:
 
 def test_an_unknown_plan_is_a_404(live: Live) -> None:
     with live.client("secadmin") as c:
-        answer = c.post("/v1/keys/bulk/plan-0123456789abcdef/execute")
+        answer = c.post("/v1/bulk/plan-0123456789abcdef/execute")
         assert answer.status_code == 404 and answer.json()["type"].endswith("/plan-not-found")
-        assert c.get("/v1/keys/bulk/nope").status_code == 404
+        assert c.get("/v1/bulk/nope").status_code == 404
+
+
+def test_a_key_named_like_a_plan_path_stays_readable(live: Live) -> None:
+    """Plans live under /v1/bulk/: key ids may hold '/', so /v1/keys/bulk/<x> is always the key bulk/<x>."""
+    with live.client() as c:
+        event = {"id": "g-bulk", "type": "generated", "key_id": "bulk/plan-0123456789abcdef",
+                 "occurred_at": "2026-11-28T10:00:00Z"}  # fmt: skip
+        assert c.post("/v1/events", json=event).status_code == 200
+        answer = c.get("/v1/keys/bulk/plan-0123456789abcdef")
+        assert answer.status_code == 200 and answer.json()["key_id"] == "bulk/plan-0123456789abcdef"

@@ -45,17 +45,17 @@ def test_a_plan_killed_mid_way_resumes_at_start_and_does_every_key_once(tmp_path
             "/v1/keys/bulk",
             json={"selector": {"all": True}, "action": "revoke", "reason": "r", "rate_per_second": 100},
         ).json()["plan"]
-        assert c.post(f"/v1/keys/bulk/{plan}/execute").status_code == 200
-        wait_until(lambda: c.get(f"/v1/keys/bulk/{plan}").json()["done"] >= 100, what="part of the plan done")
+        assert c.post(f"/v1/bulk/{plan}/execute").status_code == 200
+        wait_until(lambda: c.get(f"/v1/bulk/{plan}").json()["done"] >= 100, what="part of the plan done")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc, url = start_server(config, tmp_path / "ready.json")  # resumes the started plan
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
-            cut = c.get(f"/v1/keys/bulk/{plan}").json()
+            cut = c.get(f"/v1/bulk/{plan}").json()
             assert cut["state"] == "started" and 0 < cut["remaining"] < KEYS, cut
-            wait_until(lambda: c.get(f"/v1/keys/bulk/{plan}").json()["state"] == "finished", what="plan finished")
-            done = c.get(f"/v1/keys/bulk/{plan}").json()
+            wait_until(lambda: c.get(f"/v1/bulk/{plan}").json()["state"] == "finished", what="plan finished")
+            done = c.get(f"/v1/bulk/{plan}").json()
             assert done["done"] + done["duplicate"] == KEYS and done["refused"] == 0 and done["remaining"] == 0
             listed = c.get("/v1/keys", params={"state": "revoked", "limit": 1000}).json()["items"]
             assert len(listed) == KEYS

@@ -61,16 +61,16 @@ def test_a_bulk_plan_over_the_size_needs_a_second_approver(tmp_path: Path) -> No
             planned = first.post("/v1/keys/bulk", json={"selector": {"all": True}, "action": "revoke", "reason": "x"})
             assert planned.json()["dual_control"] is True
             plan = planned.json()["plan"]
-            asked = first.post(f"/v1/keys/bulk/{plan}/execute")
+            asked = first.post(f"/v1/bulk/{plan}/execute")
             assert asked.status_code == 202 and asked.json()["plan"] == plan
-            again = first.post(f"/v1/keys/bulk/{plan}/execute")  # asked twice: still the one approval
+            again = first.post(f"/v1/bulk/{plan}/execute")  # asked twice: still the one approval
             assert again.status_code == 202 and again.json()["approval"] == asked.json()["approval"]
-            assert first.get(f"/v1/keys/bulk/{plan}").json()["state"] == "planned"
+            assert first.get(f"/v1/bulk/{plan}").json()["state"] == "planned"
             assert states(admin, ["k1"]) == {"k1": "active"}
             granted = second.post(f"/v1/approvals/{asked.json()['approval']}/approve")
             assert granted.status_code == 200, granted.text
-            wait_until(lambda: first.get(f"/v1/keys/bulk/{plan}").json()["state"] == "finished", what="finished")
-            done = first.get(f"/v1/keys/bulk/{plan}").json()
+            wait_until(lambda: first.get(f"/v1/bulk/{plan}").json()["state"] == "finished", what="finished")
+            done = first.get(f"/v1/bulk/{plan}").json()
             assert done["done"] == 3 and done["approver"] == "secadmin2" and done["actor"] == "secadmin"
     finished = journal_events(live, "bulk_operation")[-1]["details"]
     assert finished["phase"] == "finished" and finished["approver"] == "secadmin2"
@@ -92,7 +92,7 @@ def test_a_bulk_destroy_of_any_size_waits_for_a_second_person(tmp_path: Path) ->
         with live.client("secadmin") as first, live.client("secadmin2") as second:
             plan = first.post("/v1/keys/bulk", json={"selector": {"ids": ["d1"]}, "action": "destroy", "reason": "x"})
             assert plan.json()["dual_control"] is True and plan.json()["total"] == 1
-            asked = first.post(f"/v1/keys/bulk/{plan.json()['plan']}/execute")
+            asked = first.post(f"/v1/bulk/{plan.json()['plan']}/execute")
             assert asked.status_code == 202
             assert states(admin, ["d1"]) == {"d1": "pre_activation"}
             assert second.post(f"/v1/approvals/{asked.json()['approval']}/approve").status_code == 200

@@ -86,6 +86,29 @@ def test_a_compromise_locks_down_the_same_owner_on_the_same_node_journaled_with_
         assert "keylife_lockdowns_applied 1.0" in metrics
 
 
+def test_a_compromise_a_stop_left_unlocked_is_locked_down_at_the_next_start_once(tmp_path: Path) -> None:
+    """The rule is on at the next start (or the process stopped between the compromise's commit and its
+    lockdown): the start hands the day's compromises to the rule, which acts once per key."""
+    rules = {"auto_lockdown": [{"name": "same-owner", "when": "compromised", "scope": "same_owner"}]}
+    with live_server(tmp_path) as live, live.client() as admin:  # the rule is not configured yet
+        make_keys(admin, ["bad", "sib1"], owner="team-a", node="node-3")
+        assert admin.post("/v1/keys/bad/commands", json={"command": "compromise", "reason": "leak"}).status_code == 200
+    with live_server(tmp_path, bulk=rules) as live, live.client() as admin:
+        wait_until(lambda: journal_events(live, "lockdown"), what="the missed automatic lockdown applied at start")
+        (record,) = journal_events(live, "lockdown")
+        assert record["details"]["rule"] == "same-owner" and record["details"]["trigger_key"] == "bad"
+        assert states(admin, ["sib1"]) == {"sib1": "suspended"}
+        with live.client("secadmin") as sec:  # a security admin judges it contained and releases it
+            released = sec.post(f"/v1/lockdowns/{record['details']['lockdown']}/release", json={})
+            assert released.status_code == 200 and released.json()["released"] == 1
+    with live_server(tmp_path, bulk=rules) as live:  # a restart does not lock the released keys down again
+        wait_until(lambda: live.runtime.bulk._triggers.empty(), what="the start's triggers handled")
+        live.runtime.bulk.stop()  # drain: the worker has judged every trigger
+        assert [r["details"]["phase"] for r in journal_events(live, "lockdown")] == ["applied", "released"]
+        with live.client() as admin:
+            assert states(admin, ["sib1"]) == {"sib1": "active"}
+
+
 def test_automatic_lockdown_is_off_by_default(tmp_path: Path) -> None:
     with live_server(tmp_path) as live, live.client() as admin:
         make_keys(admin, ["bad", "sib1"], owner="team-a", node="node-3")
@@ -109,8 +132,8 @@ def test_the_lockdown_tables_are_a_pure_function_of_the_journal(tmp_path: Path) 
         assert admin.post("/v1/keys/n3/commands", json={"command": "revoke", "reason": "x"}).status_code == 200
         assert sec.post(f"/v1/lockdowns/{lockdown}/release", json={}).status_code == 200
         plan = sec.post("/v1/keys/bulk", json={"selector": {"ids": ["n1"]}, "action": "suspend", "reason": "r"})
-        sec.post(f"/v1/keys/bulk/{plan.json()['plan']}/execute")
-        wait_until(lambda: sec.get(f"/v1/keys/bulk/{plan.json()['plan']}").json()["state"] == "finished")
+        sec.post(f"/v1/bulk/{plan.json()['plan']}/execute")
+        wait_until(lambda: sec.get(f"/v1/bulk/{plan.json()['plan']}").json()["state"] == "finished")
         assert sec.post("/v1/keys/n3/commands", json={"command": "destroy", "reason": "r"}).status_code == 202
         live.runtime.ledger.sync_registry().result()
         config = live.runtime.config

@@ -104,7 +104,7 @@ def code_snippets(text: str) -> list[str]:
 ALERTS = contract_alerts()
 PAGES = sorted(RUNBOOKS.glob("*.md"))
 # The operator guides the runbooks send people to: their commands, endpoints and links are checked too.
-GUIDES = [ROOT / "docs" / "incident-response.md", ROOT / "docs" / "revocation-feed.md"]
+GUIDES = [ROOT / "docs" / "incident-response.md", ROOT / "docs" / "revocation-feed.md", ROOT / "docs" / "reporting.md"]
 
 
 def test_contract_lists_alerts_with_severities() -> None:

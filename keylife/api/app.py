@@ -23,6 +23,7 @@ from keylife.api.bulk_routes import add_bulk_routes, destroy_needs_approval
 from keylife.api.incident_routes import add_incident_routes
 from keylife.api.journal_routes import add_journal_routes
 from keylife.api.problems import JSONBody, Problem, install
+from keylife.api.report_routes import add_report_routes
 from keylife.api.revocation_routes import add_revocation_routes
 from keylife.api.rotation_route import add_rotation_route
 from keylife.api.scrapes import ScrapeCache
@@ -235,6 +236,7 @@ def create_app(rt: Services) -> FastAPI:
     add_rotation_route(app, rt, require)  # POST /v1/journal/signing-key/rotate (admin)
     add_incident_routes(app, rt, require)  # /v1/incidents..., /v1/alertmanager/webhook
     add_revocation_routes(app, rt, require)  # GET /v1/revocations[/{key}]: the signed feed, confirmations
+    add_report_routes(app, rt, require)  # GET /v1/reports/compliance (audit)
     no_body_parameters(app)
     return app
 

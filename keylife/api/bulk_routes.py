@@ -1,13 +1,12 @@
 """Bulk plans, lockdowns and approvals (issue 14, BULK): thin shells over ``keylife.response``.
 
 * ``POST /v1/keys/bulk`` (bulk + the action's own scope): a plan; ``dry_run`` (default true)
-  only plans, else it executes at once. ``POST /v1/keys/bulk/{plan}/execute``; ``GET
-  /v1/keys/bulk/{plan}`` (read; ``?keys=true`` lists the planned set).
+  only plans, else it executes at once. ``POST /v1/bulk/{plan}/execute``; ``GET
+  /v1/bulk/{plan}`` (read; ``?keys=true`` lists the planned set). A plan lives under ``/v1/bulk/``,
+  not ``/v1/keys/bulk/``: key ids may hold '/', and ``GET /v1/keys/bulk/x`` is the key ``bulk/x``.
 * ``POST /v1/lockdowns`` (lockdown), ``GET /v1/lockdowns[/{id}]`` (read),
   ``POST /v1/lockdowns/{id}/release`` (release).
 * ``GET /v1/approvals`` (read), ``POST /v1/approvals/{id}/approve`` (approve; another identity).
-
-Registered before ``GET /v1/keys/{key_id:path}``, which would otherwise take ``bulk/<plan>``.
 """
 
 from __future__ import annotations
@@ -110,14 +109,14 @@ def add_bulk_routes(app: FastAPI, rt: Services, require: Callable[[str | None], 
         status, result = await call(service.execute, plan["plan"], principal.name)
         return JSONBody(answer | {"execution": result}, status_code=status)
 
-    @app.post("/v1/keys/bulk/{plan_id}/execute", tags=["bulk"])
+    @app.post("/v1/bulk/{plan_id}/execute", tags=["bulk"])
     async def bulk_execute(plan_id: str, request: Request, principal: Principal = require("bulk")) -> JSONBody:
         plan = await call(service.plans.load, plan_id)
         deny(rt, request, principal, COMMAND_SCOPES[plan["action"]])
         status, result = await call(service.execute, plan_id, principal.name)
         return JSONBody(result, status_code=status)
 
-    @app.get("/v1/keys/bulk/{plan_id}", tags=["bulk"])
+    @app.get("/v1/bulk/{plan_id}", tags=["bulk"])
     async def bulk_progress(plan_id: str, keys: bool = False, _: Principal = require("read")) -> JSONBody:
         progress = await call(service.plans.progress, plan_id)
         if keys:

@@ -18,6 +18,7 @@ from keylife.journal.writer import Journal
 from keylife.registry.projection import Registry
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
+from keylife.response.reports.service import ReportService
 from keylife.response.service import BulkService
 
 
@@ -33,3 +34,4 @@ class Services(Protocol):
     incidents: IncidentService | None
     revocations: Feed  # the signed revocation feed (keylife.response.feed)
     bulk: BulkService  # bulk plans, lockdowns, approvals (keylife.response)
+    reports: ReportService  # compliance reports at a checkpoint signed for them (keylife.response.reports)

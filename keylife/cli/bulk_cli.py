@@ -114,7 +114,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_execute(args: argparse.Namespace) -> int:
     api = Api(args)
-    status, answer = api.call("POST", f"/v1/keys/bulk/{args.plan}/execute")
+    status, answer = api.call("POST", f"/v1/bulk/{args.plan}/execute")
     if status == 202:
         print(f"plan {args.plan} waits for a second approver: keylife bulk approve {answer['approval']}")
         if not args.wait:
@@ -125,12 +125,12 @@ def cmd_execute(args: argparse.Namespace) -> int:
 def _follow(api: Api, plan_id: str, timeout: float) -> int:
     """Poll the plan with a progress bar until it finishes (or ``timeout`` passes: exit 1)."""
     deadline = time.monotonic() + timeout
-    _, progress = api.call("GET", f"/v1/keys/bulk/{plan_id}")
+    _, progress = api.call("GET", f"/v1/bulk/{plan_id}")
     with terminal_progress(f"{progress['action']} {plan_id}", progress["total"], unit="keys") as update:
         while progress["state"] != "finished" and time.monotonic() < deadline:
             update(progress["total"] - progress["remaining"], note=f"refused {progress['refused']}")
             time.sleep(0.5)
-            _, progress = api.call("GET", f"/v1/keys/bulk/{plan_id}")
+            _, progress = api.call("GET", f"/v1/bulk/{plan_id}")
         update(progress["total"] - progress["remaining"], note=f"refused {progress['refused']}")
     if progress["state"] != "finished":
         print(f"plan {plan_id} is still {progress['state']} after {timeout:.0f} s ({progress['remaining']} to go)")
@@ -149,7 +149,7 @@ def _report(progress: dict[str, Any]) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _, progress = Api(args).call("GET", f"/v1/keys/bulk/{args.plan}")
+    _, progress = Api(args).call("GET", f"/v1/bulk/{args.plan}")
     if args.json:
         sys.stdout.write(orjson.dumps(progress).decode() + "\n")
         return 0

@@ -508,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keylife.cli.incident_cli import register as register_incident
 
     register_incident(sub)  # incident ..., bulk ..., revocations export
+    from keylife.cli.report_cli import register as register_report
+
+    register_report(sub)  # report compliance, report check
     return parser
 
 

@@ -14,7 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
-from exporter.metrics_spec import ANOMALIES, FLEET, INCIDENTS, PIPELINE, REVOCATION, Spec
+from exporter.metrics_spec import ANOMALIES, FLEET, INCIDENTS, PIPELINE, POSTURE, REVOCATION, Spec
 from keylife.ingest.telemetry import STANDARD_COLLECTORS, Telemetry
 from keylife.witness.client import ClientMetrics
 from keylife.witness.service import WitnessMetrics
@@ -132,6 +132,14 @@ def render() -> str:
         "differences of journaled times, so a restart or `keylife registry rebuild` serves the same figures.",
         "",
         *_specs_table(INCIDENTS),
+        "",
+        "## Posture",
+        "",
+        "The security posture score and its components ([posture.md](posture.md): the formula, the weights, each",
+        "component and the KPIs' recording rules), computed at each scrape. The per-owner scores are capped by",
+        "`exporter.attention_cap`, worst owners first; `keylife_posture_owners_omitted` counts the rest.",
+        "",
+        *_specs_table(POSTURE),
         "",
         "## Ingest and authentication",
         "",

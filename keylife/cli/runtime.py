@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +11,15 @@ from pathlib import Path
 from audit_forwarder.shipper.service import Forwarder
 from exporter.otlp import OtlpMetricsPusher, OtlpSettings
 from exporter.policy import load_policy
+from exporter.posture import SinkStatus
 from exporter.service import Exporter
 from keylife.api.auth import RateLimiter, TokenStore, hash_token, new_token
 from keylife.cli.bulk_metrics import LockdownCollector
 from keylife.cli.config import SCOPES, Config, Token
 from keylife.cli.datafold_metrics import DataFoldCollector
 from keylife.cli.forwarding import LedgerReporter, build_forwarder
+from keylife.cli.report_metrics import ReportCollector
+from keylife.cli.report_rules import PolicyRules
 from keylife.cli.witnessing import start_witnessing
 from keylife.cli.writer_metrics import WriterCollector
 from keylife.common.datalock import DataLock
@@ -34,6 +38,8 @@ from keylife.registry.projection import Registry, RegistryError, RegistrySchemaO
 from keylife.response.anomalies import AnomalyService
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
+from keylife.response.reports.schedule import ReportScheduler
+from keylife.response.reports.service import ReportService
 from keylife.response.service import BulkService
 from keylife.witness.client import WitnessClient
 
@@ -84,6 +90,8 @@ class Runtime:
     revocations: Feed = field(init=False)
     bulk: BulkService = None  # type: ignore[assignment]  # set by _start
     anomalies: AnomalyService | None = None
+    reports: ReportService = None  # type: ignore[assignment]  # set by _start
+    report_scheduler: ReportScheduler | None = None
 
     @classmethod
     def start(cls, config: Config) -> Runtime:
@@ -144,6 +152,7 @@ class Runtime:
             lambda: pipeline_values(journal, registry, ledger),
             attention_cap=config.exporter.attention_cap,
             expiry_horizon=config.exporter.expiry_horizon_days * 86400,
+            sinks=lambda: sink_statuses(wake, journal.committed_size),  # the posture's forwarders_current
         )
         registry.listeners.append(exporter.index.apply)  # before catch-up, so the index sees it too
         telemetry.registry.register(WriterCollector(journal, ledger))
@@ -183,6 +192,11 @@ class Runtime:
         )  # fmt: skip
         runtime.revocations = Feed(registry, config.journal.origin)
         runtime.anomalies = anomalies
+        runtime.reports = ReportService(ledger, journal, config.registry_path, PolicyRules(exporter.index.policy))
+        directory = config.reports.directory or config.data_dir / "reports"
+        runtime.report_scheduler = ReportScheduler(config.reports, directory, runtime.reports, ledger)
+        telemetry.registry.register(ReportCollector(runtime.report_scheduler, config.reports))
+        runtime.report_scheduler.start()  # idle unless reports.schedules are configured
         return runtime
 
     def close(self) -> None:
@@ -195,6 +209,8 @@ class Runtime:
             self.datafold.stop()  # before the ledger: its sources submit through it
         if self.forwarder is not None:
             self.forwarder.stop()  # before the ledger: it journals quarantine notices through it
+        if self.report_scheduler is not None:
+            self.report_scheduler.stop()  # before the ledger: a run journals its record through it
         if self.bulk is not None:
             self.bulk.stop()  # before the ledger: running plans submit through it (they resume at start)
         if self.incidents is not None:
@@ -250,6 +266,15 @@ def pipeline_values(journal: Journal, registry: Registry, ledger: Ledger) -> dic
     if checkpoint is not None:
         values["keylife_journal_last_checkpoint_timestamp_seconds"] = journal.last_checkpoint_time
     return values | verify_status.read(journal.directory)
+
+
+def sink_statuses(forwarders: list[Forwarder], size: int) -> list[SinkStatus]:
+    """Each forwarder sink as the posture score sees it: up, and how old its oldest unshipped entry is."""
+    now, out = time.time(), []
+    for worker in (w for f in forwarders for w in f.workers):
+        oldest = worker.oldest_unshipped_observed() if size > worker.acknowledged else None
+        out.append(SinkStatus(worker.up, 0.0 if oldest is None else max(0.0, now - oldest)))
+    return out
 
 
 def _write_public(path: Path, text: str) -> None:

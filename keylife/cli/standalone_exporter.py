@@ -21,8 +21,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from exporter.collectors import FleetCollector, PipelineCollector
-from exporter.fleet import ATTENTION_HORIZON, FleetIndex
+from exporter.fleet import ATTENTION_HORIZON, UNOWNED, FleetIndex
 from exporter.policy import Policy
+from exporter.posture import PostureFamilies
 from exporter.snapshot import SingleFlight, Snapshot
 from keylife.common.process import tune_gc
 from keylife.ingest.telemetry import add_standard_collectors
@@ -49,7 +50,10 @@ class StandaloneExporter:
         self._last: Snapshot | None = None
         self.attention_cap, self.expiry_horizon = attention_cap, expiry_horizon
         self.snapshots = SingleFlight(self._snapshot)
-        self.metrics.register(FleetCollector(self.snapshots))
+        # No forwarder runs here (``keylife forward`` holds its own state directory): forwarders_current
+        # is not measured, and the score is the weighted mean of the other components (docs/posture.md).
+        posture = PostureFamilies(registry_path, self.pipeline, None, attention_cap, self._owner_of)
+        self.metrics.register(FleetCollector(self.snapshots, [posture]))
         self.metrics.register(PipelineCollector(self.pipeline))
         self._stop = threading.Event()
 
@@ -61,6 +65,10 @@ class StandaloneExporter:
             raise RuntimeError("the fleet index is loading")
         self._last = index.snapshot(time.time(), self.attention_cap, self.expiry_horizon)
         return self._last
+
+    def _owner_of(self, key_id: str) -> str:
+        index = self.index  # None while reloading: the owner is then unknown for this scrape
+        return index.owner_of(key_id) if index is not None else UNOWNED
 
     def _load(self) -> FleetIndex:
         return FleetIndex.from_registry(self.policy, self.registry_path)

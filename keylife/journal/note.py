@@ -56,10 +56,9 @@ class NoteError(ValueError):
 
 
 def parse(note: str) -> Checkpoint:
-    text, sep, sigs = note.partition("\n\n")
-    if not sep:
+    if "\n\n" not in note:
         raise NoteError("no blank line between the checkpoint body and its signatures")
-    text += "\n"
+    text, signatures = split_note(note)
     lines = text.split("\n")[:-1]
     if len(lines) < 3:
         raise NoteError("checkpoint body needs origin, size and hash lines")
@@ -70,19 +69,7 @@ def parse(note: str) -> Checkpoint:
         chain_hash = base64.b64decode(hash_text, validate=True)
     except binascii.Error as exc:
         raise NoteError("checkpoint hash line is not base64") from exc
-    signatures = []
-    for line in sigs.rstrip("\n").split("\n"):
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != DASH:
-            raise NoteError(f"malformed signature line {line!r}")
-        try:
-            blob = base64.b64decode(parts[2], validate=True)
-        except binascii.Error as exc:
-            raise NoteError("signature is not base64") from exc
-        if len(blob) < 5:
-            raise NoteError("signature too short")
-        signatures.append(Signature(parts[1], blob[:4], blob[4:]))
-    return Checkpoint(origin, int(size_text), chain_hash, text, tuple(signatures))
+    return Checkpoint(origin, int(size_text), chain_hash, text, signatures)
 
 
 def sign_text(text: str, *signers: Signer) -> str:

@@ -171,3 +171,19 @@ def lockdown_counts(conn: sqlite3.Connection) -> tuple[dict[str, int], int]:
     by_rule = dict(conn.execute("SELECT rule, count(*) FROM lockdowns WHERE rule IS NOT NULL GROUP BY rule"))
     (applied,) = conn.execute("SELECT count(*) FROM lockdowns WHERE phase = 'applied'").fetchone()
     return by_rule, applied
+
+
+def lockdown_triggered(conn: sqlite3.Connection, rule: str, trigger_key: str) -> bool:
+    """Whether ``rule`` already locked down around ``trigger_key`` (an automatic lockdown is applied once)."""
+    found = conn.execute("SELECT 1 FROM lockdowns WHERE rule = ? AND trigger_key = ? LIMIT 1", (rule, trigger_key))
+    return found.fetchone() is not None
+
+
+def compromised_since(conn: sqlite3.Connection, since: str) -> list[str]:
+    """Keys that became compromised at or after ``since`` (normalised time), oldest first."""
+    rows = conn.execute(
+        "SELECT key_id FROM transitions WHERE to_state = 'compromised' AND occurred_at >= ? "
+        "GROUP BY key_id ORDER BY min(seq)",
+        (since,),
+    )
+    return [k for (k,) in rows]

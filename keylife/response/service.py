@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from keylife.domain.events import Event, EventType, format_time
 from keylife.domain.lifecycle import KeyState, command_allowed, command_refusal
 from keylife.ingest.ledger import Ledger
 from keylife.journal.writer import Entry
-from keylife.registry.projection import Registry
+from keylife.registry import plans as store
+from keylife.registry.projection import Registry, ts
 from keylife.response import selector as sel
 from keylife.response.approvals import Approvals
 from keylife.response.bulk import BulkPlans
@@ -29,6 +30,7 @@ from keylife.response.errors import Refused
 from keylife.response.lockdown import Lockdowns
 
 log = logging.getLogger("keylife.response")
+AUTO_CATCH_UP = timedelta(hours=24)  # compromises this recent are locked down at start if a rule has not yet
 
 
 class BulkService:
@@ -42,8 +44,13 @@ class BulkService:
         self.automatic: dict[str, int] = {}  # rule -> lockdowns applied by it (this process)
 
     def start(self) -> list[str]:
-        """Resume the plans a previous process left started; start the automatic-lockdown worker."""
+        """Resume the plans a previous process left started; start the automatic-lockdown worker,
+        first handing it the compromises of the last day, so one a stop caught between its commit and
+        its lockdown is still locked down (a rule that already acted on a key is not applied again)."""
         if self.config.auto_lockdown:
+            since = ts(format_time(datetime.now(UTC) - AUTO_CATCH_UP))
+            for key_id in store.compromised_since(self.registry._reader(), since):
+                self._triggers.put(key_id)
             self._worker = threading.Thread(target=self._auto, name="keylife-auto-lockdown", daemon=True)
             self._worker.start()
         return self.plans.resume_all()
@@ -141,6 +148,9 @@ class BulkService:
         while (key_id := self._triggers.get()) is not None:
             for rule in self.config.auto_lockdown:
                 try:
+                    self.ledger.sync_registry().result()
+                    if store.lockdown_triggered(self.registry._reader(), rule.name, key_id[:4096]):
+                        continue  # applied before a restart, or a compromise reported twice
                     self.auto_lockdown(rule, key_id)
                 except Exception:
                     log.exception("automatic lockdown failed", extra={"rule": rule.name})
