@@ -45,12 +45,12 @@ def anomaly_event(flag: dict[str, Any]) -> Event:
 def _reason(flag: dict[str, Any]) -> str:
     d, kind = flag["details"], flag["kind"]
     if kind in ("spike", "drop"):
-        return (f"usage {kind}: {d['observed_ops_per_hour']} ops/h where {d['expected_ops_per_hour']} were expected "
-                f"at this hour (z {d['score']})")  # fmt: skip
+        return (f"usage {kind}: {d['observed_ops_per_hour']} ops/h in {d['hour_judged']}h UTC where "
+                f"{d['expected_ops_per_hour']} were expected (z {d['score']})")  # fmt: skip
     if kind == "new_node":
-        return f"first use from node {flag.get('node') or '(none)'} after {d['key_reports']} reports"
+        return f"first use from node {flag.get('node') or '(none)'} after {d['key_hours']} hours of use"
     if kind == "new_operation":
-        return f"first {flag.get('operation')} ever for this key after {d['key_reports']} reports"
+        return f"first {flag.get('operation')} ever for this key after {d['key_hours']} hours of use"
     return f"use at {d['hour']:02d}h UTC, an hour the key is almost never used at (share {d['share']})"
 
 
