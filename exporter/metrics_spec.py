@@ -105,7 +105,7 @@ ANOMALIES = (
          "Usage anomalies flagged in the last 24 hours, per kind (uncapped, zero-filled).", ("kind",)),
     Spec("keylife_key_anomaly_omitted", "gauge",
          "(key, kind) pairs flagged in the last 24 hours left out of keylife_key_anomaly by exporter.attention_cap."),
-)
+)  # fmt: skip
 
 # The posture score (exporter/posture.py, docs/posture.md): computed at each scrape from the fleet snapshot,
 # the registry's revocation tables and the process (journal verification, forwarder sinks).
