@@ -196,6 +196,15 @@ def node_and_usage_rules(a: _Alerts, job: str, t: dict[str, Any]) -> None:
         f"{{{{ $value | humanize }}}} ops/s, more than {t['usage_anomaly_factor']} times its 1-day average.",
         COMPLIANCE, t["usage_anomaly_for"],
     )  # fmt: skip
+    # Per key, from the detector's own baselines (docs/anomalies.md): names the key and the kind of flag.
+    a.add(
+        "KeylifeKeyUsageAnomalous", "warning", f"keylife_key_anomaly{{{sel}}} > 0",
+        "A key's usage broke its own baseline.",
+        "Key {{ $labels.key_id }}: {{ $value }} usage anomaly flag(s) of kind {{ $labels.kind }} in the last 24 "
+        "hours (spike, drop, new_node, new_operation or unusual_hour), judged against the key's own seasonal "
+        "baseline; the journal's anomaly records give the node, the score and the baseline.",
+        KEY,
+    )  # fmt: skip
     ops = f"keylife_key_operations{{{sel}}}"
     for severity, days in (("warning", t["operations_warning_days"]), ("critical", t["operations_critical_days"])):
         a.add(

@@ -95,6 +95,18 @@ REVOCATION = (
          "The signed revocation feed's current version (GET /v1/revocations): withdrawals ever published."),
 )  # fmt: skip
 
+# Usage anomalies (keylife/registry/anomalies.py, docs/anomalies.md): read from the registry at scrape time.
+ANOMALIES = (
+    Spec("keylife_key_anomaly", "gauge",
+         "Usage anomalies flagged in the last 24 hours (by the usage reports' times) per key and kind: spike, "
+         "drop, new_node, new_operation, unusual_hour; the most recently flagged pairs first up to "
+         "exporter.attention_cap.", ("key_id", "kind"), per_key=True),
+    Spec("keylife_anomalies_recent", "gauge",
+         "Usage anomalies flagged in the last 24 hours, per kind (uncapped, zero-filled).", ("kind",)),
+    Spec("keylife_key_anomaly_omitted", "gauge",
+         "(key, kind) pairs flagged in the last 24 hours left out of keylife_key_anomaly by exporter.attention_cap."),
+)  # fmt: skip
+
 # The posture score (exporter/posture.py, docs/posture.md): computed at each scrape from the fleet snapshot,
 # the registry's revocation tables and the process (journal verification, forwarder sinks).
 POSTURE = (

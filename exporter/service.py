@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from exporter.anomalies import AnomalyCollector
 from exporter.collectors import FleetCollector, PipelineCollector
 from exporter.fleet import ATTENTION_HORIZON, FleetIndex
 from exporter.incidents import IncidentCollector
@@ -48,4 +49,5 @@ class Exporter:
         metrics.register(PipelineCollector(pipeline))
         metrics.register(IncidentCollector(RegistryReader(registry_path)))  # incidents: few, read per scrape
         metrics.register(RevocationCollector(registry_path, attention_cap))
+        metrics.register(AnomalyCollector(registry_path, attention_cap, clock))  # flags of the last day
         return cls(index, snapshots)

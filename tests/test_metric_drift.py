@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
-from exporter.metrics_spec import FLEET, INCIDENTS, PIPELINE, POSTURE, REVOCATION
+from exporter.metrics_spec import ANOMALIES, FLEET, INCIDENTS, PIPELINE, POSTURE, REVOCATION
 from keylife.ingest.telemetry import Telemetry
 
 ROOT = Path(__file__).parents[1]
@@ -32,7 +32,7 @@ def _served(name: str, kind: str) -> set[str]:
 
 def emitted() -> set[str]:
     names: set[str] = set()
-    for spec in (*FLEET, *PIPELINE, *INCIDENTS, *REVOCATION, *POSTURE):
+    for spec in (*FLEET, *PIPELINE, *INCIDENTS, *REVOCATION, *POSTURE, *ANOMALIES):
         names |= _served(spec.name, spec.kind)
     for holder in (Telemetry(), ForwardMetrics(CollectorRegistry())):
         for metric in vars(holder).values():

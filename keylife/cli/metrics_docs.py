@@ -14,7 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from audit_forwarder.shipper.contract import REASONS
 from audit_forwarder.shipper.metrics import GAUGES, ForwardMetrics
-from exporter.metrics_spec import FLEET, INCIDENTS, PIPELINE, POSTURE, REVOCATION, Spec
+from exporter.metrics_spec import ANOMALIES, FLEET, INCIDENTS, PIPELINE, POSTURE, REVOCATION, Spec
 from keylife.ingest.telemetry import STANDARD_COLLECTORS, Telemetry
 from keylife.witness.client import ClientMetrics
 from keylife.witness.service import WitnessMetrics
@@ -113,6 +113,14 @@ def render() -> str:
         "gauge is not capped. `KeylifeRevocationUnconfirmed` names the key and the node.",
         "",
         *_specs_table(REVOCATION, " *Per pair: capped by `exporter.attention_cap`.*"),
+        "",
+        "## Usage anomalies",
+        "",
+        "From the registry's anomaly flags (`docs/anomalies.md`), read at each scrape: flags of usage reports",
+        "from the last 24 hours. The per-key series are capped by `exporter.attention_cap`, most recent first;",
+        "`KeylifeKeyUsageAnomalous` names the key and the kind.",
+        "",
+        *_specs_table(ANOMALIES, " *Per key: capped by `exporter.attention_cap`.*"),
         "",
         "## Pipeline",
         "",

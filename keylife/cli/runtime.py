@@ -35,6 +35,7 @@ from keylife.journal.signing import Signer
 from keylife.journal.verify_status import PeriodicVerify
 from keylife.journal.writer import Entry, Journal, JournalCorrupt, JournalSettings
 from keylife.registry.projection import Registry, RegistryError, RegistrySchemaOld, rebuild
+from keylife.response.anomalies import AnomalyService
 from keylife.response.feed import Feed
 from keylife.response.incidents import IncidentService
 from keylife.response.reports.schedule import ReportScheduler
@@ -88,6 +89,7 @@ class Runtime:
     incidents: IncidentService | None = None
     revocations: Feed = field(init=False)
     bulk: BulkService = None  # type: ignore[assignment]  # set by _start
+    anomalies: AnomalyService | None = None
     reports: ReportService = None  # type: ignore[assignment]  # set by _start
     report_scheduler: ReportScheduler | None = None
 
@@ -158,6 +160,9 @@ class Runtime:
         incidents = IncidentService(config.incidents, ledger, registry)
         incidents.start(journal)  # catches up on a compromise a stop left without its incident
         reactions.append(incidents.react)  # a compromise opens an incident (its own thread)
+        anomalies = AnomalyService(ledger, registry)
+        registry.listeners.append(anomalies.on_delta)  # flags staged by the registry -> anomaly records
+        anomalies.start()  # first the flags a stop left unjournaled
         verifier = PeriodicVerify(
             config.journal_dir,
             [signer.verifier],
@@ -186,6 +191,7 @@ class Runtime:
             verifier, pusher, forwarder, datafold, local_token, notes, witnessing, incidents, bulk,
         )  # fmt: skip
         runtime.revocations = Feed(registry, config.journal.origin)
+        runtime.anomalies = anomalies
         runtime.reports = ReportService(ledger, journal, config.registry_path, PolicyRules(exporter.index.policy))
         directory = config.reports.directory or config.data_dir / "reports"
         runtime.report_scheduler = ReportScheduler(config.reports, directory, runtime.reports, ledger)
@@ -209,6 +215,8 @@ class Runtime:
             self.bulk.stop()  # before the ledger: running plans submit through it (they resume at start)
         if self.incidents is not None:
             self.incidents.stop()  # before the ledger: it journals through it
+        if self.anomalies is not None:
+            self.anomalies.stop()  # before the ledger: it journals through it
         self.ledger.stop()
         self.registry.close()
         self.lock.release()

@@ -37,6 +37,7 @@ import httpx
 import orjson
 
 from keylife.demo.enforcement import FeedEnforcer, fleet_holders
+from keylife.demo.injected import Injector
 from keylife.demo.scenario import DAY, HOUR, Fleet, Key, Ops, Slot
 
 log = logging.getLogger("keylife.demo")
@@ -65,6 +66,7 @@ class DemoConfig:
     speed: float = 60.0  # lifecycle seconds per wall second once live
     replicas: int = 5  # nodes holding (and propagating) each key; the lagging node holds all
     usage_nodes: int = 3  # at most this many nodes use a key
+    anomalies: int = 1  # labelled usage anomalies of each kind injected after 5 days (keylife.demo.injected)
 
 
 SHARDS = 8  # a node flushes its counters in this many batches spread over the interval
@@ -80,7 +82,7 @@ class World(Fleet):
     conflicting use in the stream is the compromised key the lagging node goes on using.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, anomalies: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         nodes, interval, rnd = len(self.names), self.interval, self.rng.random
         cap = max(1, int(min(0.95 * interval, 300)) - 2)  # every flush lands before the next interval
@@ -92,6 +94,7 @@ class World(Fleet):
             for n in slot.users:
                 self._by_shard[n][slot.idx % SHARDS].append(slot)
         self._push((self.start // interval + 1) * interval, self._tick)
+        self.injector = Injector(self, anomalies)
 
     @staticmethod
     def _rhythm(t: int) -> float:
@@ -205,6 +208,7 @@ class DemoNetwork:
             speed=config.speed,
             replicas=config.replicas,
             usage_nodes=config.usage_nodes,
+            anomalies=config.anomalies,
         )
         self._stream = self._world.stream()
         self._next: tuple[int, Event] | None = None
@@ -244,6 +248,10 @@ class DemoNetwork:
         """The nodes as enforcement points of the revocation feed (the lagging node never confirms)."""
         world = self._world
         return FeedEnforcer(fleet_holders(world), world.names[world.lagging], self.config.seed, world._prefix)
+
+    def injected(self) -> dict[str, str]:
+        """The labelled usage anomalies emitted so far: event id -> kind (``keylife.demo.injected``)."""
+        return dict(self._world.injector.labels)
 
     def scenario_keys(self) -> dict[str, str]:
         """The notable keys and nodes by role, for tests and docs."""

@@ -164,10 +164,12 @@ class Ledger:
         self._thread.start()
 
     def catch_up(self) -> int:
-        """Bring the registry up to the journal (after a crash between fsync and registry commit)."""
+        """Bring the registry up to the journal (after a crash between fsync and registry commit),
+        and its deferred extensions up to the registry (their state is written every few seconds)."""
         start = self.registry.last_applied_seq() + 1
         end = self.journal.committed_size  # never beyond: bytes past it may be a failed, unacknowledged write
-        if start >= end:
+        first = min(start, self.registry.deferred_from())
+        if first >= end:
             return 0
         pruned = pruned_upto(self.journal.directory)
         if start < pruned:
@@ -175,6 +177,7 @@ class Ledger:
                 f"the registry stops before seq {start}, but entries {start}..{pruned - 1} were pruned from the "
                 "journal (keylife journal prune): it cannot catch up; restore the registry kept with the journal"
             )
+        start = max(first, pruned)  # a deferred extension behind a pruned journal goes on from what is left
         applied = 0
         self.registry.begin()
         batch: list[Entry] = []

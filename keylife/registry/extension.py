@@ -25,6 +25,11 @@ class Extension:
     name: ClassVar[str] = ""
     schema: ClassVar[str] = ""  # CREATE TABLE IF NOT EXISTS ...; run on every open
     types: ClassVar[frozenset[str]] = frozenset()  # event types handed to ``project``
+    # A deferred extension keeps its state in memory and writes it with ``checkpoint`` every
+    # ``Registry.DEFERRED_EVERY`` seconds (and at close), not at every flush; its stored state
+    # then lags the registry, and a catch-up replays the journal entries after it (``applied:<name>``
+    # in ``meta``). For state that changes with nearly every entry and that no reader needs at once.
+    deferred: ClassVar[bool] = False
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry  # the writer side: ``registry.db`` and ``registry.key_record``
@@ -32,8 +37,19 @@ class Extension:
     def project(self, ev: dict[str, Any], seq: int, at: str) -> None:
         """Stage what entry ``seq`` changes (``at``: its ``occurred_at``, normalised)."""
 
+    def prefetch(self, key_ids: list[str]) -> None:
+        """Load what ``project`` will need for these keys in a few queries (``apply_many`` calls it
+        once per batch); optional."""
+
     def flush(self, db: sqlite3.Connection) -> None:
         """Write what was staged, inside the open transaction."""
+
+    def checkpoint(self, db: sqlite3.Connection) -> None:
+        """A deferred extension: write its state as of the last projected entry."""
+
+    def wants_checkpoint(self) -> bool:
+        """A deferred extension: its state must be written at this flush (its memory is full)."""
+        return False
 
     def reset(self) -> None:
         """Forget what was staged (after a flush, or on rollback)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from keylife.registry.anomalies import AnomaliesExtension
 from keylife.registry.extension import Extension
 from keylife.registry.incidents import IncidentsExtension
 from keylife.registry.plans import PlansExtension
@@ -11,4 +12,5 @@ EXTENSIONS: tuple[type[Extension], ...] = (
     Revocations,  # the revocation feed and per-node confirmation
     PlansExtension,  # bulk plans, lockdowns, approvals
     IncidentsExtension,  # incidents and their timelines
+    AnomaliesExtension,  # usage baselines and anomaly flags
 )
