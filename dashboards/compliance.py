@@ -19,8 +19,10 @@ from dashboards.common import (
 )
 from dashboards.panels import (
     heatmap_panel,
+    organize,
     stat_panel,
     steps,
+    table_panel,
     timeseries_panel,
 )
 from dashboards.posture import posture
@@ -86,6 +88,24 @@ def usage() -> list[PanelBuilder]:
                 USAGE,
             ),
             unit="x",
+        ),
+        timeseries_panel(
+            "Usage anomalies (last 24 h) by kind",
+            "Flags of the per-key detector (docs/anomalies.md) in the last 24 hours, per kind: spike, drop, "
+            "new_node, new_operation, unusual_hour. Each is judged against the key's own seasonal baseline and "
+            "journaled as an anomaly record; KeylifeKeyUsageAnomalous pages on them.",
+            prom(f"keylife_anomalies_recent{{{JOB}}}", "{{kind}}"),
+            stacked=True,
+        ),
+        table_panel(
+            "Keys with usage anomalies",
+            "One row per key and kind flagged in the last 24 hours, with how many flags. Click a row for the "
+            "key's detail and audit trail (the anomaly records name the baseline each flag was judged against). "
+            "Capped at exporter.attention_cap pairs, the most recently flagged first.",
+            prom(f"keylife_key_anomaly{{{JOB}}} > 0", table_format=True),
+            transformations=[organize(rename={"Value": "flags (24 h)"})],
+            links_to_key=True,
+            span=12,
         ),
     ]
 
