@@ -16,6 +16,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
@@ -134,6 +135,14 @@ def test_a_compromised_key_in_use_pages_within_60_seconds_and_every_dashboard_qu
         {"id": "x3", "type": "usage_report", "key_id": EXPIRING, "node": "node-e2e", "usage": {"encrypt": 2**31 + 100},
          "occurred_at": _stamp(now - timedelta(minutes=30))},
     ]  # fmt: skip
+
+    # A key with 80 hours of use from one node, then used from another: a usage anomaly (new_node) for the
+    # anomaly panels of the compliance dashboard.
+    def habit(n: int, node: str, hours_ago: int) -> dict[str, Any]:
+        return {"id": f"h{n}", "type": "usage_report", "key_id": "k-habit", "node": node,
+                "usage": {"decrypt": 50}, "occurred_at": _stamp(now - timedelta(hours=hours_ago))}  # fmt: skip
+
+    setup += [*(habit(n, "node-e2e", 82 - n) for n in range(80)), habit(80, "node-stranger", 1)]
     archive = {"type": "file", "name": "archive", "path": str(tmp_path / "archive.ndjson")}
     with (
         WebhookReceiver() as hook,
