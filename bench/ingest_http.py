@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -114,14 +115,31 @@ def by_fifth(acks: list[tuple[float, int]], t0: float, wall: float) -> list[int]
     return [round(c / (wall / 5)) for c in counts]
 
 
-def run(quick: bool) -> dict[str, Any]:
-    p = dict(QUICK if quick else FULL)
-    server_core, client_core = cores()
-    pin(client_core)
-    bodies = batch_bodies(demo_events(p["events"]), p["batch"])
+@dataclass
+class Measured:
+    """One server run: what the load generator saw and what the server spent."""
+
+    feeder: Feeder
+    watch: Any
+    server_cpu: float
+    journal_bytes: int
+
+    @property
+    def rate(self) -> float:
+        return self.feeder.acked / self.watch.wall
+
+    @property
+    def cpu_us(self) -> float:
+        return self.server_cpu / self.feeder.acked * 1e6
+
+
+def measure(
+    bodies: list[tuple[bytes, int]], p: dict[str, Any], server_core: int, extra: dict[str, Any] | None = None
+) -> Measured:
+    """Start a fresh server (``extra``: config sections on top of the bench's), warm it up, drive the
+    timed bodies through it, stop it."""
     warmup, timed = bodies[: p["warmup_batches"]], bodies[p["warmup_batches"] :]
-    log(f"{NAME}: {p['events']} demo events in {len(bodies)} bodies; server on core {server_core}")
-    with scratch(NAME) as tmp, running(tmp, server_core) as server:
+    with scratch(NAME) as tmp, running(tmp, server_core, extra=extra) as server:
         split = urlsplit(server.url)
         host, port = split.hostname or "127.0.0.1", split.port or 80
         headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/x-ndjson"}
@@ -136,23 +154,32 @@ def run(quick: bool) -> dict[str, Any]:
         journal_bytes = sum(f.stat().st_size for f in (server.data_dir / "journal").rglob("*") if f.is_file())
     if feeder.errors:
         raise RuntimeError(f"ingest failed: {feeder.errors[0]}")
-    rate = feeder.acked / watch.wall
-    log(f"{NAME}: {feeder.acked} events in {watch.wall:.1f} s = {rate:,.0f}/s")
-    per_event_us = server_cpu / feeder.acked * 1e6
+    return Measured(feeder, watch, server_cpu, journal_bytes)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    p = dict(QUICK if quick else FULL)
+    server_core, client_core = cores()
+    pin(client_core)
+    bodies = batch_bodies(demo_events(p["events"]), p["batch"])
+    log(f"{NAME}: {p['events']} demo events in {len(bodies)} bodies; server on core {server_core}")
+    m = measure(bodies, p, server_core)
+    feeder, watch = m.feeder, m.watch
+    log(f"{NAME}: {feeder.acked} events in {watch.wall:.1f} s = {m.rate:,.0f}/s")
     return result(
         [
-            Metric("ingest_http_events_per_s", rate, "events/s", ">= 20000"),
-            Metric("ingest_http_server_cpu_us_per_event", per_event_us, "µs CPU/event", None, 1),
+            Metric("ingest_http_events_per_s", m.rate, "events/s", ">= 20000"),
+            Metric("ingest_http_server_cpu_us_per_event", m.cpu_us, "µs CPU/event", None, 1),
         ],
         p | {"server_core": server_core, "client_core": client_core, "durable": True, "events_source": "bench"},
         events_acked=feeder.acked,
         seconds=round(watch.wall, 3),
-        server_cpu_seconds=round(server_cpu, 3),
-        server_cpu_seconds_per_event=server_cpu / feeder.acked,
-        server_core_utilisation=round(server_cpu / watch.wall, 3),
+        server_cpu_seconds=round(m.server_cpu, 3),
+        server_cpu_seconds_per_event=m.server_cpu / feeder.acked,
+        server_core_utilisation=round(m.server_cpu / watch.wall, 3),
         client_cpu_seconds=round(watch.cpu, 3),
         events_per_s_by_fifth=by_fifth(feeder.acks, watch.wall0, watch.wall),
         request_latency_ms_p50=round(percentile(feeder.latencies, 50) * 1000, 2),
         request_latency_ms_p99=round(percentile(feeder.latencies, 99) * 1000, 2),
-        journal_bytes=journal_bytes,
+        journal_bytes=m.journal_bytes,
     )

@@ -127,6 +127,15 @@ class JournalConfig(_Section):
 
 class RegistryConfig(_Section):
     path: Path | None = None
+    # Usage anomaly detection (docs/anomalies.md): per-key baselines learnt from usage reports, and
+    # the anomaly records they raise. Off: nothing is learnt or flagged. Turned on again, it first
+    # replays the journal since its baselines were last written (a registry that never had them
+    # starts learning then).
+    anomalies: bool = True
+
+    def disabled_extensions(self) -> frozenset[str]:
+        """The registry extensions this configuration turns off (``Registry(disabled=...)``)."""
+        return frozenset() if self.anomalies else frozenset({"anomalies"})
 
 
 # Literal[("a", "b")] is Literal["a", "b"]: the names are written once, in keylife.common.scopes.

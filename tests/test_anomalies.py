@@ -325,3 +325,31 @@ def test_quality_on_the_demo_network_with_its_injected_anomalies(tmp_path: Path)
     assert len(found) >= 0.9 * len(labels), recall
     assert false == [], false[:5]
     projected.registry.close()
+
+
+def test_detection_can_be_turned_off_and_on_again(tmp_path: Path) -> None:
+    """``registry.anomalies: false``: nothing is learnt or flagged. Back on, the baselines are replayed from the
+    journal since they were last written, so what was missed while off is learnt, not lost."""
+    day = 10 * 24
+    events = [*_steady("k1", 10), _report("k1", day + 10, 4000)]
+    entries = [Entry(n, ev["occurred_at"], ev, b"\0" * 32) for n, ev in enumerate(events)]
+    path = tmp_path / "registry.sqlite"
+    on = Registry(path, origin="test")
+    on.begin()
+    on.apply_many(entries[:30])
+    on.commit()
+    on.close()  # baselines written at seq 29
+    off = Registry(path, origin="test", disabled={"anomalies"})
+    off.begin()
+    off.apply_many(entries[30:])
+    off.commit()
+    assert off._reader().execute("SELECT count(*) FROM anomaly_flags").fetchone()[0] == 0
+    off.close()
+    again = Registry(path, origin="test")
+    assert again.deferred_from() == 30, "the entries projected while it was off"
+    again.begin()
+    again.apply_many(entries[again.deferred_from() :])
+    again.commit()
+    kinds = [k for (k,) in again._reader().execute("SELECT kind FROM anomaly_flags")]
+    assert kinds == ["spike"]
+    again.close()

@@ -143,7 +143,12 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
                         update(n)
                     yield entry
 
-            stats = rebuild(counted(iter_entries(config.journal_dir)), Path(target), origin=config.journal.origin)
+            stats = rebuild(
+                counted(iter_entries(config.journal_dir)),
+                Path(target),
+                origin=config.journal.origin,
+                disabled=config.registry.disabled_extensions(),
+            )
             update(stats.entries)
     finally:
         lock.release()

@@ -225,15 +225,18 @@ class Runtime:
 def _open_registry(config: Config, notes: list[str]) -> Registry:
     """The registry; one an older keylife wrote is rebuilt from the journal first (it is a
     projection, so nothing is lost), unless the journal was pruned (then the operator decides)."""
+    off = config.registry.disabled_extensions()
     try:
-        return Registry(config.registry_path, origin=config.journal.origin)
+        return Registry(config.registry_path, origin=config.journal.origin, disabled=off)
     except RegistrySchemaOld as exc:
         if pruned_upto(config.journal_dir):
             raise RegistryError(f"{exc}; the journal was pruned, so it cannot be rebuilt here") from None
         log.warning("registry schema is older than this keylife; rebuilding it from the journal")
-        stats = rebuild(iter_entries(config.journal_dir), config.registry_path, origin=config.journal.origin)
+        stats = rebuild(
+            iter_entries(config.journal_dir), config.registry_path, origin=config.journal.origin, disabled=off
+        )
         notes.append(f"rebuilt the registry from the journal for the new schema ({stats.entries} entries)")
-        return Registry(config.registry_path, origin=config.journal.origin)
+        return Registry(config.registry_path, origin=config.journal.origin, disabled=off)
 
 
 def _otlp(config: Config, telemetry: Telemetry) -> OtlpMetricsPusher | None:

@@ -95,7 +95,16 @@ class Registry(RegistryReader):
 
     DEFERRED_EVERY = 30.0  # seconds between writes of deferred extensions' state
 
-    def __init__(self, path: Path, *, origin: str | None = None, background_checkpoint: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        origin: str | None = None,
+        background_checkpoint: bool = True,
+        disabled: Iterable[str] = (),
+    ) -> None:
+        """``disabled``: names of extensions that project nothing (their tables exist, empty or as
+        they were, for readers)."""
         super().__init__(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = q.open_writer(self.path)
@@ -128,7 +137,8 @@ class Registry(RegistryReader):
         self.extensions: list[Extension] = []
         for cls in EXTENSIONS:
             self._db.executescript(cls.schema)
-            self.extensions.append(cls(self))
+            if cls.name not in disabled:
+                self.extensions.append(cls(self))
         self._by_type: dict[str, list[Extension]] = {}
         for ext in self.extensions:
             for kind in ext.types:
@@ -642,7 +652,12 @@ class Registry(RegistryReader):
 
 
 def rebuild(
-    journal_entries: Iterable[Entry], path: Path, *, origin: str | None = None, batch: int = 50_000
+    journal_entries: Iterable[Entry],
+    path: Path,
+    *,
+    origin: str | None = None,
+    batch: int = 50_000,
+    disabled: Iterable[str] = (),
 ) -> RebuildStats:
     """Replay the journal into ``<path>.tmp``, then swap it in atomically.
 
@@ -654,7 +669,7 @@ def rebuild(
     for stale in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm"))):
         stale.unlink(missing_ok=True)
     started = time.monotonic()
-    reg = Registry(tmp, origin=origin, background_checkpoint=False)
+    reg = Registry(tmp, origin=origin, background_checkpoint=False, disabled=disabled)
     entries = 0
     try:
         source = iter(journal_entries)
