@@ -98,7 +98,7 @@ class AnomaliesExtension(Extension):
         hid = (start or at)[:13]
         if hid > key.hid:  # a later hour: the open one ended (a late report counts in the hour it arrives in)
             self._next_hour(key_id, key, node, hid, start, ev.get("interval_end") if start else None, seq, at)
-        count = key.count = key.count + sum(usage.values())
+        count = key.count = min(key.count + sum(usage.values()), m.OPS_MAX)  # saturating, like the registry's
         self._dirty.add(key_id)
         if count >= key.limit and not key.flagged:  # this report crosses the hour's spike limit
             key.flagged = True

@@ -38,6 +38,7 @@ SCALE_FLOOR = 0.35  # no scale below this (log space): steady keys do not flag s
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> standard deviation for normal residuals
 Z_SPIKE = 7.0  # |z| at or above this flags a spike (up) or a drop (down)
 COUNT_MAX = 65_535  # observations per hour of day saturate here (stored as 16-bit counters)
+OPS_MAX = 2**63 - 1  # an hour's operations saturate here (stored as a signed 64-bit integer)
 WARM_BUCKET = 5  # observations of that hour of day before spikes and drops are judged
 WARM_KEY = 72  # hours with use of the key before new nodes, new operations and unusual hours are judged
 UNUSUAL_SHARE = 0.002  # an hour (with its two neighbours) holding less than this share of the key's hours
