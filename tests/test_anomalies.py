@@ -353,3 +353,25 @@ def test_detection_can_be_turned_off_and_on_again(tmp_path: Path) -> None:
     kinds = [k for (k,) in again._reader().execute("SELECT kind FROM anomaly_flags")]
     assert kinds == ["spike"]
     again.close()
+
+
+def test_a_pruned_journal_past_the_stored_baselines_leaves_a_gap_not_a_stuck_registry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the entries after the stored baselines are gone (``keylife journal prune``), the catch-up reads what is
+    left: the baselines skip the gap (one log line naming it) and are current again, not stale for ever."""
+    events = _steady("k1", 10)
+    entries = [Entry(n, ev["occurred_at"], ev, b"\0" * 32) for n, ev in enumerate(events)]
+    crashed = Projected(tmp_path / "registry.sqlite")
+    crashed.feed(events[:30])
+    crashed.registry.checkpoint_deferred()
+    crashed.feed(events[30:])  # not written: a crash
+    after = Registry(tmp_path / "registry.sqlite", origin="test")
+    assert after.deferred_from() == 30
+    after.begin()
+    after.apply_many(entries[50:])  # 30..49 pruned: the catch-up starts at 50
+    after.commit()
+    assert after.deferred_from() == len(events), "current again"
+    assert "deferred extension anomalies skips entries 30..49" in caplog.text
+    for registry in (after, crashed.registry):
+        registry.close()

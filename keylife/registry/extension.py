@@ -26,7 +26,7 @@ class Extension:
     schema: ClassVar[str] = ""  # CREATE TABLE IF NOT EXISTS ...; run on every open
     types: ClassVar[frozenset[str]] = frozenset()  # event types handed to ``project``
     # A deferred extension keeps its state in memory and writes it with ``checkpoint`` every
-    # ``Registry.DEFERRED_EVERY`` seconds (and at close), not at every flush; its stored state
+    # ``keylife.registry.deferred.EVERY`` seconds (and at close), not at every flush; its stored state
     # then lags the registry, and a catch-up replays the journal entries after it (``applied:<name>``
     # in ``meta``). For state that changes with nearly every entry and that no reader needs at once.
     deferred: ClassVar[bool] = False

@@ -32,6 +32,7 @@ from keylife.domain.events import event_digest
 from keylife.domain.lifecycle import TARGET_STATE, KeyState, observed_state, use_conflicts
 from keylife.journal.writer import Entry
 from keylife.registry import queries as q
+from keylife.registry.deferred import Deferred
 from keylife.registry.extension import Extension
 from keylife.registry.extensions import EXTENSIONS
 from keylife.registry.queries import MAX_COUNT, MAX_PAGE, VIOLATION_KINDS, RegistryReader, ts
@@ -93,8 +94,6 @@ def _new_key(key_id: str, at: str) -> dict[str, Any]:
 class Registry(RegistryReader):
     """One SQLite file: a writer connection for the writer thread, read-only ones per reader thread."""
 
-    DEFERRED_EVERY = 30.0  # seconds between writes of deferred extensions' state
-
     def __init__(
         self,
         path: Path,
@@ -143,14 +142,8 @@ class Registry(RegistryReader):
         for ext in self.extensions:
             for kind in ext.types:
                 self._by_type.setdefault(kind, []).append(ext)
-        # Deferred extensions (``Extension.deferred``): the seq their stored state is at, and, while
-        # their memory is behind the registry (after an open or a rollback), the next seq they need.
-        self._deferred = [ext for ext in self.extensions if ext.deferred]
-        self._applied = self._stored_applied()
-        self._stale: dict[str, int] = {}
-        self._mark_stale()
-        self._checkpoint_at = time.monotonic() + self.DEFERRED_EVERY
-        self._force_checkpoint = False
+        self._deferred = Deferred(self.extensions)
+        self._deferred.load(self._db, self._committed_seq)
         self._owner: int | None = None  # the writer thread: the last to call begin()
         self._keys: dict[str, dict[str, Any] | None] = {}  # None: known not to exist
         self._base: dict[str, tuple[Any, ...]] = {}  # cold columns as last written
@@ -248,8 +241,7 @@ class Registry(RegistryReader):
         self._reset_pending()
         self._delta = ProjectionDelta()
         self._last_seq = self._committed_seq
-        self._applied = self._stored_applied()
-        self._mark_stale()  # their memory is gone with the rollback: replay from what is stored
+        self._deferred.load(self._db, self._committed_seq)  # their memory went with the rollback: replay
 
     def seen(self, event_id: str) -> tuple[int, bytes] | None:
         """(seq, digest) of the event already applied under this id; on the writer thread staged
@@ -321,8 +313,9 @@ class Registry(RegistryReader):
             raise RegistryError("apply outside begin()/commit()")
         seq = entry.seq
         if seq <= self._last_seq:
-            if self._stale:
-                self._replay_deferred(entry)
+            if self._deferred.stale:
+                ev = entry.event
+                self._deferred.replay(seq, ev, lambda: ts(ev["occurred_at"]), self._last_seq)
             return
         if seq != self._last_seq + 1:
             raise RegistryError(f"entry seq {seq} does not follow {self._last_seq}; replay the missing entries")
@@ -338,66 +331,20 @@ class Registry(RegistryReader):
         if self._pending >= _FLUSH_AT:
             self._flush_or_name()
 
-    # ----- deferred extensions --------------------------------------------------------------
+    # ----- deferred extensions (keylife.registry.deferred) -------------------------------------
     def deferred_from(self) -> int:
         """The first seq a catch-up reads: the next entry, or earlier while a deferred extension's
         stored state is older than the registry."""
-        return min([self._last_seq + 1, *self._stale.values()])
-
-    def _stored_applied(self) -> dict[str, int]:
-        """The seq each deferred extension's stored state is at (the registry's, for one never written)."""
-        out = {}
-        for ext in self._deferred:
-            row = self._db.execute("SELECT value FROM meta WHERE name = ?", (f"applied:{ext.name}",)).fetchone()
-            out[ext.name] = row[0] if row is not None else self._committed_seq
-        return out
-
-    def _mark_stale(self) -> None:
-        """After an open or a rollback: deferred extensions whose stored state is older than the
-        registry need the entries after it replayed (``deferred_from``)."""
-        applied = self._applied
-        self._stale = {e.name: applied[e.name] + 1 for e in self._deferred if applied[e.name] < self._last_seq}
-
-    def _replay_deferred(self, entry: Entry) -> None:
-        """An entry the registry already has, for the deferred extensions that still need it."""
-        seq, ev = entry.seq, entry.event
-        for ext in self._deferred:
-            need = self._stale.get(ext.name)
-            if need is None or need > seq:
-                continue
-            if need < seq:  # a gap (the journal was pruned past it): the state goes on from here
-                _log.warning("deferred extension %s skips entries %d..%d", ext.name, need, seq - 1)
-            if ev["type"] in ext.types:
-                ext.project(ev, seq, ts(ev["occurred_at"]))
-            if seq >= self._last_seq:
-                del self._stale[ext.name]
-                self._force_checkpoint = True
-            else:
-                self._stale[ext.name] = seq + 1
+        return self._deferred.first_needed(self._last_seq + 1)
 
     def checkpoint_deferred(self) -> None:
         """Write the deferred extensions' state now (at a stop, or before a copy), in its own
         transaction; a no-op when none lags."""
-        if self._in_txn or not any(self._applied[e.name] < self._last_seq for e in self._deferred):
+        if self._in_txn or not self._deferred.lagging(self._last_seq):
             return
         self.begin()
-        self._force_checkpoint = True
+        self._deferred.force = True
         self.commit()
-
-    def _checkpoint(self, db: sqlite3.Connection) -> None:
-        for ext in self._deferred:
-            if ext.name in self._stale:
-                if self._last_seq >= self._stale[ext.name]:  # it missed entries (pruned): go on from here
-                    _log.warning("deferred extension %s skips entries %d..%d", ext.name, self._stale[ext.name],
-                                 self._last_seq)  # fmt: skip
-                    del self._stale[ext.name]
-                else:
-                    continue
-            ext.checkpoint(db)
-            self._applied[ext.name] = self._last_seq
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"applied:{ext.name}", self._last_seq))
-        self._checkpoint_at = time.monotonic() + self.DEFERRED_EVERY
-        self._force_checkpoint = False
 
     def _project(self, ev: dict[str, Any], seq: int, digest: bytes | None) -> None:
         kind = ev["type"]
@@ -609,12 +556,8 @@ class Registry(RegistryReader):
         db.executemany(q.UPDATE_HOT, hot)
         for ext in self.extensions:
             ext.flush(db)
-        if self._deferred and (
-            self._force_checkpoint
-            or time.monotonic() >= self._checkpoint_at
-            or any(ext.wants_checkpoint() for ext in self._deferred)
-        ):
-            self._checkpoint(db)
+        if self._deferred.due():
+            self._deferred.checkpoint(db, self._last_seq)
         if self.listeners:
             self._delta.merge(
                 ProjectionDelta(
@@ -636,7 +579,7 @@ class Registry(RegistryReader):
     def close(self) -> None:
         """Drop anything uncommitted and close every connection (readers must be idle); idempotent."""
         if self._open:
-            if not self._in_txn and not self._stale:
+            if not self._in_txn and not self._deferred.stale:
                 try:
                     self.checkpoint_deferred()  # a clean stop keeps what the deferred extensions learnt
                 except (OSError, sqlite3.Error):
