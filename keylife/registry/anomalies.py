@@ -104,7 +104,7 @@ class AnomaliesExtension(Extension):
             key.flagged = True
             hour, dow, _ = m.hour_of(key.hid)
             z, expected, scale = key.score(m.rate_value(count, key.span), hour, dow, key.span)
-            self._judged(seq, "spike", key_id, node, at, key, count, (z, expected, scale, key.observations(hour)))
+            self._judged(seq, "spike", key_id, node, at, key, count, (z, expected, scale, key.hours(hour)))
 
     def _new_operations(
         self, key_id: str, key: m.KeyState, node: str, usage: dict[str, int], seq: int, at: str

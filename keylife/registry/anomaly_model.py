@@ -141,9 +141,6 @@ class KeyState:
         counted = math.expm1(expected) * span if expected > 0.0 else 0.0
         return (x - expected) / math.sqrt(scale * scale + 1.0 / (counted + 1.0)), expected, scale
 
-    def observations(self, hour: int) -> int:
-        return self.n[hour]
-
     def step(self, x: float, hour: int, dow: int, span: float) -> tuple[float, float, float, int] | None:
         """Judge ``x`` (over ``span`` hours) at that hour and weekday, then learn it. Returns (z, expected,
         scale, observations) when ``|z| >= Z_SPIKE`` after the hour's warm-up, else None."""
